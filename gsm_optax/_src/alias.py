@@ -1,0 +1,75 @@
+"""`gsm`: Global Sparse Momentum SGD as a chain of small transformations."""
+
+from typing import Optional
+
+import optax
+
+from gsm_optax._src import mask
+from gsm_optax._src import prunable as prunable_lib
+
+
+def gsm(learning_rate: optax.ScalarOrSchedule,
+        ratio: float,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        prunable: prunable_lib.PrunableSpec = None,
+        weight_decay_mask: Optional[prunable_lib.PrunableSpec] = None,
+        method: str = 'bisect') -> optax.GradientTransformation:
+  r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
+
+  Only the Q = floor(N / ratio) prunable weights with the largest
+  first-order Taylor score ``|g * w|`` (ranked across the whole model) get
+  the loss gradient; every weight is decayed and carried by momentum, so
+  the passive ones glide to zero:
+
+  .. math::
+    z \leftarrow \beta z + \lambda w + B \odot g, \qquad
+    w \leftarrow w - \alpha z
+
+  (Nesterov: ``w <- w - alpha (B*g + lambda*w + beta*z)``). This is the
+  official code's ``train_one_step`` followed by ``torch.optim.SGD``, built as
+  ``chain(keep_top_taylor, add_decayed_weights, trace,
+  scale_by_learning_rate)``. After training, `prune` with the same ratio
+  zeroes the passive weights.
+
+  Args:
+    learning_rate: a float or an optax schedule.
+    ratio: the global compression ratio C >= 1.
+    momentum: the momentum coefficient beta (paper: 0.98 to 0.99).
+    weight_decay: lambda, applied to active and passive prunable weights.
+    nesterov: whether to use Nesterov momentum.
+    prunable: which leaves are ranked (see `keep_top_taylor`); default every
+      leaf with ndim >= 2. Non-prunable leaves get their full gradient.
+    weight_decay_mask: which leaves are decayed; default ``prunable``, so
+      biases and norm scales get no decay (as in the official code).
+    method: selection route, ``'bisect'`` (default) or ``'top_k'``.
+
+  Returns:
+    An `optax.GradientTransformation`; ``update`` needs ``params``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from gsm_optax import gsm
+    >>> params = {'w': jnp.ones((4, 4)), 'b': jnp.zeros(4)}
+    >>> tx = gsm(learning_rate=0.1, ratio=4.0, momentum=0.9)
+    >>> state = tx.init(params)
+    >>> grads = jax.grad(lambda p: jnp.sum((p['w'] @ jnp.arange(4.)) ** 2))(params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> int(state[0].num_active)
+    4
+
+  References:
+    Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
+    Networks <https://arxiv.org/abs/1909.12778>`_, 2019
+  """
+  if weight_decay_mask is None:
+    weight_decay_mask = prunable if prunable is not None else (
+        prunable_lib.default_prunable)
+  return optax.chain(
+      mask.keep_top_taylor(ratio, prunable, method),
+      optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+      optax.trace(decay=momentum, nesterov=nesterov),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,122 @@
+"""The global Taylor mask: GSM's one new idea, as an Optax transformation."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gsm_optax._src import prunable as prunable_lib
+from gsm_optax._src import select
+
+
+class KeepTopTaylorState(NamedTuple):
+  """Threshold and number of active weights of the last step (for logging)."""
+  threshold: jax.Array  # float32 scalar: the Q-th largest |g * w|
+  num_active: jax.Array  # int32 scalar: weights whose gradient passed (>= Q)
+
+
+def keep_top_taylor(ratio: float,
+                    prunable: prunable_lib.PrunableSpec = None,
+                    method: str = 'bisect') -> optax.GradientTransformation:
+  r"""Passes the gradient only to the Q weights with the largest |g * w|.
+
+  The mask of Global Sparse Momentum SGD: with ``T = |g * w|`` over all
+  prunable leaves together and ``Q = floor(N / ratio)``,
+
+  .. math::
+    B = T \ge (\text{Q-th largest value of } T), \qquad g \leftarrow B \odot g
+
+  recomputed every step, ties kept. If fewer than Q scores are non-zero the
+  threshold is 0 and every gradient passes (as in the official code).
+  Non-prunable leaves pass unchanged. Chain it before weight decay and
+  momentum (see `gsm`) or before any other optimizer.
+
+  Non-finite scores: a NaN score ranks above +inf, which ranks above every
+  finite score, so a weight with a NaN or infinite gradient stays active and
+  its non-finite update reaches the optimizer, where
+  `optax.apply_if_finite` can skip the step. The mask never hides it.
+
+  Args:
+    ratio: the global compression ratio C >= 1. A Python float is checked
+      when the state is initialised; a traced value (e.g. from
+      `optax.inject_hyperparams`) gives Q clipped to [1, N].
+    prunable: which leaves are ranked: None (every leaf with ndim >= 2), a
+      pytree of bools like the params, or a callable ``params -> pytree``.
+    method: ``'bisect'`` (sort-free, no concatenation, traced Q, default) or
+      ``'top_k'`` (``jax.lax.top_k`` on all scores). The masks are identical.
+
+  Returns:
+    An `optax.GradientTransformation` whose ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from gsm_optax import keep_top_taylor
+    >>> params = {'w': jnp.array([[1., 2.], [3., 4.]]), 'b': jnp.ones(2)}
+    >>> grads = {'w': jnp.array([[1., 1.], [1., 1.]]), 'b': jnp.ones(2)}
+    >>> tx = keep_top_taylor(ratio=2.0)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> updates['w'].tolist(), int(state.num_active)
+    ([[0.0, 0.0], [1.0, 1.0]], 2)
+
+  References:
+    Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
+    Networks <https://arxiv.org/abs/1909.12778>`_, 2019
+  """
+  prunable_lib.validate_ratio(ratio)
+  if method not in select.METHODS:
+    raise ValueError(f'`method` must be one of {select.METHODS}; '
+                     f'got {method!r}.')
+
+  def init_fn(params):
+    flags = prunable_lib.resolve_prunable(params, prunable)
+    leaves = jax.tree.leaves(params)
+    prunable_lib.num_to_keep(_num_prunable(leaves, flags), ratio)
+    return KeepTopTaylorState(threshold=jnp.zeros((), jnp.float32),
+                              num_active=jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(
+          'keep_top_taylor needs the parameters to score |g * w|: call '
+          '`tx.update(grads, state, params)` (flax.nnx.Optimizer does this).')
+    flags = prunable_lib.resolve_prunable(params, prunable)
+    param_leaves, treedef = jax.tree.flatten(params)
+    update_leaves = _match_updates(updates, treedef, param_leaves)
+    chosen = [i for i, f in enumerate(flags)
+              if f and update_leaves[i] is not None]
+    q = prunable_lib.num_to_keep(
+        sum(param_leaves[i].size for i in chosen), ratio)
+    scores = select.taylor_scores([update_leaves[i] for i in chosen],
+                                  [param_leaves[i] for i in chosen])
+    key, num_active = select.global_threshold(scores, q, method)
+    keys = select.score_keys(scores)
+    for i, k in zip(chosen, keys):
+      g = update_leaves[i]
+      update_leaves[i] = jnp.where(k >= key, g, jnp.zeros((), g.dtype))
+    threshold = select.key_to_score(key, scores[0].dtype).astype(jnp.float32)
+    new_state = KeepTopTaylorState(threshold=threshold,
+                                   num_active=num_active.astype(jnp.int32))
+    return jax.tree.unflatten(treedef, update_leaves), new_state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _num_prunable(leaves, flags) -> int:
+  return sum(leaf.size for leaf, f in zip(leaves, flags) if f)
+
+
+def _match_updates(updates, treedef, param_leaves) -> list[Any]:
+  """Flattens ``updates`` like the params; None leaves pass through."""
+  try:
+    update_leaves = treedef.flatten_up_to(updates)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        'The updates (gradients) must have the structure of `params`; got '
+        f'{jax.tree.structure(updates)} for params {treedef}.') from e
+  for g, w in zip(update_leaves, param_leaves):
+    if g is not None and g.shape != w.shape:
+      raise ValueError(
+          f'An update of shape {g.shape} was given for a parameter of shape '
+          f'{w.shape}; gradients and `params` must have the same shapes.')
+  return update_leaves
