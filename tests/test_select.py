@@ -1,0 +1,102 @@
+"""Both selection routes give the identical threshold and mask on hard inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gsm_optax
+
+
+def numpy_kth_key(scores, q):
+  """Reference: Q-th largest bit pattern (NaN above inf), by a full sort."""
+  keys = np.concatenate([np.asarray(s, np.float32).ravel().view(np.int32)
+                         for s in scores])
+  return np.sort(keys)[::-1][q - 1]
+
+
+def adversarial_scores(kind, rng):
+  shapes = [(7, 5), (3, 3, 4, 2), (130,)]
+  def draw(shape):
+    if kind == 'random':
+      return rng.exponential(size=shape)
+    if kind == 'ties':
+      return rng.integers(0, 3, size=shape).astype(float)
+    if kind == 'zeros':
+      return np.where(rng.random(shape) < 0.9, 0.0, rng.random(shape))
+    if kind == 'huge_tiny':
+      choices = np.array([0.0, 1e-45, 3e-45, 1e-40, 1.17e-38, 1.2e-38, 4.7e-38,
+                          1e-30, 1.0, 1e30, 3.4e38, np.inf])
+      return rng.choice(choices, size=shape)
+    if kind == 'denormal_only':
+      return rng.integers(0, 50, size=shape) * 1e-45
+    if kind == 'nonfinite':
+      return rng.choice(np.array([np.nan, np.inf, 0.5, 2.0, 0.0]), size=shape)
+    raise ValueError(kind)
+  return [jnp.asarray(np.abs(draw(s)), jnp.float32) for s in shapes]
+
+
+@pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
+                                  'denormal_only', 'nonfinite'])
+@pytest.mark.parametrize('q', [1, 2, 17, 100, 236, 237])
+def test_routes_identical_and_exact(kind, q):
+  scores = adversarial_scores(kind, np.random.default_rng(q))
+  expected = numpy_kth_key(scores, q)
+  results = {}
+  for method in ('bisect', 'top_k'):
+    key, n = jax.jit(gsm_optax.global_threshold, static_argnums=(1, 2))(
+        scores, q, method)
+    results[method] = (int(key), int(n))
+  assert results['bisect'] == results['top_k']
+  assert results['bisect'][0] == expected
+  all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
+                             for s in scores])
+  assert results['bisect'][1] == np.sum(all_keys >= expected) >= q
+
+
+def test_bisect_accepts_traced_q():
+  scores = adversarial_scores('random', np.random.default_rng(0))
+  f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q))
+  for q in (5, 50, 200):
+    key, _ = f(scores, jnp.int32(q))
+    assert int(key) == numpy_kth_key(scores, q)
+  assert f._cache_size() == 1  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('dtypes', [('float32', 'float32'),
+                                    ('bfloat16', 'bfloat16'),
+                                    ('float16', 'bfloat16'),
+                                    ('float32', 'bfloat16')])
+@pytest.mark.parametrize('ratio', [2.0, 9.0, 40.0])
+def test_masks_identical_for_low_precision_and_mixed_dtypes(dtypes, ratio):
+  rng = np.random.default_rng(int(ratio))
+  params = {'a': jnp.asarray(rng.normal(size=(16, 8)), dtypes[0]),
+            'b': jnp.asarray(rng.normal(size=(3, 3, 4, 4)), dtypes[1]),
+            'bias': jnp.asarray(rng.normal(size=(8,)), dtypes[0])}
+  # Rounded gradients make many exact ties in low precision.
+  grads = jax.tree.map(lambda p: jnp.round(jnp.asarray(
+      rng.normal(size=p.shape) * 4)).astype(p.dtype) / 4, params)
+  out = {}
+  for method in ('bisect', 'top_k'):
+    tx = gsm_optax.keep_top_taylor(ratio, method=method)
+    out[method] = jax.jit(tx.update)(grads, tx.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, out['bisect'], out['top_k'])
+  updates, state = out['bisect']
+  # The masked gradient keeps each leaf's dtype.
+  assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(
+      lambda p: p.dtype, params)
+  scores = [np.abs(np.asarray(grads[k], np.float32) *
+                   np.asarray(params[k], np.float32)) for k in ('a', 'b')]
+  q = int(np.floor((16 * 8 + 3 * 3 * 4 * 4) / ratio))
+  key = numpy_kth_key(scores, q)
+  assert float(state.threshold) == np.array(key, np.int32).view(np.float32)
+
+
+def test_large_leaf_counts_exactly():
+  # Partial float counts must stay exact past 2**24 elements in one leaf.
+  n = 2**24 + 3
+  scores = [jnp.ones((n // 7 + 1, 7), jnp.float32)]
+  key, count = jax.jit(gsm_optax.global_threshold, static_argnums=1)(
+      scores, 2**24 + 1)
+  assert int(count) == scores[0].size
+  assert float(gsm_optax.key_to_score(key, jnp.float32)) == 1.0
