@@ -101,6 +101,8 @@ def _count_float(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
 
 def _exact_reduction_axes(shape, dtype) -> tuple[int, ...]:
   limit = _F32_EXACT_COUNT if dtype == jnp.float32 else 2**53
+  if np.prod(shape) <= limit:  # one reduction: XLA:CPU's fast path
+    return tuple(range(len(shape)))
   axes, size = [], 1
   for axis in reversed(range(len(shape))):
     if size * shape[axis] > limit:
