@@ -1,0 +1,299 @@
+"""The shared training library: dense phase, GSM phase, final prune, report.
+
+Every experiment runs the same `train_and_evaluate(config, workdir)`:
+train (or resume) a dense model, train it with GSM at ``config.ratio``, prune
+the Q largest |w| globally, evaluate with no fine-tuning, and write the
+report. Each epoch is one jitted ``lax.scan`` over the batches; orbax saves
+the model and optimizer after every epoch, so a killed run resumes exactly.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+
+import gsm_optax
+from examples import input_pipeline
+from examples import models
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One stage of training: its name, epochs and optimizer."""
+  name: str
+  epochs: int
+  tx: optax.GradientTransformation
+
+
+def learning_rate_schedule(phase_config, steps_per_epoch):
+  """Linear warm-up, then x0.1 at each of ``decay_epochs`` (as the paper)."""
+  warmup = phase_config.warmup_epochs * steps_per_epoch
+  boundaries = {int(e * steps_per_epoch): 0.1 for e in phase_config.decay_epochs}
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, phase_config.learning_rate, max(warmup, 1)),
+       optax.piecewise_constant_schedule(phase_config.learning_rate,
+                                         boundaries)], [max(warmup, 1)])
+
+
+def make_phases(config, steps_per_epoch):
+  d, g = config.dense, config.gsm
+  decayed = gsm_optax.default_prunable
+  dense_tx = optax.chain(
+      optax.add_decayed_weights(d.weight_decay, mask=decayed),
+      optax.sgd(learning_rate_schedule(d, steps_per_epoch), d.momentum,
+                d.nesterov))
+  gsm_tx = gsm_optax.gsm(learning_rate_schedule(g, steps_per_epoch),
+                         config.ratio, momentum=g.momentum,
+                         weight_decay=g.weight_decay, nesterov=g.nesterov,
+                         method=config.method)
+  return [Phase('dense', d.epochs, dense_tx), Phase('gsm', g.epochs, gsm_tx)]
+
+
+def preprocess(images, config, key=None):
+  """uint8 NHWC -> normalised float; random pad-4 crop + flip if augmenting."""
+  x = images.astype(jnp.float32) / 255.0
+  mean, std = config.normalize
+  x = (x - jnp.asarray(mean)) / jnp.asarray(std)
+  if key is None or not config.augment:
+    return x
+  n, h, w, _ = x.shape
+  k_crop, k_flip = jax.random.split(key)
+  padded = jnp.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  offsets = jax.random.randint(k_crop, (n, 2), 0, 9)
+  crop = jax.vmap(lambda im, o: jax.lax.dynamic_slice(
+      im, (o[0], o[1], 0), (h, w, im.shape[-1])))
+  x = crop(padded, offsets)
+  flip = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+  return jnp.where(flip, x[:, :, ::-1], x)
+
+
+def loss_fn(model, images, labels):
+  logits = model(images)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  return loss, logits
+
+
+def make_train_epoch(graphdef, config, steps_per_epoch):
+  """A jitted epoch: shuffle with the epoch's key, then scan the train steps."""
+
+  def train_step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    images, labels, key = batch
+    x = preprocess(images, config, key)
+    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+        model, x, labels)
+    optimizer.update(model, grads)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return nnx.state((model, optimizer)), (loss, accuracy)
+
+  @jax.jit
+  def train_epoch(state, images, labels, key):
+    k_perm, k_aug = jax.random.split(key)
+    order = jax.random.permutation(k_perm, images.shape[0])
+    order = order[:steps_per_epoch * config.batch_size].reshape(
+        steps_per_epoch, config.batch_size)
+    keys = jax.random.split(k_aug, steps_per_epoch)
+    state, (loss, acc) = jax.lax.scan(
+        train_step, state, (images[order], labels[order], keys))
+    return state, {'loss': loss.mean(), 'train_accuracy': acc.mean()}
+
+  return train_epoch
+
+
+def evaluate(model, images, labels, config):
+  """Top-1 accuracy over a whole split, in batches."""
+  model.eval()
+  @nnx.jit
+  def correct(model, x, y):
+    return jnp.sum(jnp.argmax(model(preprocess(x, config)), -1) == y)
+  total = 0
+  for i in range(0, len(images), config.eval_batch_size):
+    total += int(correct(model, images[i:i + config.eval_batch_size],
+                         labels[i:i + config.eval_batch_size]))
+  model.train()
+  return total / len(images)
+
+
+def mask_stats(optimizer):
+  """Threshold and active count of GSM's mask state (None in other phases)."""
+  found = [s for s in jax.tree.leaves(
+      optimizer.opt_state, is_leaf=lambda s: isinstance(
+          s, gsm_optax.KeepTopTaylorState))
+           if isinstance(s, gsm_optax.KeepTopTaylorState)]
+  if not found:
+    return {}
+  return {'num_active': int(found[0].num_active[...]),
+          'threshold': float(found[0].threshold[...])}
+
+
+class Checkpoints:
+  """Orbax checkpoints of (model, optimizer) after every epoch."""
+
+  def __init__(self, workdir):
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+  def latest_epoch(self):
+    return self.manager.latest_step() or 0
+
+  def save(self, epoch, model, optimizer):
+    self.manager.save(epoch, args=ocp.args.Composite(
+        model=ocp.args.StandardSave(nnx.state(model)),
+        optimizer=ocp.args.StandardSave(nnx.state(optimizer))))
+    self.manager.wait_until_finished()
+
+  def restore(self, epoch, model, optimizer=None):
+    items = {'model': ocp.args.StandardRestore(nnx.state(model))}
+    if optimizer is not None:
+      items['optimizer'] = ocp.args.StandardRestore(nnx.state(optimizer))
+    restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
+    nnx.update(model, restored['model'])
+    if optimizer is not None:
+      nnx.update(optimizer, restored['optimizer'])
+
+
+def append_jsonl(path, record):
+  with open(path, 'a') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs every phase (resuming from ``workdir``), prunes, and reports.
+
+  Args:
+    config: an `ml_collections.ConfigDict` (see ``examples/configs``).
+    workdir: where checkpoints, ``metrics.jsonl`` and the report go.
+
+  Returns:
+    The report as a dict (also written to ``workdir/report.json``).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  train_images, train_labels = input_pipeline.load_split(config, 'train')
+  test_images, test_labels = input_pipeline.load_split(config, 'test')
+  steps_per_epoch = len(train_images) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={config.batch_size} exceeds the '
+                     f'{len(train_images)} training examples.')
+  train_images, train_labels = jnp.asarray(train_images), jnp.asarray(
+      train_labels)
+
+  model = models.create_model(config.model, config.num_classes, config.seed)
+  checkpoints = Checkpoints(workdir)
+  done = checkpoints.latest_epoch()
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  results_path = os.path.join(workdir, 'phase_results.json')
+  results = (json.load(open(results_path)) if os.path.exists(results_path)
+             else {})
+  root_key = jax.random.key(config.seed)
+
+  first, first_unfinished = 0, None
+  for phase in make_phases(config, steps_per_epoch):
+    last = first + phase.epochs
+    if done >= last:  # finished before an interruption
+      first = last
+      continue
+    first_unfinished = first_unfinished or phase.name
+    optimizer = nnx.Optimizer(model, phase.tx, wrt=nnx.Param)
+    if done > 0:
+      checkpoints.restore(done, model, optimizer if done > first else None)
+    graphdef, state = nnx.split((model, optimizer))
+    train_epoch = make_train_epoch(graphdef, config, steps_per_epoch)
+    bar = tqdm.tqdm(range(max(done, first), last), desc=phase.name,
+                    initial=max(done, first) - first, total=phase.epochs,
+                    unit='epoch', dynamic_ncols=True)
+    for epoch in bar:
+      start = time.time()
+      state, stats = train_epoch(state, train_images, train_labels,
+                                 jax.random.fold_in(root_key, epoch))
+      nnx.update((model, optimizer), state)
+      record = {'epoch': epoch + 1, 'phase': phase.name,
+                'loss': float(stats['loss']),
+                'train_accuracy': float(stats['train_accuracy']),
+                **mask_stats(optimizer), 'seconds': time.time() - start}
+      bar.set_postfix({k: (f'{v:.4g}' if isinstance(v, float) else v)
+                       for k, v in record.items()
+                       if k not in ('epoch', 'phase', 'seconds')})
+      if epoch + 1 == last:
+        record['test_accuracy'] = evaluate(model, test_images, test_labels,
+                                           config)
+        results[phase.name] = record['test_accuracy']
+        with open(results_path, 'w') as f:
+          json.dump(results, f)
+      append_jsonl(metrics_path, record)
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == last:
+        checkpoints.save(epoch + 1, model, optimizer)
+    done = last
+    first = last
+  if first_unfinished is None:  # everything had finished: reload the model
+    checkpoints.restore(done, model)
+  return finish(config, workdir, model, checkpoints, results,
+                test_images, test_labels)
+
+
+def finish(config, workdir, model, checkpoints, results, test_images,
+           test_labels):
+  """Final global magnitude prune, evaluation with no fine-tuning, report."""
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
+  nnx.update(model, pruned)
+  report = gsm_optax.sparsity_report(pruned)
+  summary = {
+      'model': config.model, 'dataset': config.dataset, 'ratio': config.ratio,
+      'dense_accuracy': results.get('dense'),
+      'gsm_accuracy_before_prune': results.get('gsm'),
+      'pruned_accuracy': evaluate(model, test_images, test_labels, config),
+      'compression': report.compression,
+      'kept_weights': report.prunable_nonzero,
+      'prunable_weights': report.prunable_size,
+      'sparsity': report.to_dict(),
+  }
+  with open(os.path.join(workdir, 'report.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  plot_density(report, os.path.join(workdir, 'layer_density.png'),
+               f'{config.model}: per-layer density after GSM at '
+               f'{config.ratio:g}x')
+  print(format_report(summary, report))
+  return summary
+
+
+def format_report(summary, report) -> str:
+  def pct(x):
+    return 'n/a' if x is None else f'{100 * x:.2f}%'
+  return '\n'.join([
+      '',
+      f"== {summary['model']} on {summary['dataset']}, GSM at "
+      f"{summary['ratio']:g}x ==",
+      f"dense accuracy:                 {pct(summary['dense_accuracy'])}",
+      f"GSM accuracy before the prune:  "
+      f"{pct(summary['gsm_accuracy_before_prune'])}",
+      f"pruned accuracy (no fine-tune): {pct(summary['pruned_accuracy'])}",
+      f"kept {summary['kept_weights']:,} of {summary['prunable_weights']:,} "
+      f"prunable weights: {summary['compression']:.1f}x",
+      '', str(report)])
+
+
+def plot_density(report, path, title):
+  """Bar chart of the density of every prunable layer."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  rows = [l for l in report.leaves if l.prunable]
+  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 2), 3.5))
+  ax.bar(range(len(rows)), [100 * l.density for l in rows])
+  ax.set_xticks(range(len(rows)))
+  ax.set_xticklabels([l.path.replace("']['", '.').strip("[]'")
+                      for l in rows], rotation=60, ha='right', fontsize=7)
+  ax.set_ylabel('density (% weights kept)')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
