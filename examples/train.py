@@ -161,6 +161,16 @@ class Checkpoints:
       nnx.update(optimizer, restored['optimizer'])
 
 
+def truncate_jsonl(path, last_epoch):
+  """Drops records of epochs after the last checkpoint (they are redone)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    kept = [l for l in f if json.loads(l)['epoch'] <= last_epoch]
+  with open(path, 'w') as f:
+    f.writelines(kept)
+
+
 def append_jsonl(path, record):
   with open(path, 'a') as f:
     f.write(json.dumps(record) + '\n')
@@ -190,6 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   checkpoints = Checkpoints(workdir)
   done = checkpoints.latest_epoch()
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  truncate_jsonl(metrics_path, done)
   results_path = os.path.join(workdir, 'phase_results.json')
   results = (json.load(open(results_path)) if os.path.exists(results_path)
              else {})

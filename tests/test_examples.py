@@ -1,0 +1,142 @@
+"""The Flax examples: models, configs, input pipeline, resume, report."""
+
+import gzip
+import importlib
+import json
+import os
+import struct
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from examples import input_pipeline
+from examples import models
+from examples import train
+
+CONFIGS = ['lenet300_fmnist', 'lenet5_fmnist', 'resnet56_cifar10',
+           'densenet40_cifar10', 'resnet50_imagenet']
+
+# (model, input shape, parameter count, kernel count) from the paper.
+MODEL_SIZES = [('lenet300', (2, 28, 28, 1), 10, 266_610, 266_200),
+               ('lenet5', (2, 28, 28, 1), 10, 431_080, 430_500),
+               ('resnet56', (2, 32, 32, 3), 10, 855_770, 851_504),
+               ('densenet40', (2, 32, 32, 3), 10, 1_019_722, 1_001_616),
+               ('resnet50', (1, 64, 64, 3), 1000, 25_557_032, 25_502_912)]
+
+
+@pytest.mark.parametrize('name,shape,classes,n_params,n_kernels', MODEL_SIZES)
+def test_model_output_shape_and_parameter_count(name, shape, classes,
+                                                n_params, n_kernels):
+  model = models.create_model(name, classes, seed=0)
+  model.eval()
+  assert model(jnp.zeros(shape)).shape == (shape[0], classes)
+  params = jax.tree.leaves(nnx.state(model, nnx.Param))
+  assert sum(p.size for p in params) == n_params
+  assert sum(p.size for p in params if p.ndim >= 2) == n_kernels
+
+
+def tiny_config(name, tmp_path=None):
+  config = importlib.import_module(f'examples.configs.{name}').get_config()
+  config.dataset = 'synthetic'
+  config.batch_size = 4
+  config.synthetic_size = 8  # two train steps per epoch
+  config.eval_batch_size = 4
+  config.dense.epochs = 1
+  config.gsm.epochs = 1
+  config.dense.warmup_epochs = config.gsm.warmup_epochs = 0
+  if config.image_shape[0] > 32:
+    config.image_shape = (32, 32, 3)  # ResNet-50 is fully convolutional
+  config.ratio = 5.0
+  return config
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_trains(name, tmp_path):
+  report = train.train_and_evaluate(tiny_config(name), str(tmp_path))
+  assert report['kept_weights'] >= report['prunable_weights'] // 5
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  records = [json.loads(l) for l in lines]
+  assert [r['phase'] for r in records] == ['dense', 'gsm']
+  assert records[1]['num_active'] == report['prunable_weights'] // 5
+  assert np.isfinite(records[1]['loss'])
+
+
+def write_idx(path, array):
+  header = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(
+      f'>{array.ndim}I', *array.shape)
+  opener = gzip.open if str(path).endswith('.gz') else open
+  with opener(path, 'wb') as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_round_trip_and_truncation(tmp_path):
+  images = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
+  labels = np.arange(5)
+  write_idx(tmp_path / 'train-images-idx3-ubyte.gz', images)
+  write_idx(tmp_path / 'train-labels-idx1-ubyte', labels)
+  x, y = input_pipeline.load_idx(str(tmp_path), 'train')
+  np.testing.assert_array_equal(x[..., 0], images)
+  np.testing.assert_array_equal(y, labels)
+  assert x.shape == (5, 28, 28, 1)
+
+  raw = (tmp_path / 'train-labels-idx1-ubyte').read_bytes()
+  (tmp_path / 'train-labels-idx1-ubyte').write_bytes(raw[:-2])
+  with pytest.raises(ValueError, match='truncated or corrupt'):
+    input_pipeline.load_idx(str(tmp_path), 'train')
+
+
+def test_missing_data_error_names_the_fix(tmp_path):
+  with pytest.raises(FileNotFoundError, match='dataset-fashion-mnist'):
+    input_pipeline.load_idx(str(tmp_path), 'test')
+
+
+def final_params(workdir):
+  with open(os.path.join(workdir, 'report.json')) as f:
+    report = json.load(f)
+  model = models.create_model('lenet300', 10, 0)
+  train.Checkpoints(workdir).restore(4, model)
+  return report, nnx.state(model, nnx.Param)
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+  config = tiny_config('lenet300_fmnist')
+  config.dense.epochs = config.gsm.epochs = 2
+  full = str(tmp_path / 'full')
+  train.train_and_evaluate(config, full)
+
+  resumed = str(tmp_path / 'resumed')
+  original = train.append_jsonl
+  calls = []
+  def crash_after_three_epochs(path, record):
+    original(path, record)
+    calls.append(record)
+    if len(calls) == 3:  # in the middle of the GSM phase
+      raise KeyboardInterrupt
+  monkeypatch.setattr(train, 'append_jsonl', crash_after_three_epochs)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, resumed)
+  monkeypatch.setattr(train, 'append_jsonl', original)
+  train.train_and_evaluate(config, resumed)
+
+  (report_a, params_a), (report_b, params_b) = final_params(full), final_params(
+      resumed)
+  jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+  assert report_a['pruned_accuracy'] == report_b['pruned_accuracy']
+  epochs = [json.loads(l)['epoch'] for l in open(
+      os.path.join(resumed, 'metrics.jsonl'))]
+  assert epochs == [1, 2, 3, 4]
+
+
+def test_report_totals_on_a_tiny_run(tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.ratio = 60.0
+  report = train.train_and_evaluate(config, str(tmp_path))
+  assert report['prunable_weights'] == 266_200
+  assert report['kept_weights'] == 266_200 // 60
+  assert report['compression'] == pytest.approx(266_200 / (266_200 // 60))
+  assert report['sparsity']['total_size'] == 266_610
+  assert report['sparsity']['total_nonzero'] == 266_200 // 60 + 410
+  assert (tmp_path / 'layer_density.png').stat().st_size > 1000
