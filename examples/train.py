@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import time
+from typing import Callable, Optional
 
 import flax.nnx as nnx
 import jax
@@ -27,10 +28,16 @@ from examples import models
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-  """One stage of training: its name, epochs and optimizer."""
+  """One stage of training.
+
+  ``make_tx`` builds the optimizer when the phase runs (a ticket's mask comes
+  from earlier phases); ``start_from``, if given, resets the model when the
+  phase starts (a ticket rewinds to the initial weights).
+  """
   name: str
   epochs: int
-  tx: optax.GradientTransformation
+  make_tx: Callable[[], optax.GradientTransformation]
+  start_from: Optional[Callable[[nnx.Module], None]] = None
 
 
 def learning_rate_schedule(phase_config, steps_per_epoch):
@@ -43,18 +50,49 @@ def learning_rate_schedule(phase_config, steps_per_epoch):
                                          boundaries)], [max(warmup, 1)])
 
 
-def make_phases(config, steps_per_epoch):
+def sgd_with_decay(phase_config, steps_per_epoch):
+  """Momentum SGD with weight decay on the kernels (the paper's base run)."""
+  return optax.chain(
+      optax.add_decayed_weights(phase_config.weight_decay,
+                                mask=gsm_optax.default_prunable),
+      optax.sgd(learning_rate_schedule(phase_config, steps_per_epoch),
+                phase_config.momentum, phase_config.nesterov))
+
+
+def make_phases(config, steps_per_epoch, snapshots):
+  """dense -> gsm, then (lottery mode) the GSM and the magnitude tickets."""
   d, g = config.dense, config.gsm
-  decayed = gsm_optax.default_prunable
-  dense_tx = optax.chain(
-      optax.add_decayed_weights(d.weight_decay, mask=decayed),
-      optax.sgd(learning_rate_schedule(d, steps_per_epoch), d.momentum,
-                d.nesterov))
-  gsm_tx = gsm_optax.gsm(learning_rate_schedule(g, steps_per_epoch),
-                         config.ratio, momentum=g.momentum,
-                         weight_decay=g.weight_decay, nesterov=g.nesterov,
-                         method=config.method)
-  return [Phase('dense', d.epochs, dense_tx), Phase('gsm', g.epochs, gsm_tx)]
+  phases = [
+      Phase('dense', d.epochs, lambda: sgd_with_decay(d, steps_per_epoch)),
+      Phase('gsm', g.epochs, lambda: gsm_optax.gsm(
+          learning_rate_schedule(g, steps_per_epoch), config.ratio,
+          momentum=g.momentum, weight_decay=g.weight_decay,
+          nesterov=g.nesterov, method=config.method)),
+  ]
+  if not config.lottery:
+    return phases
+  # Table 4: mask by global magnitude of the trained dense weights, or of the
+  # GSM-trained weights; apply it to the initial weights; retrain with the
+  # base schedule and the loss gradient masked.
+  for name, source in (('ticket_gsm', 'gsm'), ('ticket_magnitude', 'dense')):
+    def ticket_mask(source=source):
+      params = nnx.state(snapshots.load(source, config), nnx.Param)
+      return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+    phases.append(Phase(
+        name, d.epochs,
+        make_tx=lambda m=ticket_mask: optax.chain(
+            gsm_optax.fixed_mask(m()), sgd_with_decay(d, steps_per_epoch)),
+        start_from=lambda model, m=ticket_mask: rewind(model, m(), config)))
+  return phases
+
+
+def rewind(model, masks, config):
+  """Resets ``model`` to its initial weights with ``masks`` applied."""
+  nnx.update(model, nnx.state(
+      models.create_model(config.model, config.num_classes, config.seed)))
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(
+      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks))
 
 
 def preprocess(images, config, key=None):
@@ -161,6 +199,24 @@ class Checkpoints:
       nnx.update(optimizer, restored['optimizer'])
 
 
+class Snapshots:
+  """The model at the end of each phase, kept for tickets and the report."""
+
+  def __init__(self, workdir):
+    self.directory = os.path.abspath(os.path.join(workdir, 'phase_ends'))
+
+  def save(self, name, model):
+    ocp.StandardCheckpointer().save(os.path.join(self.directory, name),
+                                    nnx.state(model), force=True)
+
+  def load(self, name, config):
+    model = models.create_model(config.model, config.num_classes, config.seed)
+    state = ocp.StandardCheckpointer().restore(
+        os.path.join(self.directory, name), nnx.state(model))
+    nnx.update(model, state)
+    return model
+
+
 def truncate_jsonl(path, last_epoch):
   """Drops records of epochs after the last checkpoint (they are redone)."""
   if not os.path.exists(path):
@@ -206,16 +262,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
              else {})
   root_key = jax.random.key(config.seed)
 
-  first, first_unfinished = 0, None
-  for phase in make_phases(config, steps_per_epoch):
+  snapshots = Snapshots(workdir)
+  first = 0
+  for phase in make_phases(config, steps_per_epoch, snapshots):
     last = first + phase.epochs
     if done >= last:  # finished before an interruption
       first = last
       continue
-    first_unfinished = first_unfinished or phase.name
-    optimizer = nnx.Optimizer(model, phase.tx, wrt=nnx.Param)
-    if done > 0:
-      checkpoints.restore(done, model, optimizer if done > first else None)
+    optimizer = nnx.Optimizer(model, phase.make_tx(), wrt=nnx.Param)
+    if done > first:  # resume inside this phase
+      checkpoints.restore(done, model, optimizer)
+    elif phase.start_from is not None:
+      phase.start_from(model)
+    elif done > 0:  # continue from where the previous phase ended
+      checkpoints.restore(done, model)
     graphdef, state = nnx.split((model, optimizer))
     train_epoch = make_train_epoch(graphdef, config, steps_per_epoch)
     bar = tqdm.tqdm(range(max(done, first), last), desc=phase.name,
@@ -239,19 +299,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         results[phase.name] = record['test_accuracy']
         with open(results_path, 'w') as f:
           json.dump(results, f)
+        snapshots.save(phase.name, model)
       append_jsonl(metrics_path, record)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == last:
         checkpoints.save(epoch + 1, model, optimizer)
-    done = last
-    first = last
-  if first_unfinished is None:  # everything had finished: reload the model
-    checkpoints.restore(done, model)
-  return finish(config, workdir, model, checkpoints, results,
+    done = first = last
+  return finish(config, workdir, snapshots.load('gsm', config), results,
                 test_images, test_labels)
 
 
-def finish(config, workdir, model, checkpoints, results, test_images,
-           test_labels):
+def finish(config, workdir, model, results, test_images, test_labels):
   """Final global magnitude prune, evaluation with no fine-tuning, report."""
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
@@ -262,6 +319,8 @@ def finish(config, workdir, model, checkpoints, results, test_images,
       'dense_accuracy': results.get('dense'),
       'gsm_accuracy_before_prune': results.get('gsm'),
       'pruned_accuracy': evaluate(model, test_images, test_labels, config),
+      'ticket_gsm_accuracy': results.get('ticket_gsm'),
+      'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
       'compression': report.compression,
       'kept_weights': report.prunable_nonzero,
       'prunable_weights': report.prunable_size,
@@ -289,6 +348,10 @@ def format_report(summary, report) -> str:
       f"pruned accuracy (no fine-tune): {pct(summary['pruned_accuracy'])}",
       f"kept {summary['kept_weights']:,} of {summary['prunable_weights']:,} "
       f"prunable weights: {summary['compression']:.1f}x",
+      *([f"lottery tickets retrained from init: GSM "
+         f"{pct(summary['ticket_gsm_accuracy'])}, magnitude "
+         f"{pct(summary['ticket_magnitude_accuracy'])}"]
+        if summary['ticket_gsm_accuracy'] is not None else []),
       '', str(report)])
 
 

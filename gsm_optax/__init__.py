@@ -1,6 +1,8 @@
 """gsm_optax: Global Sparse Momentum SGD (Ding et al., NeurIPS 2019) for Optax."""
 
 from gsm_optax._src.alias import gsm
+from gsm_optax._src.fixed_mask import fixed_mask
+from gsm_optax._src.fixed_mask import FixedMaskState
 from gsm_optax._src.mask import keep_top_taylor
 from gsm_optax._src.mask import KeepTopTaylorState
 from gsm_optax._src.prunable import default_prunable
@@ -17,6 +19,8 @@ __version__ = '0.1.0'
 
 __all__ = (
     'default_prunable',
+    'fixed_mask',
+    'FixedMaskState',
     'global_threshold',
     'gsm',
     'keep_top_taylor',

@@ -138,5 +138,33 @@ def test_report_totals_on_a_tiny_run(tmp_path):
   assert report['kept_weights'] == 266_200 // 60
   assert report['compression'] == pytest.approx(266_200 / (266_200 // 60))
   assert report['sparsity']['total_size'] == 266_610
-  assert report['sparsity']['total_nonzero'] == 266_200 // 60 + 410
+  leaves = report['sparsity']['leaves']
+  biases = sum(l['nonzero'] for l in leaves if not l['prunable'])
+  assert biases <= 410  # biases are never pruned (a dead unit's may stay 0)
+  assert report['sparsity']['total_nonzero'] == 266_200 // 60 + biases
+  assert sum(l['nonzero'] for l in leaves if l['prunable']) == 266_200 // 60
   assert (tmp_path / 'layer_density.png').stat().st_size > 1000
+
+
+def test_lottery_tickets_stay_inside_their_masks(tmp_path):
+  import gsm_optax  # pylint: disable=import-outside-toplevel
+  config = tiny_config('lenet300_fmnist')
+  config.lottery = True
+  report = train.train_and_evaluate(config, str(tmp_path))
+  assert report['ticket_gsm_accuracy'] is not None
+  assert report['ticket_magnitude_accuracy'] is not None
+  snapshots = train.Snapshots(str(tmp_path))
+  init = nnx.state(models.create_model('lenet300', 10, config.seed), nnx.Param)
+  for ticket, source in (('ticket_gsm', 'gsm'), ('ticket_magnitude', 'dense')):
+    _, masks = gsm_optax.prune(
+        nnx.state(snapshots.load(source, config), nnx.Param), config.ratio)
+    trained = nnx.state(snapshots.load(ticket, config), nnx.Param)
+    kept = 0
+    for p, m, p0 in zip(jax.tree.leaves(trained), jax.tree.leaves(masks),
+                        jax.tree.leaves(init)):
+      p, m, p0 = np.asarray(p), np.asarray(m), np.asarray(p0)
+      assert np.all(p[~m] == 0)
+      if p.ndim >= 2:
+        kept += m.sum()
+        assert np.any(p[m] != p0[m])  # retrained from the initial weights
+    assert kept == 266_200 // 5

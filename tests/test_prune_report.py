@@ -54,3 +54,25 @@ def test_sparsity_report_totals_and_table():
   assert "['dense']['kernel']" in table and '50.00%' in table
   assert 'compression (prunable weights): 3.3x' in table
   assert '(not prunable)' in table
+
+
+def test_fixed_mask_keeps_pruned_weights_at_zero_under_sgd_with_decay():
+  import jax
+  import optax
+  rng = np.random.default_rng(1)
+  params = {'w': jnp.asarray(rng.normal(size=(6, 5)), jnp.float32),
+            'b': jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+  pruned, masks = gsm_optax.prune(params, ratio=3.0)
+  tx = optax.chain(gsm_optax.fixed_mask(masks),
+                   optax.add_decayed_weights(1e-2),
+                   optax.sgd(0.1, momentum=0.9))
+  state = tx.init(pruned)
+  p = pruned
+  for _ in range(5):
+    grads = jax.tree.map(lambda x: jnp.ones_like(x), p)
+    u, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, u)
+  np.testing.assert_array_equal(np.asarray(p['w'])[~np.asarray(masks['w'])], 0)
+  assert np.all(np.asarray(p['w'])[np.asarray(masks['w'])] !=
+                np.asarray(pruned['w'])[np.asarray(masks['w'])])
+  assert np.all(p['b'] != pruned['b'])  # non-prunable leaves keep training
