@@ -24,6 +24,7 @@ import tqdm
 import gsm_optax
 from examples import input_pipeline
 from examples import models
+from examples import sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,18 +120,33 @@ def loss_fn(model, images, labels):
   return loss, logits
 
 
-def make_train_epoch(graphdef, config, steps_per_epoch):
-  """A jitted epoch: shuffle with the epoch's key, then scan the train steps."""
+def make_train_epoch(graphdef, config, steps_per_epoch, mesh=None,
+                     shardings=None):
+  """A jitted epoch: shuffle with the epoch's key, then scan the train steps.
+
+  With a mesh, each batch is split along its first axis and the state keeps
+  ``shardings`` (replicated or FSDP, see `examples.sharding`).
+  """
+
+  def constrain(tree, target):
+    if target is None:
+      return tree
+    return jax.lax.with_sharding_constraint(tree, target)
 
   def train_step(state, batch):
+    state = constrain(state, shardings)
     model, optimizer = nnx.merge(graphdef, state)
     images, labels, key = batch
+    if mesh is not None:
+      images, labels = constrain((images, labels),
+                                 sharding.batch_sharding(mesh))
     x = preprocess(images, config, key)
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
         model, x, labels)
     optimizer.update(model, grads)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return nnx.state((model, optimizer)), (loss, accuracy)
+    return constrain(nnx.state((model, optimizer)), shardings), (loss,
+                                                                  accuracy)
 
   @jax.jit
   def train_epoch(state, images, labels, key):
@@ -252,6 +268,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_images, train_labels = jnp.asarray(train_images), jnp.asarray(
       train_labels)
 
+  mesh = sharding.make_mesh(config)
+  if mesh is not None and config.batch_size % mesh.size:
+    raise ValueError(f'config.batch_size={config.batch_size} must be '
+                     f'divisible by the {mesh.size} devices of the mesh.')
   model = models.create_model(config.model, config.num_classes, config.seed)
   checkpoints = Checkpoints(workdir)
   done = checkpoints.latest_epoch()
@@ -277,7 +297,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     elif done > 0:  # continue from where the previous phase ended
       checkpoints.restore(done, model)
     graphdef, state = nnx.split((model, optimizer))
-    train_epoch = make_train_epoch(graphdef, config, steps_per_epoch)
+    state, shardings = sharding.place(state, mesh, config.sharding)
+    train_epoch = make_train_epoch(graphdef, config, steps_per_epoch, mesh,
+                                   shardings)
     bar = tqdm.tqdm(range(max(done, first), last), desc=phase.name,
                     initial=max(done, first) - first, total=phase.epochs,
                     unit='epoch', dynamic_ncols=True)

@@ -42,6 +42,11 @@ def get_config():
   c.gsm.warmup_epochs = 1
   c.gsm.decay_epochs = (40, 52)
 
+  # Placement over devices (examples/sharding.py): 'none', 'data' or 'fsdp'.
+  c.sharding = 'none'
+  c.mesh_shape = (-1,)
+  c.mesh_axes = ('data',)
+
   c.lottery = False  # also retrain GSM and magnitude tickets from init
   c.checkpoint_every_epochs = 1
   return c

@@ -1,0 +1,67 @@
+"""Example training data-parallel and FSDP over 8 virtual CPU devices."""
+
+import jax
+import flax.nnx as nnx
+import numpy as np
+import pytest
+
+from examples import models
+from examples import train
+from test_examples import tiny_config
+
+pytestmark = pytest.mark.skipif(
+    jax.device_count() < 8,
+    reason='needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
+
+
+def final_params(config, workdir):
+  train.train_and_evaluate(config, workdir)
+  model = models.create_model(config.model, config.num_classes, config.seed)
+  train.Checkpoints(workdir).restore(
+      config.dense.epochs + config.gsm.epochs, model)
+  return nnx.state(model, nnx.Param)
+
+
+@pytest.mark.parametrize('mode', ['data', 'fsdp'])
+def test_sharded_training_matches_single_device(mode, tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.batch_size = 8
+  config.synthetic_size = 32  # four steps per epoch
+  config.ratio = 20.0
+  single = final_params(config, str(tmp_path / 'single'))
+  config.sharding = mode
+  sharded = final_params(config, str(tmp_path / mode))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4,
+                                                       atol=2e-6),
+               single, sharded)
+
+
+def compiled_epoch(mode):
+  config = tiny_config('lenet300_fmnist')
+  config.batch_size, config.sharding = 8, mode
+  mesh = train.sharding.make_mesh(config)
+  model = models.create_model(config.model, 10, 0)
+  phase = train.make_phases(config, 2, None)[1]  # the GSM phase
+  optimizer = nnx.Optimizer(model, phase.make_tx(), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  state, shardings = train.sharding.place(state, mesh, mode)
+  epoch = train.make_train_epoch(graphdef, config, 2, mesh, shardings)
+  images = np.zeros((16, 28, 28, 1), np.uint8)
+  labels = np.zeros((16,), np.int32)
+  hlo = epoch.lower(state, images, labels, jax.random.key(0)).compile()
+  return state, hlo.as_text()
+
+
+def test_fsdp_splits_parameters_and_optimizer_state():
+  state, _ = compiled_epoch('fsdp')
+  fc1 = [x for x in jax.tree.leaves(state) if x.shape == (784, 300)]
+  assert len(fc1) == 2  # the kernel and its momentum
+  assert all(x.sharding.shard_shape(x.shape) == (98, 300) for x in fc1)
+  bias = [x for x in jax.tree.leaves(state) if x.shape == (10,)]
+  assert all(x.sharding.is_fully_replicated for x in bias)  # 10 % 8 != 0
+
+
+def test_data_parallel_gsm_epoch_gathers_nothing():
+  _, hlo = compiled_epoch('data')
+  assert 'all-gather' not in hlo
+  assert 'all-reduce' in hlo  # gradients and GSM's per-pass counts
