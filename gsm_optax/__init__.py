@@ -3,6 +3,9 @@
 from gsm_optax._src.alias import gsm
 from gsm_optax._src.fixed_mask import fixed_mask
 from gsm_optax._src.fixed_mask import FixedMaskState
+from gsm_optax._src.gradual import cubic_keep_fraction
+from gsm_optax._src.gradual import gradual_magnitude_pruning
+from gsm_optax._src.gradual import GradualMagnitudeState
 from gsm_optax._src.mask import keep_top_taylor
 from gsm_optax._src.mask import KeepTopTaylorState
 from gsm_optax._src.prunable import default_prunable
@@ -21,6 +24,9 @@ __all__ = (
     'default_prunable',
     'fixed_mask',
     'FixedMaskState',
+    'cubic_keep_fraction',
+    'gradual_magnitude_pruning',
+    'GradualMagnitudeState',
     'global_threshold',
     'gsm',
     'keep_top_taylor',

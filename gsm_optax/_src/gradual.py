@@ -1,0 +1,126 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017): the baseline users pick."""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gsm_optax._src import prunable as prunable_lib
+from gsm_optax._src import select
+
+
+class GradualMagnitudeState(NamedTuple):
+  """Step count and the current keep-masks (True = kept), like the params."""
+  count: jax.Array
+  masks: Any
+
+
+def cubic_keep_fraction(step, ratio: float, begin_step: int, end_step: int):
+  r"""Fraction of weights kept at ``step`` under the cubic schedule.
+
+  Zhu & Gupta's sparsity ``s_t = s_f + (s_i - s_f)(1 - (t - t_0)/(n \Delta t))^3``
+  with ``s_i = 0`` and ``s_f = 1 - 1/ratio``; the kept fraction is ``1 - s_t``.
+  """
+  span = max(end_step - begin_step, 1)
+  t = jnp.clip((step - begin_step) / span, 0.0, 1.0)
+  final_sparsity = 1.0 - 1.0 / ratio
+  return 1.0 - final_sparsity * (1.0 - (1.0 - t) ** 3)
+
+
+def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
+                              update_every: int = 100,
+                              global_ranking: bool = True,
+                              prunable: prunable_lib.PrunableSpec = None
+                              ) -> optax.GradientTransformation:
+  """Prunes by magnitude on a cubic schedule, keeping pruned weights at zero.
+
+  Every ``update_every`` steps from ``begin_step`` to ``end_step`` the mask is
+  recomputed from the magnitudes of the weights this step would produce,
+  keeping the fraction given by `cubic_keep_fraction` (at ``end_step`` exactly
+  ``floor(N / ratio)``, as `prune`). Between updates the mask is fixed. Chain
+  it *last*, after the optimizer: it turns the update of every pruned weight
+  into ``-w``, so the weight becomes exactly zero (the default in TF-MOT and
+  jaxpruner).
+
+  Args:
+    ratio: the final compression ratio C >= 1.
+    begin_step: first step of pruning.
+    end_step: step at which the final sparsity is reached.
+    update_every: steps between mask updates (Zhu & Gupta's delta t).
+    global_ranking: rank all prunable weights together (like GSM) or keep
+      ``floor(n_layer / ratio)``-ish per layer.
+    prunable: which leaves are pruned (see `keep_top_taylor`).
+
+  Returns:
+    An `optax.GradientTransformation`; ``update`` needs ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from gsm_optax import gradual_magnitude_pruning
+    >>> params = {'w': jnp.array([[1., -2.], [3., 4.]])}
+    >>> tx = gradual_magnitude_pruning(ratio=4, begin_step=0, end_step=0)
+    >>> updates, _ = tx.update({'w': jnp.zeros((2, 2))}, tx.init(params), params)
+    >>> optax.apply_updates(params, updates)['w'].tolist()
+    [[0.0, 0.0], [0.0, 4.0]]
+
+  References:
+    Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
+    for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
+  """
+  prunable_lib.validate_ratio(ratio)
+  if end_step < begin_step or update_every < 1:
+    raise ValueError('`end_step` must be >= `begin_step` and `update_every` '
+                     f'>= 1; got {begin_step}, {end_step}, {update_every}.')
+
+  def init_fn(params):
+    flags = prunable_lib.resolve_prunable(params, prunable)
+    leaves, treedef = jax.tree.flatten(params)
+    prunable_lib.num_to_keep(sum(x.size for x, f in zip(leaves, flags) if f),
+                             ratio)
+    masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
+    return GradualMagnitudeState(jnp.zeros((), jnp.int32),
+                                 jax.tree.unflatten(treedef, masks))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('gradual_magnitude_pruning needs `params`: call '
+                       '`tx.update(grads, state, params)`.')
+    flags = prunable_lib.resolve_prunable(params, prunable)
+    leaves, treedef = jax.tree.flatten(params)
+    update_leaves = treedef.flatten_up_to(updates)
+    mask_leaves = treedef.flatten_up_to(state.masks)
+    chosen = [i for i, f in enumerate(flags) if f]
+    # Rank the weights this step would produce, with pruned weights at zero:
+    # their momentum must not bring them back (as in TF-MOT).
+    new_weights = [jnp.where(mask_leaves[i], leaves[i] + update_leaves[i], 0)
+                   for i in chosen]
+    keep = cubic_keep_fraction(state.count, ratio, begin_step, end_step)
+    at_end = state.count >= end_step
+
+    def magnitude_masks():
+      mags = [jnp.abs(w.astype(jnp.float32)) for w in new_weights]
+      groups = [mags] if global_ranking else [[m] for m in mags]
+      masks = []
+      for group in groups:
+        n = sum(m.size for m in group)
+        final_q = max(int(np.floor(n / np.float64(ratio))), 1)
+        q = jnp.where(at_end, final_q, jnp.floor(n * keep).astype(jnp.int32))
+        key, _ = select.global_threshold(group, jnp.clip(q, 1, n))
+        masks += [k >= key for k in select.score_keys(group)]
+      return masks
+
+    due = ((state.count >= begin_step) & (state.count <= end_step) &
+           (((state.count - begin_step) % update_every == 0) |
+            (state.count == end_step)))
+    current = [mask_leaves[i] for i in chosen]
+    new_masks = jax.lax.cond(due, magnitude_masks, lambda: current)
+    for i, m in zip(chosen, new_masks):
+      mask_leaves[i] = m
+      update_leaves[i] = jnp.where(m, update_leaves[i], -leaves[i])
+    return (jax.tree.unflatten(treedef, update_leaves),
+            GradualMagnitudeState(state.count + 1,
+                                  jax.tree.unflatten(treedef, mask_leaves)))
+
+  return optax.GradientTransformation(init_fn, update_fn)
