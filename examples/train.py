@@ -60,22 +60,56 @@ def sgd_with_decay(phase_config, steps_per_epoch):
                 phase_config.momentum, phase_config.nesterov))
 
 
+def pruning_phase(config, steps_per_epoch, snapshots):
+  """The phase that prunes: GSM, or a baseline with the same budget.
+
+  Every method gets the same epochs and learning-rate schedule
+  (``config.gsm``) and starts from the same dense model.
+  """
+  g = config.gsm
+  if config.pruning == 'gsm':
+    return Phase('gsm', g.epochs, lambda: gsm_optax.gsm(
+        learning_rate_schedule(g, steps_per_epoch), config.ratio,
+        momentum=g.momentum, weight_decay=g.weight_decay,
+        nesterov=g.nesterov, method=config.method))
+  if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
+    def dense_mask():
+      params = nnx.state(snapshots.load('dense', config), nnx.Param)
+      return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+    def prune_model(model):
+      nnx.update(model, gsm_optax.prune(nnx.state(model, nnx.Param),
+                                        config.ratio)[0])
+    return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
+        gsm_optax.fixed_mask(dense_mask()), sgd_with_decay(g, steps_per_epoch)),
+                 start_from=prune_model)
+  if config.pruning == 'gradual_magnitude':  # Zhu & Gupta 2017
+    total = g.epochs * steps_per_epoch
+    return Phase('gradual_magnitude', g.epochs, lambda: optax.chain(
+        sgd_with_decay(g, steps_per_epoch),
+        gsm_optax.gradual_magnitude_pruning(
+            config.ratio, begin_step=0,
+            end_step=int(config.gradual.end_fraction * total),
+            update_every=config.gradual.update_every,
+            global_ranking=config.gradual.global_ranking)))
+  raise ValueError("config.pruning must be 'gsm', 'magnitude_ft' or "
+                   f"'gradual_magnitude'; got {config.pruning!r}.")
+
+
 def make_phases(config, steps_per_epoch, snapshots):
-  """dense -> gsm, then (lottery mode) the GSM and the magnitude tickets."""
-  d, g = config.dense, config.gsm
+  """dense -> pruning, then (lottery mode) the pruned and magnitude tickets."""
+  d = config.dense
   phases = [
-      Phase('dense', d.epochs, lambda: sgd_with_decay(d, steps_per_epoch)),
-      Phase('gsm', g.epochs, lambda: gsm_optax.gsm(
-          learning_rate_schedule(g, steps_per_epoch), config.ratio,
-          momentum=g.momentum, weight_decay=g.weight_decay,
-          nesterov=g.nesterov, method=config.method)),
+      Phase('dense', 0 if config.dense_from else d.epochs,
+            lambda: sgd_with_decay(d, steps_per_epoch)),
+      pruning_phase(config, steps_per_epoch, snapshots),
   ]
   if not config.lottery:
     return phases
   # Table 4: mask by global magnitude of the trained dense weights, or of the
   # GSM-trained weights; apply it to the initial weights; retrain with the
   # base schedule and the loss gradient masked.
-  for name, source in (('ticket_gsm', 'gsm'), ('ticket_magnitude', 'dense')):
+  for name, source in (('ticket_' + config.pruning, config.pruning),
+                       ('ticket_magnitude', 'dense')):
     def ticket_mask(source=source):
       params = nnx.state(snapshots.load(source, config), nnx.Param)
       return gsm_optax.prune(params, config.ratio, method=config.method)[1]
@@ -222,8 +256,10 @@ class Snapshots:
     self.directory = os.path.abspath(os.path.join(workdir, 'phase_ends'))
 
   def save(self, name, model):
-    ocp.StandardCheckpointer().save(os.path.join(self.directory, name),
-                                    nnx.state(model), force=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(self.directory, name), nnx.state(model),
+                      force=True)
+    checkpointer.wait_until_finished()  # saves are asynchronous
 
   def load(self, name, config):
     model = models.create_model(config.model, config.num_classes, config.seed)
@@ -283,6 +319,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   root_key = jax.random.key(config.seed)
 
   snapshots = Snapshots(workdir)
+  if config.dense_from and done == 0:  # share one dense model across runs
+    nnx.update(model, nnx.state(Snapshots(config.dense_from).load('dense',
+                                                                  config)))
+    snapshots.save('dense', model)
+    with open(os.path.join(config.dense_from, 'phase_results.json')) as f:
+      results['dense'] = json.load(f)['dense']
   first = 0
   for phase in make_phases(config, steps_per_epoch, snapshots):
     last = first + phase.epochs
@@ -326,8 +368,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == last:
         checkpoints.save(epoch + 1, model, optimizer)
     done = first = last
-  return finish(config, workdir, snapshots.load('gsm', config), results,
-                test_images, test_labels)
+  return finish(config, workdir, snapshots.load(config.pruning, config),
+                results, test_images, test_labels)
 
 
 def finish(config, workdir, model, results, test_images, test_labels):
@@ -339,9 +381,10 @@ def finish(config, workdir, model, results, test_images, test_labels):
   summary = {
       'model': config.model, 'dataset': config.dataset, 'ratio': config.ratio,
       'dense_accuracy': results.get('dense'),
-      'gsm_accuracy_before_prune': results.get('gsm'),
+      'pruning': config.pruning,
+      'accuracy_before_prune': results.get(config.pruning),
       'pruned_accuracy': evaluate(model, test_images, test_labels, config),
-      'ticket_gsm_accuracy': results.get('ticket_gsm'),
+      'ticket_accuracy': results.get('ticket_' + config.pruning),
       'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
       'compression': report.compression,
       'kept_weights': report.prunable_nonzero,
@@ -351,7 +394,7 @@ def finish(config, workdir, model, results, test_images, test_labels):
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   plot_density(report, os.path.join(workdir, 'layer_density.png'),
-               f'{config.model}: per-layer density after GSM at '
+               f'{config.model}: per-layer density after {config.pruning} at '
                f'{config.ratio:g}x')
   print(format_report(summary, report))
   return summary
@@ -362,18 +405,18 @@ def format_report(summary, report) -> str:
     return 'n/a' if x is None else f'{100 * x:.2f}%'
   return '\n'.join([
       '',
-      f"== {summary['model']} on {summary['dataset']}, GSM at "
-      f"{summary['ratio']:g}x ==",
+      f"== {summary['model']} on {summary['dataset']}, "
+      f"{summary['pruning']} at {summary['ratio']:g}x ==",
       f"dense accuracy:                 {pct(summary['dense_accuracy'])}",
-      f"GSM accuracy before the prune:  "
-      f"{pct(summary['gsm_accuracy_before_prune'])}",
+      f"accuracy before the prune:      "
+      f"{pct(summary['accuracy_before_prune'])}",
       f"pruned accuracy (no fine-tune): {pct(summary['pruned_accuracy'])}",
       f"kept {summary['kept_weights']:,} of {summary['prunable_weights']:,} "
       f"prunable weights: {summary['compression']:.1f}x",
-      *([f"lottery tickets retrained from init: GSM "
-         f"{pct(summary['ticket_gsm_accuracy'])}, magnitude "
+      *([f"lottery tickets retrained from init: {summary['pruning']} "
+         f"{pct(summary['ticket_accuracy'])}, magnitude "
          f"{pct(summary['ticket_magnitude_accuracy'])}"]
-        if summary['ticket_gsm_accuracy'] is not None else []),
+        if summary['ticket_accuracy'] is not None else []),
       '', str(report)])
 
 

@@ -151,7 +151,7 @@ def test_lottery_tickets_stay_inside_their_masks(tmp_path):
   config = tiny_config('lenet300_fmnist')
   config.lottery = True
   report = train.train_and_evaluate(config, str(tmp_path))
-  assert report['ticket_gsm_accuracy'] is not None
+  assert report['ticket_accuracy'] is not None
   assert report['ticket_magnitude_accuracy'] is not None
   snapshots = train.Snapshots(str(tmp_path))
   init = nnx.state(models.create_model('lenet300', 10, config.seed), nnx.Param)
@@ -168,3 +168,22 @@ def test_lottery_tickets_stay_inside_their_masks(tmp_path):
         kept += m.sum()
         assert np.any(p[m] != p0[m])  # retrained from the initial weights
     assert kept == 266_200 // 5
+
+
+@pytest.mark.parametrize('pruning', ['magnitude_ft', 'gradual_magnitude'])
+def test_baselines_start_from_a_shared_dense_model(pruning, tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.gsm.epochs = 2
+  dense = train.train_and_evaluate(config, str(tmp_path / 'gsm'))
+  config.pruning = pruning
+  config.dense_from = str(tmp_path / 'gsm')
+  report = train.train_and_evaluate(config, str(tmp_path / pruning))
+  assert report['dense_accuracy'] == dense['dense_accuracy']
+  assert report['pruning'] == pruning
+  # The baseline's own training already left exactly Q non-zero kernels.
+  model = train.Snapshots(str(tmp_path / pruning)).load(pruning, config)
+  kernels = [x for x in jax.tree.leaves(nnx.state(model, nnx.Param))
+             if x.ndim >= 2]
+  assert sum(int(np.count_nonzero(k)) for k in kernels) == 266_200 // 5
+  records = [json.loads(l) for l in open(tmp_path / pruning / 'metrics.jsonl')]
+  assert [r['phase'] for r in records] == [pruning] * 2  # no dense epochs

@@ -22,7 +22,16 @@ def get_config():
   c.batch_size = 256
   c.eval_batch_size = 1000
   c.ratio = 60.0
-  c.method = 'bisect'
+  c.method = 'bisect'  # GSM's selection route
+  # 'gsm', or a baseline with the same budget: 'magnitude_ft' (one-shot
+  # global magnitude prune of the dense model + fine-tuning with the mask
+  # fixed) or 'gradual_magnitude' (Zhu & Gupta's cubic schedule).
+  c.pruning = 'gsm'
+  c.dense_from = ''  # workdir of a run whose dense model to start from
+  c.gradual = ml_collections.ConfigDict()
+  c.gradual.end_fraction = 0.75  # reach the final sparsity at 3/4 of training
+  c.gradual.update_every = 50
+  c.gradual.global_ranking = True
 
   c.dense = ml_collections.ConfigDict()
   c.dense.epochs = 20
