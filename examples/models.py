@@ -1,7 +1,5 @@
 """The paper's models in flax.nnx, with the paper's parameter counts."""
 
-from functools import partial
-
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
@@ -20,6 +18,13 @@ class LeNet300(nnx.Module):
     return self.fc3(nnx.relu(self.fc2(nnx.relu(self.fc1(x)))))
 
 
+def max_pool_2x2(x):
+  """2x2/2 max pooling as reshape + max: its gradient avoids XLA:CPU's slow
+  select-and-scatter (LeNet-5 step 94 ms instead of 124 ms, batch 256)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class LeNet5(nnx.Module):
   """Caffe LeNet-5: conv20-pool-conv50-pool-fc500-fc10, ReLU (431,080)."""
 
@@ -30,9 +35,8 @@ class LeNet5(nnx.Module):
     self.fc2 = nnx.Linear(500, num_classes, rngs=rngs)
 
   def __call__(self, x):
-    pool = partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
-    x = pool(self.conv1(x))
-    x = pool(self.conv2(x))
+    x = max_pool_2x2(self.conv1(x))
+    x = max_pool_2x2(self.conv2(x))
     return self.fc2(nnx.relu(self.fc1(x.reshape(x.shape[0], -1))))
 
 

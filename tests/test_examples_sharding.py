@@ -45,10 +45,11 @@ def compiled_epoch(mode):
   optimizer = nnx.Optimizer(model, phase.make_tx(), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   state, shardings = train.sharding.place(state, mesh, mode)
-  epoch = train.make_train_epoch(graphdef, config, 2, mesh, shardings)
+  step = train.make_train_step(graphdef, config, mesh, shardings)
   images = np.zeros((16, 28, 28, 1), np.uint8)
   labels = np.zeros((16,), np.int32)
-  hlo = epoch.lower(state, images, labels, jax.random.key(0)).compile()
+  hlo = step.lower(state, images, labels, np.arange(8),
+                   jax.random.key(0)).compile()
   return state, hlo.as_text()
 
 
@@ -61,7 +62,7 @@ def test_fsdp_splits_parameters_and_optimizer_state():
   assert all(x.sharding.is_fully_replicated for x in bias)  # 10 % 8 != 0
 
 
-def test_data_parallel_gsm_epoch_gathers_nothing():
+def test_data_parallel_gsm_step_gathers_nothing():
   _, hlo = compiled_epoch('data')
   assert 'all-gather' not in hlo
   assert 'all-reduce' in hlo  # gradients and GSM's per-pass counts

@@ -1,0 +1,113 @@
+"""GSM against the pruning methods users would pick instead, on real data.
+
+Usage:
+  python -m benchmarks.run            # the full comparison (hours on 2 CPUs)
+  python -m benchmarks.run --quick    # minutes: the harness, end to end
+
+For each model and seed, one dense model is trained (inside the first GSM
+run); every method then starts from it with the same epochs and learning-rate
+schedule: GSM, one-shot global magnitude pruning + fine-tuning (Han et al.
+2015), and gradual magnitude pruning with the cubic schedule (Zhu & Gupta
+2017, global ranking). Lottery tickets (paper Table 4) are retrained from
+the initial weights in the GSM runs at the ratios of ``LOTTERY``. Every run
+writes ``benchmarks/results/<model>_<method>_r<ratio>_s<seed>.json``; a run
+whose result exists is skipped, so an interrupted benchmark resumes. At the
+end `benchmarks.report` writes RESULTS.md and the figures from all results.
+"""
+
+import argparse
+import importlib
+import json
+import os
+
+from benchmarks import report
+
+METHODS = ('gsm', 'magnitude_ft', 'gradual_magnitude')
+LOTTERY = {'lenet300': (60.0,), 'lenet5': (125.0, 300.0)}
+CONFIGS = {'lenet300': 'lenet300_fmnist', 'lenet5': 'lenet5_fmnist'}
+
+# Epoch budgets (dense, pruning phase) per model: LeNet-5's convolutions run
+# ~25 s an epoch on the 2-core CPU, so its budget is smaller.
+FULL = {'lenet300': dict(ratios=(10.0, 30.0, 60.0, 125.0, 300.0),
+                         seeds=(0, 1, 2), dense_epochs=20, prune_epochs=60,
+                         decay_epochs=(40, 52)),
+        'lenet5': dict(ratios=(125.0, 300.0, 10.0, 30.0, 60.0), seeds=(0,),
+                       dense_epochs=8, prune_epochs=16, decay_epochs=(11, 14))}
+QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
+                          prune_epochs=1, decay_epochs=())}
+
+
+def result_path(results_dir, model, method, ratio, seed):
+  return os.path.join(results_dir, f'{model}_{method}_r{ratio:g}_s{seed}.json')
+
+
+def make_config(model, budget, method, ratio, seed, dense_from, dataset):
+  config = importlib.import_module(
+      f'examples.configs.{CONFIGS[model]}').get_config()
+  config.seed = seed
+  config.ratio = ratio
+  config.pruning = method
+  config.dense.epochs = budget['dense_epochs']
+  config.gsm.epochs = budget['prune_epochs']
+  config.gsm.decay_epochs = budget['decay_epochs']
+  config.dense.decay_epochs = tuple(
+      e for e in (int(budget['dense_epochs'] * 0.6),
+                  int(budget['dense_epochs'] * 0.85)) if e > 0)
+  config.dense_from = dense_from
+  config.lottery = method == 'gsm' and ratio in LOTTERY.get(model, ())
+  if dataset:
+    config.dataset = dataset
+  return config
+
+
+def run_all(plan, results_dir, runs_dir, dataset=None):
+  from examples import train  # pylint: disable=import-outside-toplevel
+  os.makedirs(results_dir, exist_ok=True)
+  for model, budget in plan.items():
+    for seed in budget['seeds']:
+      dense_dir = os.path.join(runs_dir, model, f's{seed}',
+                               f'gsm_r{budget["ratios"][0]:g}')
+      for ratio in budget['ratios']:
+        for method in METHODS:
+          path = result_path(results_dir, model, method, ratio, seed)
+          if os.path.exists(path):
+            continue
+          workdir = os.path.join(runs_dir, model, f's{seed}',
+                                 f'{method}_r{ratio:g}')
+          first = workdir == dense_dir
+          config = make_config(model, budget, method, ratio, seed,
+                               '' if first else dense_dir, dataset)
+          print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
+          summary = train.train_and_evaluate(config, workdir)
+          summary.update(seed=seed, method=method,
+                         epochs={'dense': budget['dense_epochs'],
+                                 'prune': budget['prune_epochs']})
+          with open(path, 'w') as f:
+            json.dump(summary, f, indent=1)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--models', default=None,
+                      help='comma-separated subset, e.g. lenet300')
+  parser.add_argument('--results', default=None)
+  parser.add_argument('--runs', default=None)
+  parser.add_argument('--dataset', default=None,
+                      help="override the data, e.g. 'synthetic' in tests")
+  args = parser.parse_args()
+  here = os.path.dirname(os.path.abspath(__file__))
+  plan = QUICK if args.quick else FULL
+  if args.models:
+    plan = {m: plan[m] for m in args.models.split(',')}
+  results_dir = args.results or os.path.join(
+      here, 'results_quick' if args.quick else 'results')
+  runs_dir = args.runs or os.path.join(
+      'runs', 'benchmarks_quick' if args.quick else 'benchmarks')
+  run_all(plan, results_dir, runs_dir, args.dataset)
+  report.write(results_dir, plan)
+
+
+if __name__ == '__main__':
+  main()
