@@ -1,0 +1,41 @@
+"""The benchmark harness and its notebook stay runnable (--quick, synthetic)."""
+
+import os
+import subprocess
+import sys
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_benchmark_and_notebook(tmp_path):
+  results = tmp_path / 'results_quick'
+  subprocess.run(
+      [sys.executable, '-m', 'benchmarks.run', '--quick', '--dataset',
+       'synthetic', '--results', str(results), '--runs', str(tmp_path / 'runs')],
+      cwd=ROOT, check=True, env={**os.environ, 'XLA_FLAGS': ''})
+  names = sorted(p.name for p in results.glob('*.json'))
+  assert names == sorted(f'lenet300_{m}_r{r}_s0.json'
+                         for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
+                         for r in ('10', '60'))
+  md = (tmp_path / 'RESULTS_results_quick.md').read_text()
+  assert '| 60× |' in md and 'lottery' in md
+  assert (results / 'accuracy_vs_ratio.png').stat().st_size > 1000
+  assert (results / 'layer_density.png').stat().st_size > 1000
+
+  notebook = nbformat.read(
+      os.path.join(ROOT, 'benchmarks', 'notebooks', 'results.ipynb'), 4)
+  os.environ['GSM_RESULTS_DIR'] = str(results)
+  try:
+    NotebookClient(notebook, timeout=300, kernel_name='python3',
+                   resources={'metadata': {'path': ROOT}}).execute()
+  finally:
+    del os.environ['GSM_RESULTS_DIR']
+  printed = ''.join(o.get('text', '') for c in notebook.cells
+                    if c.cell_type == 'code' for o in c.outputs)
+  assert '6 runs in' in printed and '60x' in printed
+  images = [o for c in notebook.cells if c.cell_type == 'code'
+            for o in c.outputs if 'image/png' in o.get('data', {})]
+  assert len(images) == 2
