@@ -301,6 +301,8 @@ def truncate_jsonl(path, last_epoch):
 
 
 def append_jsonl(path, record):
+  if jax.process_index() != 0:
+    return
   with open(path, 'a') as f:
     f.write(json.dumps(record) + '\n')
 
@@ -382,8 +384,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         record['test_accuracy'] = evaluate(model, test_images, test_labels,
                                            config)
         results[phase.name] = record['test_accuracy']
-        with open(results_path, 'w') as f:
-          json.dump(results, f)
+        if jax.process_index() == 0:
+          with open(results_path, 'w') as f:
+            json.dump(results, f)
         snapshots.save(phase.name, model)
       append_jsonl(metrics_path, record)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == last:
@@ -412,6 +415,8 @@ def finish(config, workdir, model, results, test_images, test_labels):
       'prunable_weights': report.prunable_size,
       'sparsity': report.to_dict(),
   }
+  if jax.process_index() != 0:
+    return summary
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   plot_density(report, os.path.join(workdir, 'layer_density.png'),
