@@ -1,10 +1,21 @@
-"""Datasets as in-memory uint8 arrays: MNIST-format idx files, or TFDS."""
+"""Datasets: in memory (idx files, small TFDS datasets) or streamed (ImageNet).
+
+Small datasets (MNIST, Fashion-MNIST, CIFAR-10) are loaded once as uint8
+arrays and kept on the device. ImageNet is read image by image from
+``tfds.data_source`` with the standard augmentation on the host: an
+Inception-style random-resized crop and a horizontal flip for training, and a
+resize of the shorter side to 256/224 of the crop plus a center crop for
+evaluation.
+"""
 
 import gzip
 import os
 import struct
 
 import numpy as np
+from PIL import Image
+
+STREAMED = ('imagenet2012',)
 
 IDX_DIRS = ('/usr/share/datasets/fashion-mnist',)
 IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
@@ -90,3 +101,59 @@ def synthetic(config, split):
   labels = (images.reshape(n, -1)[:, :16].mean(axis=1) >
             127.5).astype(np.int32) % config.num_classes
   return images, labels
+
+
+def data_source(name: str, split: str):
+  """Random access to a TFDS dataset (no TensorFlow needed)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  return tfds.data_source(name, split=split)
+
+
+def random_resized_crop(image, size, rng, area=(0.08, 1.0),
+                        aspect=(3 / 4, 4 / 3)):
+  """Inception-style crop of a random area and aspect, resized to size^2."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    target = rng.uniform(*area) * h * w
+    ratio = np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1])))
+    cw, ch = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(
+        target / ratio)))
+    if 0 < cw <= w and 0 < ch <= h:
+      top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      break
+  else:  # fall back to a center crop of the whole image
+    ch = cw = min(h, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+  crop = Image.fromarray(image[top:top + ch, left:left + cw])
+  return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def center_crop(image, size):
+  """Resize the shorter side to size * 256 / 224, then crop the center."""
+  h, w = image.shape[:2]
+  scale = size * 256 / 224 / min(h, w)
+  resized = Image.fromarray(image).resize(
+      (max(size, round(w * scale)), max(size, round(h * scale))),
+      Image.BILINEAR)
+  x = np.asarray(resized)
+  top, left = (x.shape[0] - size) // 2, (x.shape[1] - size) // 2
+  return x[top:top + size, left:left + size]
+
+
+def load_batch(source, indices, size, rng=None):
+  """Decodes and crops one batch; ``rng`` given: training augmentation."""
+  images, labels = [], []
+  for i in indices:
+    record = source[int(i)]
+    image = np.asarray(record['image'])
+    if image.ndim == 2 or image.shape[-1] == 1:
+      image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    if rng is None:
+      image = center_crop(image, size)
+    else:
+      image = random_resized_crop(image, size, rng)
+      if rng.random() < 0.5:
+        image = image[:, ::-1]
+    images.append(image)
+    labels.append(record['label'])
+  return np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)

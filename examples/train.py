@@ -156,7 +156,7 @@ def loss_fn(model, images, labels):
 
 
 def make_train_step(graphdef, config, mesh=None, shardings=None):
-  """The jitted train step on batch ``indices`` of the (on-device) dataset.
+  """The jitted train step on one batch of uint8 images and labels.
 
   With a mesh, each batch is split along its first axis and the state keeps
   ``shardings`` (replicated or FSDP, see `examples.sharding`).
@@ -168,10 +168,9 @@ def make_train_step(graphdef, config, mesh=None, shardings=None):
     return jax.lax.with_sharding_constraint(tree, target)
 
   @partial(jax.jit, donate_argnums=0)
-  def train_step(state, images, labels, indices, key):
+  def train_step(state, images, labels, key):
     state = constrain(state, shardings)
     model, optimizer = nnx.merge(graphdef, state)
-    images, labels = images[indices], labels[indices]
     if mesh is not None:
       images, labels = constrain((images, labels),
                                  sharding.batch_sharding(mesh))
@@ -186,29 +185,85 @@ def make_train_step(graphdef, config, mesh=None, shardings=None):
   return train_step
 
 
-def make_train_epoch(graphdef, config, steps_per_epoch, mesh=None,
-                     shardings=None):
-  """One epoch: shuffle with the epoch's key, then the jitted train steps.
+class InMemoryData:
+  """A small dataset kept on the device; batches are gathered there."""
+
+  def __init__(self, config):
+    images, labels = input_pipeline.load_split(config, 'train')
+    self.test_images, self.test_labels = input_pipeline.load_split(
+        config, 'test')
+    self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
+    self.batch_size = config.batch_size
+    self.steps_per_epoch = len(images) // config.batch_size
+
+  def train_batches(self, key):
+    """The epoch's batches, in an order drawn from ``key``."""
+    order = _shuffled_batches(key, self.images.shape[0], self.steps_per_epoch,
+                              self.batch_size)
+    for i in range(self.steps_per_epoch):
+      yield _gather(self.images, self.labels, order[i])
+
+  def test_batches(self, batch_size):
+    for i in range(0, len(self.test_images), batch_size):
+      yield (self.test_images[i:i + batch_size],
+             self.test_labels[i:i + batch_size])
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _shuffled_batches(key, num_examples, steps, batch_size):
+  order = jax.random.permutation(key, num_examples)
+  return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+@jax.jit
+def _gather(images, labels, indices):
+  return images[indices], labels[indices]
+
+
+class StreamedData:
+  """A large TFDS dataset (ImageNet) read and augmented on the host."""
+
+  def __init__(self, config):
+    self.train = input_pipeline.data_source(config.dataset, 'train')
+    self.test = input_pipeline.data_source(config.dataset, 'validation')
+    self.size = config.image_shape[0]
+    self.batch_size = config.batch_size
+    self.steps_per_epoch = len(self.train) // config.batch_size
+
+  def train_batches(self, key):
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    order = rng.permutation(len(self.train))
+    for i in range(self.steps_per_epoch):
+      yield input_pipeline.load_batch(
+          self.train, order[i * self.batch_size:(i + 1) * self.batch_size],
+          self.size, rng)
+
+  def test_batches(self, batch_size):
+    for i in range(0, len(self.test), batch_size):
+      yield input_pipeline.load_batch(
+          self.test, range(i, min(i + batch_size, len(self.test))), self.size)
+
+
+def load_data(config):
+  if config.dataset in input_pipeline.STREAMED:
+    return StreamedData(config)
+  return InMemoryData(config)
+
+
+def make_train_epoch(graphdef, config, mesh=None, shardings=None):
+  """One epoch: the data's batches for this epoch, through the jitted step.
 
   A Python loop rather than ``lax.scan``: XLA:CPU runs convolutions inside a
   loop body several times slower (7.6x measured on LeNet-5's convolutions).
   """
   train_step = make_train_step(graphdef, config, mesh, shardings)
 
-  @partial(jax.jit, static_argnums=1)
-  def shuffle(key, num_examples):
-    k_perm, k_aug = jax.random.split(key)
-    order = jax.random.permutation(k_perm, num_examples)
-    order = order[:steps_per_epoch * config.batch_size].reshape(
-        steps_per_epoch, config.batch_size)
-    return order, jax.random.split(k_aug, steps_per_epoch)
-
-  def train_epoch(state, images, labels, key):
-    order, keys = shuffle(key, images.shape[0])
+  def train_epoch(state, data, key):
+    k_order, k_aug = jax.random.split(key)
+    keys = jax.random.split(k_aug, data.steps_per_epoch)
     losses, accuracies = [], []
-    for i in range(steps_per_epoch):
-      state, (loss, accuracy) = train_step(state, images, labels, order[i],
-                                           keys[i])
+    for i, (images, labels) in enumerate(data.train_batches(k_order)):
+      state, (loss, accuracy) = train_step(state, images, labels, keys[i])
       losses.append(loss)
       accuracies.append(accuracy)
     return state, {'loss': jnp.mean(jnp.stack(losses)),
@@ -217,18 +272,18 @@ def make_train_epoch(graphdef, config, steps_per_epoch, mesh=None,
   return train_epoch
 
 
-def evaluate(model, images, labels, config):
-  """Top-1 accuracy over a whole split, in batches."""
+def evaluate(model, data, config):
+  """Top-1 accuracy over the whole test split, in batches."""
   model.eval()
   @nnx.jit
   def correct(model, x, y):
     return jnp.sum(jnp.argmax(model(preprocess(x, config)), -1) == y)
-  total = 0
-  for i in range(0, len(images), config.eval_batch_size):
-    total += int(correct(model, images[i:i + config.eval_batch_size],
-                         labels[i:i + config.eval_batch_size]))
+  total = count = 0
+  for images, labels in data.test_batches(config.eval_batch_size):
+    total += int(correct(model, images, labels))
+    count += len(labels)
   model.train()
-  return total / len(images)
+  return total / count
 
 
 def mask_stats(optimizer):
@@ -318,14 +373,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     The report as a dict (also written to ``workdir/report.json``).
   """
   os.makedirs(workdir, exist_ok=True)
-  train_images, train_labels = input_pipeline.load_split(config, 'train')
-  test_images, test_labels = input_pipeline.load_split(config, 'test')
-  steps_per_epoch = len(train_images) // config.batch_size
+  data = load_data(config)
+  steps_per_epoch = data.steps_per_epoch
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={config.batch_size} exceeds the '
-                     f'{len(train_images)} training examples.')
-  train_images, train_labels = jnp.asarray(train_images), jnp.asarray(
-      train_labels)
+                     'number of training examples.')
 
   mesh = sharding.make_mesh(config)
   if mesh is not None and config.batch_size % mesh.size:
@@ -363,14 +415,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       checkpoints.restore(done, model)
     graphdef, state = nnx.split((model, optimizer))
     state, shardings = sharding.place(state, mesh, config.sharding)
-    train_epoch = make_train_epoch(graphdef, config, steps_per_epoch, mesh,
-                                   shardings)
+    train_epoch = make_train_epoch(graphdef, config, mesh, shardings)
     bar = tqdm.tqdm(range(max(done, first), last), desc=phase.name,
                     initial=max(done, first) - first, total=phase.epochs,
                     unit='epoch', dynamic_ncols=True)
     for epoch in bar:
       start = time.time()
-      state, stats = train_epoch(state, train_images, train_labels,
+      state, stats = train_epoch(state, data,
                                  jax.random.fold_in(root_key, epoch))
       nnx.update((model, optimizer), state)
       record = {'epoch': epoch + 1, 'phase': phase.name,
@@ -381,8 +432,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                        for k, v in record.items()
                        if k not in ('epoch', 'phase', 'seconds')})
       if epoch + 1 == last:
-        record['test_accuracy'] = evaluate(model, test_images, test_labels,
-                                           config)
+        record['test_accuracy'] = evaluate(model, data, config)
         results[phase.name] = record['test_accuracy']
         if jax.process_index() == 0:
           with open(results_path, 'w') as f:
@@ -393,10 +443,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpoints.save(epoch + 1, model, optimizer)
     done = first = last
   return finish(config, workdir, snapshots.load(config.pruning, config),
-                results, test_images, test_labels)
+                results, data)
 
 
-def finish(config, workdir, model, results, test_images, test_labels):
+def finish(config, workdir, model, results, data):
   """Final global magnitude prune, evaluation with no fine-tuning, report."""
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
@@ -407,7 +457,7 @@ def finish(config, workdir, model, results, test_images, test_labels):
       'dense_accuracy': results.get('dense'),
       'pruning': config.pruning,
       'accuracy_before_prune': results.get(config.pruning),
-      'pruned_accuracy': evaluate(model, test_images, test_labels, config),
+      'pruned_accuracy': evaluate(model, data, config),
       'ticket_accuracy': results.get('ticket_' + config.pruning),
       'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
       'compression': report.compression,

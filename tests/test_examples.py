@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from examples import input_pipeline
 from examples import models
@@ -40,7 +41,8 @@ def test_model_output_shape_and_parameter_count(name, shape, classes,
 
 def tiny_config(name, tmp_path=None):
   config = importlib.import_module(f'examples.configs.{name}').get_config()
-  config.dataset = 'synthetic'
+  if config.dataset in ('mnist', 'fashion_mnist'):
+    config.dataset = 'synthetic'  # TFDS datasets use tfds.testing.mock_data
   config.batch_size = 4
   config.synthetic_size = 8  # two train steps per epoch
   config.eval_batch_size = 4
@@ -55,7 +57,9 @@ def tiny_config(name, tmp_path=None):
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_trains(name, tmp_path):
-  report = train.train_and_evaluate(tiny_config(name), str(tmp_path))
+  config = tiny_config(name)
+  with tfds.testing.mock_data(num_examples=8):
+    report = train.train_and_evaluate(config, str(tmp_path))
   assert report['kept_weights'] >= report['prunable_weights'] // 5
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
   records = [json.loads(l) for l in lines]
@@ -187,3 +191,17 @@ def test_baselines_start_from_a_shared_dense_model(pruning, tmp_path):
   assert sum(int(np.count_nonzero(k)) for k in kernels) == 266_200 // 5
   records = [json.loads(l) for l in open(tmp_path / pruning / 'metrics.jsonl')]
   assert [r['phase'] for r in records] == [pruning] * 2  # no dense epochs
+
+
+def test_imagenet_batches_are_cropped_and_deterministic():
+  with tfds.testing.mock_data(num_examples=6):
+    source = input_pipeline.data_source('imagenet2012', 'train')
+    a = input_pipeline.load_batch(source, [0, 3, 5], 48,
+                                  np.random.default_rng(7))
+    b = input_pipeline.load_batch(source, [0, 3, 5], 48,
+                                  np.random.default_rng(7))
+    evaluation = input_pipeline.load_batch(source, [0, 3, 5], 48)
+  assert a[0].shape == (3, 48, 48, 3) and a[0].dtype == np.uint8
+  np.testing.assert_array_equal(a[0], b[0])  # same rng, same crops
+  np.testing.assert_array_equal(a[1], evaluation[1])
+  assert evaluation[0].shape == (3, 48, 48, 3)
