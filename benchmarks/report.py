@@ -74,9 +74,7 @@ def plot_accuracy(results, path):
     ax.set_ylabel('test accuracy (%), no fine-tuning after the prune')
     ax.set_title(f'{model} on Fashion-MNIST', fontsize=10)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def plot_layer_density(results, path, cases=(('lenet300', 60.0),
@@ -110,10 +108,15 @@ def plot_layer_density(results, path, cases=(('lenet300', 60.0),
     ax.set_ylabel('density (% kept, log)')
     ax.set_title(f'{model} at {ratio:g}x: layer-wise density', fontsize=10)
     ax.legend(fontsize=8)
+  _save(fig, path)
+  return True
+
+
+def _save(fig, path):
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
-  return True
 
 
 def write(results_dir, plan=None):

@@ -14,15 +14,13 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import re
-import statistics
-import time
 
 import jax
 import numpy as np
-import optax
 from jax.sharding import Mesh
 
 import gsm_optax
+from benchmarks import step_overhead
 from benchmarks import trees
 from examples import sharding
 
@@ -59,23 +57,12 @@ def measure(num_devices, repeats, ratio=10.0):
   (params, grads, state), _ = sharding.place((params, grads, state), mesh,
                                              'fsdp')
 
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s
-
-  jitted = jax.jit(step, donate_argnums=(0, 1))
+  jitted = step_overhead.make_step(tx)
   compiled = jitted.lower(params, state, grads).compile()
   memory = compiled.memory_analysis()
   comm = collectives(compiled.as_text())
-  params, state = jitted(params, state, grads)
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    params, state = jitted(params, state, grads)
-    jax.block_until_ready(params)
-    times.append(time.perf_counter() - start)
-  return {'devices': num_devices, 'seconds': statistics.median(times),
+  seconds = step_overhead.median_seconds(jitted, params, state, grads, repeats)
+  return {'devices': num_devices, 'seconds': seconds,
           'argument_bytes': memory.argument_size_in_bytes,
           'temp_bytes': memory.temp_size_in_bytes,
           'output_bytes': memory.output_size_in_bytes, 'collectives': comm}
