@@ -197,16 +197,23 @@ class InMemoryData:
     self.steps_per_epoch = len(images) // config.batch_size
 
   def train_batches(self, key):
-    """The epoch's batches, in an order drawn from ``key``."""
+    """This process's share of the epoch's batches, in an order from ``key``."""
     order = _shuffled_batches(key, self.images.shape[0], self.steps_per_epoch,
                               self.batch_size)
     for i in range(self.steps_per_epoch):
-      yield _gather(self.images, self.labels, order[i])
+      yield _gather(self.images, self.labels, process_share(order[i]))
 
   def test_batches(self, batch_size):
     for i in range(0, len(self.test_images), batch_size):
-      yield (self.test_images[i:i + batch_size],
-             self.test_labels[i:i + batch_size])
+      share = process_share(np.arange(i, min(i + batch_size,
+                                             len(self.test_images))))
+      yield self.test_images[share], self.test_labels[share]
+
+
+def process_share(indices):
+  """The slice of a global batch that this process loads (multi-host)."""
+  n = len(indices) // jax.process_count()
+  return indices[jax.process_index() * n:(jax.process_index() + 1) * n]
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3))
@@ -234,20 +241,41 @@ class StreamedData:
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     order = rng.permutation(len(self.train))
     for i in range(self.steps_per_epoch):
-      yield input_pipeline.load_batch(
-          self.train, order[i * self.batch_size:(i + 1) * self.batch_size],
-          self.size, rng)
+      yield input_pipeline.load_batch(self.train, process_share(
+          order[i * self.batch_size:(i + 1) * self.batch_size]), self.size,
+                                      rng)
 
   def test_batches(self, batch_size):
     for i in range(0, len(self.test), batch_size):
-      yield input_pipeline.load_batch(
-          self.test, range(i, min(i + batch_size, len(self.test))), self.size)
+      yield input_pipeline.load_batch(self.test, process_share(
+          np.arange(i, min(i + batch_size, len(self.test)))), self.size)
 
 
 def load_data(config):
   if config.dataset in input_pipeline.STREAMED:
     return StreamedData(config)
   return InMemoryData(config)
+
+
+def global_batch(arrays, mesh, pad=False):
+  """Assembles each process's share into arrays split over the mesh.
+
+  With ``pad``, the share is padded to a multiple of the local devices with
+  zeros (images) and -1 (labels, which no prediction matches).
+  """
+  if mesh is None:
+    return arrays
+  arrays = [np.asarray(x) for x in arrays]
+  if pad:
+    local = mesh.size // jax.process_count()
+    missing = -len(arrays[0]) % local
+    arrays[0] = np.concatenate(
+        [arrays[0], np.zeros((missing, *arrays[0].shape[1:]), arrays[0].dtype)])
+    arrays[1] = np.concatenate([arrays[1], np.full(missing, -1,
+                                                   arrays[1].dtype)])
+  target = sharding.batch_sharding(mesh)
+  return tuple(jax.make_array_from_process_local_data(target, x)
+               for x in arrays)
 
 
 def make_train_epoch(graphdef, config, mesh=None, shardings=None):
@@ -262,7 +290,8 @@ def make_train_epoch(graphdef, config, mesh=None, shardings=None):
     k_order, k_aug = jax.random.split(key)
     keys = jax.random.split(k_aug, data.steps_per_epoch)
     losses, accuracies = [], []
-    for i, (images, labels) in enumerate(data.train_batches(k_order)):
+    for i, batch in enumerate(data.train_batches(k_order)):
+      images, labels = global_batch(batch, mesh)
       state, (loss, accuracy) = train_step(state, images, labels, keys[i])
       losses.append(loss)
       accuracies.append(accuracy)
@@ -272,16 +301,18 @@ def make_train_epoch(graphdef, config, mesh=None, shardings=None):
   return train_epoch
 
 
-def evaluate(model, data, config):
+def evaluate(model, data, config, mesh=None):
   """Top-1 accuracy over the whole test split, in batches."""
   model.eval()
   @nnx.jit
   def correct(model, x, y):
-    return jnp.sum(jnp.argmax(model(preprocess(x, config)), -1) == y)
+    hits = jnp.sum(jnp.argmax(model(preprocess(x, config)), -1) == y)
+    return hits, jnp.sum(y >= 0)
   total = count = 0
-  for images, labels in data.test_batches(config.eval_batch_size):
-    total += int(correct(model, images, labels))
-    count += len(labels)
+  for batch in data.test_batches(config.eval_batch_size):
+    hits, real = correct(model, *global_batch(batch, mesh, pad=True))
+    total += int(hits)
+    count += int(real)
   model.train()
   return total / count
 
@@ -432,7 +463,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                        for k, v in record.items()
                        if k not in ('epoch', 'phase', 'seconds')})
       if epoch + 1 == last:
-        record['test_accuracy'] = evaluate(model, data, config)
+        record['test_accuracy'] = evaluate(model, data, config, mesh)
         results[phase.name] = record['test_accuracy']
         if jax.process_index() == 0:
           with open(results_path, 'w') as f:
@@ -443,21 +474,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpoints.save(epoch + 1, model, optimizer)
     done = first = last
   return finish(config, workdir, snapshots.load(config.pruning, config),
-                results, data)
+                results, data, mesh)
 
 
-def finish(config, workdir, model, results, data):
+def finish(config, workdir, model, results, data, mesh=None):
   """Final global magnitude prune, evaluation with no fine-tuning, report."""
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
   nnx.update(model, pruned)
+  if mesh is not None:  # replicated, to evaluate with the global batches
+    nnx.update(model, sharding.place(nnx.state(model), mesh, 'data')[0])
   report = gsm_optax.sparsity_report(pruned)
   summary = {
       'model': config.model, 'dataset': config.dataset, 'ratio': config.ratio,
       'dense_accuracy': results.get('dense'),
       'pruning': config.pruning,
       'accuracy_before_prune': results.get(config.pruning),
-      'pruned_accuracy': evaluate(model, data, config),
+      'pruned_accuracy': evaluate(model, data, config, mesh),
       'ticket_accuracy': results.get('ticket_' + config.pruning),
       'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
       'compression': report.compression,

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def final_params(config, workdir):
-  train.train_and_evaluate(config, workdir)
+  report = train.train_and_evaluate(config, workdir)
   model = models.create_model(config.model, config.num_classes, config.seed)
   train.Checkpoints(workdir).restore(
       config.dense.epochs + config.gsm.epochs, model)
-  return nnx.state(model, nnx.Param)
+  return nnx.state(model, nnx.Param), report
 
 
 @pytest.mark.parametrize('mode', ['data', 'fsdp'])
@@ -28,9 +28,12 @@ def test_sharded_training_matches_single_device(mode, tmp_path):
   config.batch_size = 8
   config.synthetic_size = 32  # four steps per epoch
   config.ratio = 20.0
-  single = final_params(config, str(tmp_path / 'single'))
+  config.eval_batch_size = 5  # not a multiple of 8: padded on the mesh
+  single, single_report = final_params(config, str(tmp_path / 'single'))
   config.sharding = mode
-  sharded = final_params(config, str(tmp_path / mode))
+  sharded, sharded_report = final_params(config, str(tmp_path / mode))
+  for key in ('dense_accuracy', 'accuracy_before_prune', 'pruned_accuracy'):
+    assert sharded_report[key] == single_report[key], key
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4,
                                                        atol=2e-6),
                single, sharded)
