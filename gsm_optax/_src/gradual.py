@@ -100,7 +100,7 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     at_end = state.count >= end_step
 
     def magnitude_masks():
-      mags = [jnp.abs(w.astype(jnp.float32)) for w in new_weights]
+      mags = select.magnitude_scores(new_weights)
       groups = [mags] if global_ranking else [[m] for m in mags]
       masks = []
       for group in groups:

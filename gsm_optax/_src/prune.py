@@ -40,8 +40,7 @@ def prune(params: Any, ratio: float,
   leaves, treedef = jax.tree.flatten(params)
   chosen = [i for i, f in enumerate(flags) if f]
   q = prunable_lib.num_to_keep(sum(leaves[i].size for i in chosen), ratio)
-  dtype = select._score_dtype([leaves[i] for i in chosen])  # pylint: disable=protected-access
-  magnitudes = [jnp.abs(leaves[i].astype(dtype)) for i in chosen]
+  magnitudes = select.magnitude_scores([leaves[i] for i in chosen])
   key, _ = select.global_threshold(magnitudes, q, method)
   masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
   for i, k in zip(chosen, select.score_keys(magnitudes)):

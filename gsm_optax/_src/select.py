@@ -52,6 +52,12 @@ def taylor_scores(updates: Sequence[jax.Array],
           for g, w in zip(updates, params)]
 
 
+def magnitude_scores(params: Sequence[jax.Array]) -> list[jax.Array]:
+  """Magnitudes ``|w|`` in the scores' dtype (float32, or float64 if any)."""
+  dtype = _score_dtype(params)
+  return [jnp.abs(w.astype(dtype)) for w in params]
+
+
 def _score_dtype(arrays: Sequence[jax.Array]) -> jnp.dtype:
   if any(jnp.dtype(a.dtype) == jnp.float64 for a in arrays):
     return jnp.dtype(jnp.float64)
