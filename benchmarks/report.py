@@ -13,10 +13,49 @@ METHOD_NAMES = {'gsm': 'GSM', 'magnitude_ft': 'magnitude + FT',
                 'gradual_magnitude': 'gradual magnitude'}
 
 
+SPEED_FILES = ('step_overhead.json', 'train_step.json')
+
+
 def load(results_dir):
-  """All results as a list of dicts."""
+  """All accuracy results (one dict per run; the speed files excluded)."""
   return [json.load(open(p))
-          for p in sorted(glob.glob(os.path.join(results_dir, '*.json')))]
+          for p in sorted(glob.glob(os.path.join(results_dir, '*.json')))
+          if os.path.basename(p) not in SPEED_FILES]
+
+
+def speed_lines(results_dir):
+  """Markdown for the speed JSON files written by the speed benchmarks."""
+  lines = []
+  path = os.path.join(results_dir, 'step_overhead.json')
+  if os.path.exists(path):
+    data = json.load(open(path))
+    lines += ['', '## Speed: optimizer step, GSM vs optax.sgd', '',
+              '`python -m benchmarks.step_overhead --json '
+              'benchmarks/results/step_overhead.json` (median, after '
+              f"compilation, ratio {data['ratio']:g}):", '',
+              '| tree | params | sgd step | bisect / sgd | top_k / sgd |',
+              '|---|---:|---:|---:|---:|']
+    for row in data['rows']:
+      sec = row['seconds']
+      lines.append(f"| {row['tree']} | {row['params']:,} | "
+                   f"{sec['sgd'] * 1e3:.2f} ms | "
+                   f"{sec['bisect'] / sec['sgd']:.1f}× | "
+                   f"{sec['top_k'] / sec['sgd']:.0f}× |")
+  path = os.path.join(results_dir, 'train_step.json')
+  if os.path.exists(path):
+    data = json.load(open(path))
+    lines += ['', '## Speed: training step, GSM vs dense SGD (target ≤ 1.15×)',
+              '', '`python -m benchmarks.train_step --json '
+              'benchmarks/results/train_step.json` (batch 256, steps '
+              'alternated, medians):', '',
+              '| model | ratio | SGD step | GSM step | GSM / SGD |',
+              '|---|---:|---:|---:|---:|']
+    for row in data['rows']:
+      lines.append(f"| {row['model']} | {row['ratio']:g}× | "
+                   f"{row['sgd_seconds'] * 1e3:.2f} ms | "
+                   f"{row['gsm_seconds'] * 1e3:.2f} ms | "
+                   f"{row['gsm_seconds'] / row['sgd_seconds']:.2f}× |")
+  return lines
 
 
 def mean_std(values):
@@ -193,6 +232,7 @@ def write(results_dir, plan=None):
   if has_density:
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({name}/layer_density.png)']
+  lines += speed_lines(results_dir)
   lines += ['', '## Fairness', '',
             '- Same dense start (one dense model per seed, shared through '
             '`config.dense_from`), same epochs, same learning-rate schedule, '

@@ -10,6 +10,7 @@ table shows medians and their ratio.
 
 import argparse
 import importlib
+import json
 import statistics
 import time
 
@@ -35,7 +36,9 @@ def make(config, phase_index):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--repeats', type=int, default=30)
+  parser.add_argument('--json', default=None)
   args = parser.parse_args()
+  rows = []
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (256, 28, 28, 1), dtype=np.uint8)
   labels = rng.integers(0, 10, (256,)).astype(np.int32)
@@ -64,6 +67,11 @@ def main():
     s, g = statistics.median(times['sgd']), statistics.median(times['gsm'])
     print(f'{name:<10} {ratio:>5g}x {s * 1e3:>8.2f}ms {g * 1e3:>8.2f}ms '
           f'{g / s:>9.2f}x', flush=True)
+    rows.append({'model': name, 'ratio': ratio, 'sgd_seconds': s,
+                 'gsm_seconds': g})
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'jax': jax.__version__, 'rows': rows}, f, indent=1)
 
 
 if __name__ == '__main__':
