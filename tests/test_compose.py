@@ -112,3 +112,21 @@ def test_flax_nnx_optimizer():
   mask_state = optimizer.opt_state[0]
   assert int(mask_state.num_active[...]) == (8 * 16 + 16 * 2) // 8
   assert float(mask_state.threshold[...]) > 0
+
+
+def test_ratio_schedule_through_inject_hyperparams():
+  # A ratio warm-up: 1x (dense) for 2 steps, then linearly to 12x by step 6.
+  params, grad_fn = problem()
+  schedule = optax.join_schedules(
+      [optax.constant_schedule(1.0), optax.linear_schedule(1.0, 12.0, 4)], [2])
+  tx = optax.inject_hyperparams(gsm_optax.gsm)(learning_rate=0.01,
+                                               ratio=schedule)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  active = []
+  for _ in range(8):
+    _, state = update(grad_fn(params), state, params)
+    active.append(int(state.inner_state[0].num_active))
+  expected = [int(np.floor(72 / float(schedule(i)))) for i in range(8)]
+  assert active == expected
+  assert active[:2] == [72, 72] and active[-1] == 6
