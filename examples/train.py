@@ -3,11 +3,12 @@
 Every experiment runs the same `train_and_evaluate(config, workdir)`:
 train (or resume) a dense model, train it with GSM at ``config.ratio``, prune
 the Q largest |w| globally, evaluate with no fine-tuning, and write the
-report. Each epoch is one jitted ``lax.scan`` over the batches; orbax saves
+report. Each epoch feeds its batches to one jitted train step; orbax saves
 the model and optimizer after every epoch, so a killed run resumes exactly.
 """
 
 import dataclasses
+import functools
 from functools import partial
 import json
 import os
@@ -74,15 +75,10 @@ def pruning_phase(config, steps_per_epoch, snapshots):
         momentum=g.momentum, weight_decay=g.weight_decay,
         nesterov=g.nesterov, method=config.method))
   if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
-    def dense_mask():
-      params = nnx.state(snapshots.load('dense', config), nnx.Param)
-      return gsm_optax.prune(params, config.ratio, method=config.method)[1]
-    def prune_model(model):
-      nnx.update(model, gsm_optax.prune(nnx.state(model, nnx.Param),
-                                        config.ratio)[0])
+    mask = snapshot_mask(snapshots, 'dense', config)
     return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
-        gsm_optax.fixed_mask(dense_mask()), sgd_with_decay(g, steps_per_epoch)),
-                 start_from=prune_model)
+        gsm_optax.fixed_mask(mask()), sgd_with_decay(g, steps_per_epoch)),
+                 start_from=lambda model: apply_mask(model, mask()))
   if config.pruning == 'gradual_magnitude':  # Zhu & Gupta 2017
     total = g.epochs * steps_per_epoch
     return Phase('gradual_magnitude', g.epochs, lambda: optax.chain(
@@ -111,9 +107,7 @@ def make_phases(config, steps_per_epoch, snapshots):
   # base schedule and the loss gradient masked.
   for name, source in (('ticket_' + config.pruning, config.pruning),
                        ('ticket_magnitude', 'dense')):
-    def ticket_mask(source=source):
-      params = nnx.state(snapshots.load(source, config), nnx.Param)
-      return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+    ticket_mask = snapshot_mask(snapshots, source, config)
     phases.append(Phase(
         name, d.epochs,
         make_tx=lambda m=ticket_mask: optax.chain(
@@ -122,13 +116,28 @@ def make_phases(config, steps_per_epoch, snapshots):
   return phases
 
 
+def snapshot_mask(snapshots, name, config):
+  """A cached loader of the global magnitude mask (at ``config.ratio``) of
+  the model saved at the end of phase ``name``; loaded when first needed."""
+  @functools.cache
+  def mask():
+    params = nnx.state(snapshots.load(name, config), nnx.Param)
+    return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+  return mask
+
+
+def apply_mask(model, masks):
+  """Zeroes the parameters of ``model`` where ``masks`` is False."""
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(
+      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks))
+
+
 def rewind(model, masks, config):
   """Resets ``model`` to its initial weights with ``masks`` applied."""
   nnx.update(model, nnx.state(
       models.create_model(config.model, config.num_classes, config.seed)))
-  params = nnx.state(model, nnx.Param)
-  nnx.update(model, jax.tree.map(
-      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks))
+  apply_mask(model, masks)
 
 
 def preprocess(images, config, key=None):
