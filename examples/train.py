@@ -274,17 +274,21 @@ def global_batch(arrays, mesh, pad=False):
   """
   if mesh is None:
     return arrays
-  arrays = [np.asarray(x) for x in arrays]
+  target = sharding.batch_sharding(mesh)
   if pad:
     local = mesh.size // jax.process_count()
-    missing = -len(arrays[0]) % local
-    arrays[0] = np.concatenate(
-        [arrays[0], np.zeros((missing, *arrays[0].shape[1:]), arrays[0].dtype)])
-    arrays[1] = np.concatenate([arrays[1], np.full(missing, -1,
-                                                   arrays[1].dtype)])
-  target = sharding.batch_sharding(mesh)
-  return tuple(jax.make_array_from_process_local_data(target, x)
-               for x in arrays)
+    images, labels = (np.asarray(x) for x in arrays)
+    missing = -len(images) % local
+    arrays = (np.concatenate([images, np.zeros((missing, *images.shape[1:]),
+                                               images.dtype)]),
+              np.concatenate([labels, np.full(missing, -1, labels.dtype)]))
+  return tuple(_to_global(x, target) for x in arrays)
+
+
+def _to_global(x, target):
+  if isinstance(x, jax.Array) and jax.process_count() == 1:
+    return jax.device_put(x, target)  # stays on the devices
+  return jax.make_array_from_process_local_data(target, np.asarray(x))
 
 
 def make_train_epoch(graphdef, config, mesh=None, shardings=None):
