@@ -70,10 +70,8 @@ def pruning_phase(config, steps_per_epoch, snapshots):
   """
   g = config.gsm
   if config.pruning == 'gsm':
-    return Phase('gsm', g.epochs, lambda: gsm_optax.gsm(
-        learning_rate_schedule(g, steps_per_epoch), config.ratio,
-        momentum=g.momentum, weight_decay=g.weight_decay,
-        nesterov=g.nesterov, method=config.method))
+    return Phase('gsm', g.epochs, lambda: gsm_with_ratio_warmup(
+        config, steps_per_epoch))
   if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
     mask = snapshot_mask(snapshots, 'dense', config)
     return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
@@ -90,6 +88,23 @@ def pruning_phase(config, steps_per_epoch, snapshots):
             global_ranking=config.gradual.global_ranking)))
   raise ValueError("config.pruning must be 'gsm', 'magnitude_ft' or "
                    f"'gradual_magnitude'; got {config.pruning!r}.")
+
+
+def gsm_with_ratio_warmup(config, steps_per_epoch):
+  """GSM; with ``gsm.ratio_warmup_epochs``, the kept fraction goes from 1
+  to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
+  g = config.gsm
+  lr = learning_rate_schedule(g, steps_per_epoch)
+  if not g.ratio_warmup_epochs:
+    return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
+                         weight_decay=g.weight_decay, nesterov=g.nesterov,
+                         method=config.method)
+  warmup = g.ratio_warmup_epochs * steps_per_epoch
+  ratio = lambda step: 1.0 / gsm_optax.cubic_keep_fraction(
+      step, config.ratio, 0, warmup)
+  return optax.inject_hyperparams(gsm_optax.gsm, static_args=('nesterov',))(
+      learning_rate=lr, ratio=ratio, momentum=g.momentum,
+      weight_decay=g.weight_decay, nesterov=g.nesterov)
 
 
 def make_phases(config, steps_per_epoch, snapshots):

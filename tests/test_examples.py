@@ -205,3 +205,13 @@ def test_imagenet_batches_are_cropped_and_deterministic():
   np.testing.assert_array_equal(a[0], b[0])  # same rng, same crops
   np.testing.assert_array_equal(a[1], evaluation[1])
   assert evaluation[0].shape == (3, 48, 48, 3)
+
+
+def test_gsm_ratio_warmup_reaches_the_final_ratio(tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.gsm.epochs = 3
+  config.gsm.ratio_warmup_epochs = 2  # 2 steps per epoch: 4 warm-up steps
+  train.train_and_evaluate(config, str(tmp_path))
+  records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  active = [r['num_active'] for r in records if r['phase'] == 'gsm']
+  assert active[0] > active[-1] == 266_200 // 5  # dense-ish, then Q

@@ -50,6 +50,7 @@ def get_config():
   c.gsm.nesterov = True
   c.gsm.warmup_epochs = 1
   c.gsm.decay_epochs = (40, 52)
+  c.gsm.ratio_warmup_epochs = 0  # >0: keep 1 -> 1/C on a cubic schedule
 
   # Placement over devices (examples/sharding.py): 'none', 'data' or 'fsdp'.
   c.sharding = 'none'
