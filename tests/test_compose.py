@@ -130,3 +130,16 @@ def test_ratio_schedule_through_inject_hyperparams():
   expected = [int(np.floor(72 / float(schedule(i)))) for i in range(8)]
   assert active == expected
   assert active[:2] == [72, 72] and active[-1] == 6
+
+
+def test_traced_ratio_gives_exact_q_despite_float32_rounding():
+  params = {'w': jnp.ones((532, 500))}  # N = 266,000
+  grads = {'w': jnp.asarray(np.random.default_rng(0).random((532, 500)),
+                            jnp.float32)}
+  update = jax.jit(lambda r: gsm_optax.keep_top_taylor(r).update(
+      grads, gsm_optax.keep_top_taylor(5.0).init(params), params)[1])
+  one_fifth = jnp.float32(0.2)  # 1 / 0.2f = 4.9999999 in float32
+  assert int(update(1.0 / one_fifth).num_active) == 266_000 // 5
+  for ratio in (3.0, 7.0, 60.0, 125.0):
+    assert int(update(jnp.float32(ratio)).num_active) == int(
+        np.floor(266_000 / ratio))

@@ -72,10 +72,14 @@ def num_to_keep(num_prunable: int, ratio: Any) -> Any:
 
   Concrete ratios are checked here (Q must be at least 1); a traced ratio (for
   instance under `optax.inject_hyperparams`) gives a traced Q, clipped to
-  [1, N] because an error cannot be raised inside `jit`.
+  [1, N] because an error cannot be raised inside `jit`. Float32 cannot
+  resolve N / C exactly (about 1e-7 relative), so a relative slack of 2**-20
+  makes an N / C that is an integer in exact arithmetic (say C = 1 / 0.2f)
+  give that integer rather than one less.
   """
   if isinstance(ratio, jax.core.Tracer):
-    q = jax.numpy.floor(num_prunable / ratio).astype(jax.numpy.int32)
+    q = jax.numpy.floor(num_prunable / ratio * (1 + 2**-20)).astype(
+        jax.numpy.int32)
     return jax.numpy.clip(q, 1, num_prunable)
   validate_ratio(ratio)
   q = int(np.floor(num_prunable / np.float64(ratio)))
