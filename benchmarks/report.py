@@ -110,8 +110,9 @@ def plot_accuracy(results, path):
                   label=METHOD_NAMES.get(column, column))
     ax.set_xscale('log')
     ax.set_xlabel('compression ratio (log)')
-    ax.set_ylabel('test accuracy (%), no fine-tuning after the prune')
-    ax.set_title(f'{model} on Fashion-MNIST', fontsize=10)
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title(f'{model} on Fashion-MNIST, after the final prune '
+                 '(no fine-tuning)', fontsize=9)
     ax.legend(fontsize=8)
   _save(fig, path)
 
