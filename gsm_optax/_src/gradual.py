@@ -108,7 +108,7 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
         final_q = max(int(np.floor(n / np.float64(ratio))), 1)
         q = jnp.where(at_end, final_q, jnp.floor(n * keep).astype(jnp.int32))
         key, _ = select.global_threshold(group, jnp.clip(q, 1, n))
-        masks += [k >= key for k in select.score_keys(group)]
+        masks += select.at_least(group, key)
       return masks
 
     due = ((state.count >= begin_step) & (state.count <= end_step) &

@@ -90,10 +90,9 @@ def keep_top_taylor(ratio: float,
     scores = select.taylor_scores([update_leaves[i] for i in chosen],
                                   [param_leaves[i] for i in chosen])
     key, num_active = select.global_threshold(scores, q, method)
-    keys = select.score_keys(scores)
-    for i, k in zip(chosen, keys):
+    for i, keep in zip(chosen, select.at_least(scores, key)):
       g = update_leaves[i]
-      update_leaves[i] = jnp.where(k >= key, g, jnp.zeros((), g.dtype))
+      update_leaves[i] = jnp.where(keep, g, jnp.zeros((), g.dtype))
     threshold = select.key_to_score(key, scores[0].dtype).astype(jnp.float32)
     new_state = KeepTopTaylorState(threshold=threshold,
                                    num_active=num_active.astype(jnp.int32))

@@ -43,8 +43,8 @@ def prune(params: Any, ratio: float,
   magnitudes = select.magnitude_scores([leaves[i] for i in chosen])
   key, _ = select.global_threshold(magnitudes, q, method)
   masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
-  for i, k in zip(chosen, select.score_keys(magnitudes)):
-    masks[i] = k >= key
+  for i, keep in zip(chosen, select.at_least(magnitudes, key)):
+    masks[i] = keep
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)

@@ -77,6 +77,11 @@ def score_keys(scores: Sequence[jax.Array]) -> list[jax.Array]:
   return [jax.lax.bitcast_convert_type(t, _key_dtype(t.dtype)) for t in scores]
 
 
+def at_least(scores: Sequence[jax.Array], key: jax.Array) -> list[jax.Array]:
+  """Masks ``score >= threshold`` per array, compared as keys (NaN > inf)."""
+  return [k >= key for k in score_keys(scores)]
+
+
 def key_to_score(key: jax.Array, score_dtype) -> jax.Array:
   """Inverse of `score_keys` for one key."""
   return jax.lax.bitcast_convert_type(key, jnp.dtype(score_dtype))
