@@ -3,6 +3,9 @@
 Usage:
   python -m benchmarks.run            # the full comparison (hours on 2 CPUs)
   python -m benchmarks.run --quick    # minutes: the harness, end to end
+  python -m benchmarks.run --part tuning   # only the learning-rate sweep
+  python -m benchmarks.run --models lenet5 --seeds 1 --ratios 125,300
+                                      # a slice, e.g. one of two workers
 
 For each model and seed, one dense model is trained (inside the first GSM
 run); every method then starts from it with the same epochs and learning-rate
@@ -31,10 +34,21 @@ CONFIGS = {'lenet300': 'lenet300_fmnist', 'lenet5': 'lenet5_fmnist'}
 FULL = {'lenet300': dict(ratios=(10.0, 30.0, 60.0, 125.0, 300.0),
                          seeds=(0, 1, 2), dense_epochs=20, prune_epochs=60,
                          decay_epochs=(40, 52)),
-        'lenet5': dict(ratios=(125.0, 300.0, 10.0, 30.0, 60.0), seeds=(0,),
+        'lenet5': dict(ratios=(125.0, 300.0, 10.0, 30.0, 60.0), seeds=(0, 1, 2),
                        dense_epochs=8, prune_epochs=16, decay_epochs=(11, 14))}
 QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
                           prune_epochs=1, decay_epochs=())}
+
+# Fairness: each method's pruning-phase learning rate (momentum 0.99
+# Nesterov, so the effective step is lr / (1 - 0.99)) is swept on a
+# validation split, the last 1/6 of the training set, never the test set;
+# with the plan's budget for that model and its own dense model.
+TUNING = {'lenet300': dict(ratio=60.0, seed=0,
+                           learning_rates=(1e-2, 3e-2, 1e-1),
+                           holdout_fraction=1 / 6)}
+TUNING_QUICK = {'lenet300': dict(ratio=60.0, seed=0,
+                                 learning_rates=(1e-2, 3e-2),
+                                 holdout_fraction=1 / 6)}
 
 
 def result_path(results_dir, model, method, ratio, seed):
@@ -60,14 +74,21 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset):
   return config
 
 
-def run_all(plan, results_dir, runs_dir, dataset=None):
+def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
+            ratios=None):
+  """Runs every (model, seed, ratio, method) of ``plan`` without a result.
+
+  ``seeds`` and ``ratios`` (optional) restrict the plan to a slice, in the
+  order given. The dense model of a seed is always trained by the GSM run at
+  the plan's first ratio, so a slice of later ratios needs that run first.
+  """
   from examples import train  # pylint: disable=import-outside-toplevel
   os.makedirs(results_dir, exist_ok=True)
   for model, budget in plan.items():
-    for seed in budget['seeds']:
+    for seed in budget['seeds'] if seeds is None else seeds:
       dense_dir = os.path.join(runs_dir, model, f's{seed}',
                                f'gsm_r{budget["ratios"][0]:g}')
-      for ratio in budget['ratios']:
+      for ratio in budget['ratios'] if ratios is None else ratios:
         for method in METHODS:
           path = result_path(results_dir, model, method, ratio, seed)
           if os.path.exists(path):
@@ -75,6 +96,11 @@ def run_all(plan, results_dir, runs_dir, dataset=None):
           workdir = os.path.join(runs_dir, model, f's{seed}',
                                  f'{method}_r{ratio:g}')
           first = workdir == dense_dir
+          if not first and not os.path.isdir(
+              os.path.join(dense_dir, 'phase_ends', 'dense')):
+            raise FileNotFoundError(
+                f'{model} seed {seed}: no dense model in {dense_dir}; run '
+                f'ratio {budget["ratios"][0]:g} of this seed first.')
           config = make_config(model, budget, method, ratio, seed,
                                '' if first else dense_dir, dataset)
           print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
@@ -86,12 +112,55 @@ def run_all(plan, results_dir, runs_dir, dataset=None):
             json.dump(summary, f, indent=1)
 
 
+def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
+  """Sweeps the pruning-phase learning rate of every method on validation.
+
+  Writes ``<results_dir>/tuning/<model>_<method>_lr<lr>.json``; a sweep
+  point whose result exists is skipped.
+  """
+  from examples import train  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
+  for model, sweep in tuning.items():
+    budget = plan[model]
+    dense_dir = os.path.join(runs_dir, 'tuning', model,
+                             f'gsm_lr{sweep["learning_rates"][0]:g}')
+    for lr in sweep['learning_rates']:
+      for method in METHODS:
+        path = os.path.join(results_dir, 'tuning',
+                            f'{model}_{method}_lr{lr:g}.json')
+        if os.path.exists(path):
+          continue
+        workdir = os.path.join(runs_dir, 'tuning', model,
+                               f'{method}_lr{lr:g}')
+        config = make_config(model, budget, method, sweep['ratio'],
+                             sweep['seed'],
+                             '' if workdir == dense_dir else dense_dir,
+                             dataset)
+        config.lottery = False
+        config.holdout_fraction = sweep['holdout_fraction']
+        config.gsm.learning_rate = lr
+        print(f'== tuning {model} {method} lr {lr:g}', flush=True)
+        summary = train.train_and_evaluate(config, workdir)
+        summary.update(seed=sweep['seed'], method=method, learning_rate=lr,
+                       epochs={'dense': budget['dense_epochs'],
+                               'prune': budget['prune_epochs']})
+        with open(path, 'w') as f:
+          json.dump(summary, f, indent=1)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--models', default=None,
                       help='comma-separated subset, e.g. lenet300')
+  parser.add_argument('--part', choices=('all', 'tuning', 'comparison'),
+                      default='all',
+                      help='the learning-rate sweep, the comparison, or both')
+  parser.add_argument('--seeds', default=None,
+                      help='comma-separated subset of the seeds, e.g. 1,2')
+  parser.add_argument('--ratios', default=None,
+                      help='comma-separated subset of the ratios, e.g. 125')
   parser.add_argument('--results', default=None)
   parser.add_argument('--runs', default=None)
   parser.add_argument('--dataset', default=None,
@@ -105,7 +174,14 @@ def main():
       here, 'results_quick' if args.quick else 'results')
   runs_dir = args.runs or os.path.join(
       'runs', 'benchmarks_quick' if args.quick else 'benchmarks')
-  run_all(plan, results_dir, runs_dir, args.dataset)
+  seeds = args.seeds and [int(s) for s in args.seeds.split(',')]
+  ratios = args.ratios and [float(r) for r in args.ratios.split(',')]
+  if args.part in ('all', 'tuning'):
+    tuning = TUNING_QUICK if args.quick else TUNING
+    run_tuning({m: t for m, t in tuning.items() if m in plan}, plan,
+               results_dir, runs_dir, args.dataset)
+  if args.part in ('all', 'comparison'):
+    run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios)
   report.write(results_dir, plan)
 
 

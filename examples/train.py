@@ -214,8 +214,16 @@ class InMemoryData:
 
   def __init__(self, config):
     images, labels = input_pipeline.load_split(config, 'train')
-    self.test_images, self.test_labels = input_pipeline.load_split(
-        config, 'test')
+    holdout = int(round(config.get('holdout_fraction', 0.0) * len(images)))
+    if holdout:  # evaluate on the last training examples, never on test
+      if not 0 < holdout < len(images):
+        raise ValueError(f'config.holdout_fraction='
+                         f'{config.holdout_fraction} must be in (0, 1).')
+      self.test_images, self.test_labels = images[-holdout:], labels[-holdout:]
+      images, labels = images[:-holdout], labels[:-holdout]
+    else:
+      self.test_images, self.test_labels = input_pipeline.load_split(
+          config, 'test')
     self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
     self.batch_size = config.batch_size
     self.steps_per_epoch = len(images) // config.batch_size
@@ -277,6 +285,9 @@ class StreamedData:
 
 def load_data(config):
   if config.dataset in input_pipeline.STREAMED:
+    if config.get('holdout_fraction'):
+      raise ValueError('config.holdout_fraction is for in-memory datasets; '
+                       f'{config.dataset} has its own validation split.')
     return StreamedData(config)
   return InMemoryData(config)
 
@@ -515,6 +526,8 @@ def finish(config, workdir, model, results, data, mesh=None):
   report = gsm_optax.sparsity_report(pruned)
   summary = {
       'model': config.model, 'dataset': config.dataset, 'ratio': config.ratio,
+      'evaluated_on': ('validation' if config.get('holdout_fraction')
+                       else 'test'),
       'dense_accuracy': results.get('dense'),
       'pruning': config.pruning,
       'accuracy_before_prune': results.get(config.pruning),

@@ -1,5 +1,6 @@
 """The benchmark harness and its notebook stay runnable (--quick, synthetic)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -20,8 +21,19 @@ def test_quick_benchmark_and_notebook(tmp_path):
   assert names == sorted(f'lenet300_{m}_r{r}_s0.json'
                          for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
                          for r in ('10', '60'))
+  tuned = sorted(p.name for p in (results / 'tuning').glob('*.json'))
+  assert tuned == sorted(f'lenet300_{m}_lr{lr}.json'
+                         for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
+                         for lr in ('0.01', '0.03'))
+  evaluated_on = {json.load(open(p))['evaluated_on']
+                  for p in (results / 'tuning').glob('*.json')}
+  assert evaluated_on == {'validation'}
+  assert {json.load(open(p))['evaluated_on']
+          for p in results.glob('*.json')} == {'test'}
   md = (tmp_path / 'RESULTS_results_quick.md').read_text()
   assert '| 60× |' in md and 'lottery' in md
+  assert 'learning-rate sweep on a validation split' in md
+  assert md.count('| lenet300 | ') >= 3  # one sweep row per method
   assert (results / 'accuracy_vs_ratio.png').stat().st_size > 1000
   assert (results / 'layer_density.png').stat().st_size > 1000
 

@@ -97,6 +97,24 @@ def test_missing_data_error_names_the_fix(tmp_path):
     input_pipeline.load_idx(str(tmp_path), 'test')
 
 
+def test_holdout_evaluates_on_the_training_tail_never_on_test():
+  config = tiny_config('lenet300_fmnist')
+  config.synthetic_size = 48
+  config.holdout_fraction = 0.25
+  images, labels = input_pipeline.load_split(config, 'train')
+  test_images, _ = input_pipeline.load_split(config, 'test')
+  data = train.InMemoryData(config)
+  assert data.images.shape[0] == 36 and data.steps_per_epoch == 9
+  np.testing.assert_array_equal(data.images, images[:36])
+  np.testing.assert_array_equal(data.test_images, images[36:])
+  np.testing.assert_array_equal(data.test_labels, labels[36:])
+  assert data.test_images.shape != test_images.shape or not np.array_equal(
+      data.test_images, test_images)
+  config.holdout_fraction = 1.0
+  with pytest.raises(ValueError, match='holdout_fraction'):
+    train.InMemoryData(config)
+
+
 def final_params(workdir):
   with open(os.path.join(workdir, 'report.json')) as f:
     report = json.load(f)

@@ -18,6 +18,9 @@ def get_config():
   c.num_classes = 10
   c.image_shape = (28, 28, 1)
   c.synthetic_size = 512
+  # >0: train on the first (1 - f) of the training set and report accuracy on
+  # its last f (a validation split, for tuning) instead of the test set.
+  c.holdout_fraction = 0.0
   c.seed = 0
   c.batch_size = 256
   c.eval_batch_size = 1000
