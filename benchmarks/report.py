@@ -87,19 +87,23 @@ def tuning_lines(tuning, used_lr):
            'peak learning rate swept per method (same dense start, epochs, '
            'schedule shape, momentum and decay). Trained on the first 5/6 of '
            'the training set; accuracy (%) after the final prune on its last '
-           '1/6, never on the test set. Best per method in bold.', '',
+           '1/6, never on the test set, and in brackets before it. Best per '
+           'method in bold.', '',
            '| model | method | ' + ' | '.join(f'lr {lr:g}' for lr in lrs)
            + ' |', '|---|---|' + '---:|' * len(lrs)]
   best = best_learning_rates(tuning)
   for (model, method), (best_lr, _) in sorted(best.items()):
     cells = []
     for lr in lrs:
-      acc = next((r['pruned_accuracy'] for r in tuning
+      run = next((r for r in tuning
                   if (r['model'], r['method'], r['learning_rate']) ==
                   (model, method, lr)), None)
-      cell = '–' if acc is None else f'{100 * acc:.2f}'
-      cells.append(f'**{cell}**' if lr == best_lr and acc is not None
-                   else cell)
+      if run is None:
+        cells.append('–')
+        continue
+      cell = f"{100 * run['pruned_accuracy']:.2f}"
+      cells.append((f'**{cell}**' if lr == best_lr else cell) +
+                   f" ({100 * run['accuracy_before_prune']:.2f})")
     lines.append(f'| {model} | {METHOD_NAMES[method]} | '
                  + ' | '.join(cells) + ' |')
   lines.append('')
@@ -113,6 +117,8 @@ def tuning_lines(tuning, used_lr):
     elif used is not None:
       text += (f', {100 * (acc - used):+.2f} points on validation over the '
                f'comparison\'s lr {used_lr:g}.')
+    else:
+      text += f' (lr {used_lr:g} not in the sweep).'
     lines.append(text)
   return lines + ['']
 
