@@ -75,11 +75,11 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset):
 
 
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
-            ratios=None):
+            ratios=None, methods=METHODS):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
 
-  ``seeds`` and ``ratios`` (optional) restrict the plan to a slice, in the
-  order given. The dense model of a seed is always trained by the GSM run at
+  ``seeds``, ``ratios`` and ``methods`` (optional) restrict the plan to a
+  slice, in the order given. The dense model of a seed is always trained by the GSM run at
   the plan's first ratio, so a slice of later ratios needs that run first.
   """
   from examples import train  # pylint: disable=import-outside-toplevel
@@ -89,7 +89,7 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
       dense_dir = os.path.join(runs_dir, model, f's{seed}',
                                f'gsm_r{budget["ratios"][0]:g}')
       for ratio in budget['ratios'] if ratios is None else ratios:
-        for method in METHODS:
+        for method in methods:
           path = result_path(results_dir, model, method, ratio, seed)
           if os.path.exists(path):
             continue
@@ -161,6 +161,8 @@ def main():
                       help='comma-separated subset of the seeds, e.g. 1,2')
   parser.add_argument('--ratios', default=None,
                       help='comma-separated subset of the ratios, e.g. 125')
+  parser.add_argument('--methods', default=','.join(METHODS),
+                      help='comma-separated subset of ' + ', '.join(METHODS))
   parser.add_argument('--results', default=None)
   parser.add_argument('--runs', default=None)
   parser.add_argument('--dataset', default=None,
@@ -181,7 +183,12 @@ def main():
     run_tuning({m: t for m, t in tuning.items() if m in plan}, plan,
                results_dir, runs_dir, args.dataset)
   if args.part in ('all', 'comparison'):
-    run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios)
+    methods = args.methods.split(',')
+    if set(methods) - set(METHODS):
+      parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
+                   f'choose from {METHODS}.')
+    run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
+            methods)
   report.write(results_dir, plan)
 
 
