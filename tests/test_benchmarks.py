@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,3 +52,12 @@ def test_quick_benchmark_and_notebook(tmp_path):
   images = [o for c in notebook.cells if c.cell_type == 'code'
             for o in c.outputs if 'image/png' in o.get('data', {})]
   assert len(images) == 2
+
+
+def test_a_slice_without_its_dense_model_says_which_run_to_do_first(tmp_path):
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  with pytest.raises(FileNotFoundError, match='run ratio 10 of this seed'):
+    run.run_all(run.QUICK, str(tmp_path / 'results'), str(tmp_path / 'runs'),
+                'synthetic', seeds=[0], ratios=[60.0],
+                methods=('magnitude_ft',))
+  assert not list((tmp_path / 'results').glob('*.json'))
