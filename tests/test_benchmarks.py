@@ -49,6 +49,7 @@ def test_quick_benchmark_and_notebook(tmp_path):
   printed = ''.join(o.get('text', '') for c in notebook.cells
                     if c.cell_type == 'code' for o in c.outputs)
   assert '6 runs in' in printed and '60x' in printed
+  assert 'best on validation' in printed and 'gradual_magnitude' in printed
   images = [o for c in notebook.cells if c.cell_type == 'code'
             for o in c.outputs if 'image/png' in o.get('data', {})]
   assert len(images) == 2
