@@ -189,7 +189,7 @@ def main():
                    f'choose from {METHODS}.')
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
             methods)
-  report.write(results_dir, plan)
+  report.write(results_dir, QUICK if args.quick else FULL)
 
 
 if __name__ == '__main__':
