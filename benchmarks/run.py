@@ -55,7 +55,8 @@ def result_path(results_dir, model, method, ratio, seed):
   return os.path.join(results_dir, f'{model}_{method}_r{ratio:g}_s{seed}.json')
 
 
-def make_config(model, budget, method, ratio, seed, dense_from, dataset):
+def make_config(model, budget, method, ratio, seed, dense_from, dataset,
+                lottery=True):
   config = importlib.import_module(
       f'examples.configs.{CONFIGS[model]}').get_config()
   config.seed = seed
@@ -68,18 +69,20 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset):
       e for e in (int(budget['dense_epochs'] * 0.6),
                   int(budget['dense_epochs'] * 0.85)) if e > 0)
   config.dense_from = dense_from
-  config.lottery = method == 'gsm' and ratio in LOTTERY.get(model, ())
+  config.lottery = (lottery and method == 'gsm' and
+                    ratio in LOTTERY.get(model, ()))
   if dataset:
     config.dataset = dataset
   return config
 
 
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
-            ratios=None, methods=METHODS):
+            ratios=None, methods=METHODS, lottery=True):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
 
   ``seeds``, ``ratios`` and ``methods`` (optional) restrict the plan to a
-  slice, in the order given. The dense model of a seed is always trained by the GSM run at
+  slice, in the order given; ``lottery=False`` skips the lottery tickets
+  (their result fields stay empty). The dense model of a seed is always trained by the GSM run at
   the plan's first ratio, so a slice of later ratios needs that run first.
   """
   from examples import train  # pylint: disable=import-outside-toplevel
@@ -102,7 +105,7 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
                 f'{model} seed {seed}: no dense model in {dense_dir}; run '
                 f'ratio {budget["ratios"][0]:g} of this seed first.')
           config = make_config(model, budget, method, ratio, seed,
-                               '' if first else dense_dir, dataset)
+                               '' if first else dense_dir, dataset, lottery)
           print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
           summary = train.train_and_evaluate(config, workdir)
           summary.update(seed=seed, method=method,
@@ -163,6 +166,8 @@ def main():
                       help='comma-separated subset of the ratios, e.g. 125')
   parser.add_argument('--methods', default=','.join(METHODS),
                       help='comma-separated subset of ' + ', '.join(METHODS))
+  parser.add_argument('--no-lottery', action='store_true',
+                      help='skip the lottery tickets (to save time)')
   parser.add_argument('--results', default=None)
   parser.add_argument('--runs', default=None)
   parser.add_argument('--dataset', default=None,
@@ -188,7 +193,7 @@ def main():
       parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
                    f'choose from {METHODS}.')
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
-            methods)
+            methods, not args.no_lottery)
   report.write(results_dir, QUICK if args.quick else FULL)
 
 
