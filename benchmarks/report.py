@@ -18,10 +18,33 @@ COMPARISON_LR = 3e-2  # config.gsm.learning_rate of the comparison runs
 
 
 def load(results_dir):
-  """All accuracy results (one dict per run; the speed files excluded)."""
+  """Valid accuracy results (one dict per run; speed files excluded).
+
+  See `invalid`: runs that break the method's own invariant are left out.
+  """
+  return [r for r in load_all(results_dir) if not invalid(r)]
+
+
+def load_all(results_dir):
   return [json.load(open(p))
           for p in sorted(glob.glob(os.path.join(results_dir, '*.json')))
           if os.path.basename(p) not in SPEED_FILES]
+
+
+def invalid(run):
+  """Why a run cannot be used, or ''. Gradual magnitude pruning and
+  magnitude + FT hold their weights at the final mask, so the final prune
+  must not change their accuracy; if it does, the run never reached its
+  sparsity and its number would be a one-shot prune of a denser model."""
+  if (run['method'] in ('gradual_magnitude', 'magnitude_ft') and
+      run.get('accuracy_before_prune') is not None and
+      run['accuracy_before_prune'] != run['pruned_accuracy']):
+    return (f"{run['model']} {METHOD_NAMES[run['method']]} "
+            f"{run['ratio']:g}× seed {run['seed']}: accuracy "
+            f"{100 * run['accuracy_before_prune']:.2f}% before the final "
+            f"prune, {100 * run['pruned_accuracy']:.2f}% after; it did not "
+            'reach its sparsity during training')
+  return ''
 
 
 def speed_lines(results_dir):
@@ -354,6 +377,12 @@ def write(results_dir, plan=None):
     from benchmarks import run  # pylint: disable=import-outside-toplevel
     plan = run.QUICK if name == 'results_quick' else run.FULL
   lines += findings_lines(results, plan)
+  bad = [invalid(r) for r in load_all(results_dir) if invalid(r)]
+  if bad:
+    lines += ['## Invalid runs, left out of every table', '',
+              'These runs break their method\'s own invariant, so a bug '
+              '(in the baseline or the harness) is suspected and not yet '
+              'found:', ''] + [f'- {b}.' for b in bad] + ['']
   for model in sorted({r['model'] for r in results}):
     epochs = next(r['epochs'] for r in results if r['model'] == model)
     lines += [f'## {model}: accuracy vs compression', '',

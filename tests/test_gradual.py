@@ -76,3 +76,25 @@ def test_bad_schedule():
     gsm_optax.gradual_magnitude_pruning(4.0, begin_step=10, end_step=5)
   with pytest.raises(ValueError, match='`ratio`'):
     gsm_optax.gradual_magnitude_pruning(0.5, 0, 10)
+
+
+def test_final_update_never_revives_pruned_weights_after_rounding():
+  # LeNet-5's 430,500 kernel weights at 60x, ending at step 2808 with updates
+  # every 50 steps: float32 floor(n * keep) at step 2800 is 7174, one below
+  # the final Q = 7175 (the bug that revived every weight at the end).
+  n, ratio, end = 430_500, 60.0, 2808
+  final_q = n // 60
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(861, 500)),
+                  jnp.float32)
+  params = {'w': w}
+  tx = gsm_optax.gradual_magnitude_pruning(ratio, 0, end, update_every=50)
+  state = tx.init(params)._replace(count=jnp.asarray(2800, jnp.int32))
+  step = jax.jit(lambda p, s: tx.update({'w': jnp.zeros_like(w)}, s, p))
+  counts = []
+  for _ in range(end - 2800 + 2):
+    updates, state = step(params, state)
+    params = optax.apply_updates(params, updates)
+    counts.append(int(jnp.sum(params['w'] != 0)))
+  assert counts[0] >= final_q  # never below the final Q before the end
+  assert counts[-1] == final_q and counts[-2] == final_q
+  assert int(jnp.sum(state.masks['w'])) == final_q

@@ -106,10 +106,16 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
       for group in groups:
         n = sum(m.size for m in group)
         final_q = max(int(np.floor(n / np.float64(ratio))), 1)
-        q = jnp.where(at_end, final_q, jnp.floor(n * keep).astype(jnp.int32))
+        # float32 rounding can put floor(n * keep) one below final_q just
+        # before the end; the final update would then rank more weights than
+        # are nonzero, its threshold would be 0 and every weight would revive.
+        q = jnp.where(at_end, final_q, jnp.maximum(
+            jnp.floor(n * keep).astype(jnp.int32), final_q))
         key, _ = select.global_threshold(group, jnp.clip(q, 1, n))
         masks += select.at_least(group, key)
-      return masks
+      # A pruned weight is exactly zero: a tie at threshold 0 never revives it.
+      return [m & ((w != 0) | c) for m, w, c in zip(masks, new_weights,
+                                                     current)]
 
     due = ((state.count >= begin_step) & (state.count <= end_step) &
            (((state.count - begin_step) % update_every == 0) |
