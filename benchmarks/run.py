@@ -76,16 +76,27 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset,
   return config
 
 
+def train_and_save(config, workdir, path, budget, **fields):
+  """Trains one run (resuming from ``workdir``) and writes its result."""
+  from examples import train  # pylint: disable=import-outside-toplevel
+  summary = train.train_and_evaluate(config, workdir)
+  summary.update(seed=config.seed, method=config.pruning,
+                 epochs={'dense': budget['dense_epochs'],
+                         'prune': budget['prune_epochs']}, **fields)
+  with open(path, 'w') as f:
+    json.dump(summary, f, indent=1)
+
+
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
             ratios=None, methods=METHODS, lottery=True):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
 
   ``seeds``, ``ratios`` and ``methods`` (optional) restrict the plan to a
   slice, in the order given; ``lottery=False`` skips the lottery tickets
-  (their result fields stay empty). The dense model of a seed is always trained by the GSM run at
-  the plan's first ratio, so a slice of later ratios needs that run first.
+  (their result fields stay empty). The dense model of a seed is always
+  trained by the GSM run at the plan's first ratio, so a slice of later
+  ratios needs that run first.
   """
-  from examples import train  # pylint: disable=import-outside-toplevel
   os.makedirs(results_dir, exist_ok=True)
   for model, budget in plan.items():
     for seed in budget['seeds'] if seeds is None else seeds:
@@ -107,12 +118,7 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
           config = make_config(model, budget, method, ratio, seed,
                                '' if first else dense_dir, dataset, lottery)
           print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
-          summary = train.train_and_evaluate(config, workdir)
-          summary.update(seed=seed, method=method,
-                         epochs={'dense': budget['dense_epochs'],
-                                 'prune': budget['prune_epochs']})
-          with open(path, 'w') as f:
-            json.dump(summary, f, indent=1)
+          train_and_save(config, workdir, path, budget)
 
 
 def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
@@ -121,7 +127,6 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
   Writes ``<results_dir>/tuning/<model>_<method>_lr<lr>.json``; a sweep
   point whose result exists is skipped.
   """
-  from examples import train  # pylint: disable=import-outside-toplevel
   os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
   for model, sweep in tuning.items():
     budget = plan[model]
@@ -138,17 +143,11 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
         config = make_config(model, budget, method, sweep['ratio'],
                              sweep['seed'],
                              '' if workdir == dense_dir else dense_dir,
-                             dataset)
-        config.lottery = False
+                             dataset, lottery=False)
         config.holdout_fraction = sweep['holdout_fraction']
         config.gsm.learning_rate = lr
         print(f'== tuning {model} {method} lr {lr:g}', flush=True)
-        summary = train.train_and_evaluate(config, workdir)
-        summary.update(seed=sweep['seed'], method=method, learning_rate=lr,
-                       epochs={'dense': budget['dense_epochs'],
-                               'prune': budget['prune_epochs']})
-        with open(path, 'w') as f:
-          json.dump(summary, f, indent=1)
+        train_and_save(config, workdir, path, budget, learning_rate=lr)
 
 
 def main():
