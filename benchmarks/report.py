@@ -14,7 +14,6 @@ METHOD_NAMES = {'gsm': 'GSM', 'magnitude_ft': 'magnitude + FT',
 
 
 SPEED_FILES = ('step_overhead.json', 'train_step.json')
-COMPARISON_LR = 3e-2  # config.gsm.learning_rate of the comparison runs
 
 
 def load(results_dir):
@@ -115,12 +114,12 @@ def tuning_lines(tuning, used_lr):
            '| model | method | ' + ' | '.join(f'lr {lr:g}' for lr in lrs)
            + ' |', '|---|---|' + '---:|' * len(lrs)]
   best = best_learning_rates(tuning)
+  by_point = {(r['model'], r['method'], r['learning_rate']): r
+              for r in tuning}
   for (model, method), (best_lr, _) in sorted(best.items()):
     cells = []
     for lr in lrs:
-      run = next((r for r in tuning
-                  if (r['model'], r['method'], r['learning_rate']) ==
-                  (model, method, lr)), None)
+      run = by_point.get((model, method, lr))
       if run is None:
         cells.append('–')
         continue
@@ -131,9 +130,7 @@ def tuning_lines(tuning, used_lr):
                  + ' | '.join(cells) + ' |')
   lines.append('')
   for (model, method), (best_lr, acc) in sorted(best.items()):
-    used = next((r['pruned_accuracy'] for r in tuning
-                 if (r['model'], r['method'], r['learning_rate']) ==
-                 (model, method, used_lr)), None)
+    used = by_point.get((model, method, used_lr), {}).get('pruned_accuracy')
     text = f'- {model} {METHOD_NAMES[method]}: best lr {best_lr:g}'
     if best_lr == used_lr:
       text += f' = the lr of the comparison ({used_lr:g}).'
@@ -196,18 +193,19 @@ def accuracy_table(results, model):
   return rows
 
 
-def passive_decay_exponent(budget, steps_per_epoch=60_000 // 256,
-                           learning_rate=3e-2, weight_decay=5e-4,
-                           momentum=0.99, warmup_epochs=1):
+def passive_decay_exponent(model, budget, steps_per_epoch=60_000 // 256):
   """Σ_t lr_t·λ/(1-β) over the pruning phase of a ``benchmarks.run``
-  budget: a never-active weight ends at about exp(-this) of its start."""
-  total = 0.0
-  for step in range(budget['prune_epochs'] * steps_per_epoch):
-    lr = learning_rate * min(1.0, step / (warmup_epochs * steps_per_epoch))
-    lr *= 0.1 ** sum(step >= e * steps_per_epoch
-                     for e in budget['decay_epochs'])
-    total += lr * weight_decay / (1 - momentum)
-  return total
+  budget, with the schedule of the runs (`examples.train`): a never-active
+  weight ends at about exp(-this) of its start."""
+  # pylint: disable=import-outside-toplevel
+  from benchmarks import run
+  from examples import train
+  g = run.make_config(model, budget, 'gsm', budget['ratios'][0], 0, '',
+                      None).gsm
+  schedule = train.learning_rate_schedule(g, steps_per_epoch)
+  lrs = schedule(np.arange(budget['prune_epochs'] * steps_per_epoch))
+  return float(np.sum(np.asarray(lrs, np.float64))) * (
+      g.weight_decay / (1 - g.momentum))
 
 
 def findings_lines(results, plan):
@@ -246,8 +244,8 @@ def findings_lines(results, plan):
               'gradient, not at the prune. Where it is not, the budget was '
               'too short for the passive weights to decay: their magnitude '
               'shrinks by exp(-Σ lr·λ/(1-β)) over the steps, '
-              + ', '.join(f'e^-{passive_decay_exponent(plan[m]):.1f} for {m}'
-                          for m in sorted({r['model'] for r in gsm})
+              + ', '.join(f'e^-{passive_decay_exponent(m, plan[m]):.1f} '
+                          f'for {m}' for m in sorted({r['model'] for r in gsm})
                           if m in plan)
               + ' with the epoch budgets of the tables below. The paper '
               'trained GSM for 280 epochs on MNIST; this harness gives every '
@@ -339,7 +337,8 @@ def _save(fig, path):
 
 def write(results_dir, plan=None):
   """Writes RESULTS.md and the PNG figures beside ``results_dir``."""
-  results = load(results_dir)
+  every_run = load_all(results_dir)
+  results = [r for r in every_run if not invalid(r)]
   out_dir = os.path.dirname(os.path.abspath(results_dir))
   name = os.path.basename(os.path.abspath(results_dir))
   md_path = os.path.join(out_dir, 'RESULTS.md' if name == 'results'
@@ -377,7 +376,7 @@ def write(results_dir, plan=None):
     from benchmarks import run  # pylint: disable=import-outside-toplevel
     plan = run.QUICK if name == 'results_quick' else run.FULL
   lines += findings_lines(results, plan)
-  bad = [invalid(r) for r in load_all(results_dir) if invalid(r)]
+  bad = [why for why in map(invalid, every_run) if why]
   if bad:
     lines += ['## Invalid runs, left out of every table', '',
               'These runs break their method\'s own invariant, so a bug '
@@ -431,7 +430,10 @@ def write(results_dir, plan=None):
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({name}/layer_density.png)']
   lines += speed_lines(results_dir)
-  lines += [''] + tuning_lines(load_tuning(results_dir), COMPARISON_LR)
+  # The comparison's peak lr: config.gsm.learning_rate, shared by the models.
+  from examples.configs import lenet300_fmnist  # pylint: disable=import-outside-toplevel
+  comparison_lr = lenet300_fmnist.get_config().gsm.learning_rate
+  lines += [''] + tuning_lines(load_tuning(results_dir), comparison_lr)
   lines += diagnostics_lines(results_dir)
   lines += ['## Fairness', '',
             '- Same dense start (one dense model per seed, shared through '
@@ -442,7 +444,7 @@ def write(results_dir, plan=None):
             '- gradual magnitude: cubic schedule from 0 to the final sparsity '
             'over the first 75% of the phase, mask updates every 50 steps, '
             'global ranking (`gradual_magnitude_pruning`).',
-            f'- All methods use the peak lr {COMPARISON_LR:g} in the tables '
+            f'- All methods use the peak lr {comparison_lr:g} in the tables '
             'above; the sweep above says how far each is from its own best '
             'learning rate on validation.',
             '- Fashion-MNIST replaces MNIST (no download here); the paper\'s '

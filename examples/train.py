@@ -44,7 +44,9 @@ class Phase:
 
 
 def learning_rate_schedule(phase_config, steps_per_epoch):
-  """Linear warm-up, then x0.1 at each of ``decay_epochs`` (as the paper)."""
+  """Linear warm-up, then x0.1 at each of ``decay_epochs`` (as the paper),
+  counted from the end of the warm-up (`optax.join_schedules` restarts the
+  step count there)."""
   warmup = phase_config.warmup_epochs * steps_per_epoch
   boundaries = {int(e * steps_per_epoch): 0.1 for e in phase_config.decay_epochs}
   return optax.join_schedules(
