@@ -179,18 +179,37 @@ def fmt(stat):
   return f'{mean:.2f} ± {std:.2f} (n={n})' if n > 1 else f'{mean:.2f} (n=1)'
 
 
+def diverged(run):
+  """Whether training diverged (non-finite parameters; see examples.train)."""
+  return bool(run.get('diverged'))
+
+
 def accuracy_table(results, model):
-  """{ratio: {column: (mean, std, n)}} for one model."""
+  """{ratio: {column: (mean, std, n)}} for one model, and under
+  ``'diverged'`` {method: the number of its runs that diverged}, which the
+  means leave out."""
   rows = {}
   for ratio in sorted({r['ratio'] for r in results if r['model'] == model}):
     runs = [r for r in results if r['model'] == model and r['ratio'] == ratio]
     row = {'dense': mean_std({r['seed']: r['dense_accuracy']
-                              for r in runs}.values())}
+                              for r in runs}.values()),
+           'diverged': {}}
     for method in METHOD_NAMES:
       row[method] = mean_std([r['pruned_accuracy'] for r in runs
-                              if r['method'] == method])
+                              if r['method'] == method and not diverged(r)])
+      row['diverged'][method] = sum(1 for r in runs if r['method'] == method
+                                    and diverged(r))
     rows[ratio] = row
   return rows
+
+
+def fmt_cell(stat, num_diverged):
+  """A table cell: mean ± std (n), and how many runs diverged."""
+  if not num_diverged:
+    return fmt(stat)
+  total = num_diverged + (stat[2] if stat else 0)
+  text = f'diverged in {num_diverged} of {total}'
+  return f'{fmt(stat)}; {text}' if stat else text
 
 
 def passive_decay_exponent(model, budget, steps_per_epoch=60_000 // 256):
@@ -213,6 +232,12 @@ def findings_lines(results, plan):
   lines = ['## Findings', '']
   for model in sorted({r['model'] for r in results}):
     for ratio, row in accuracy_table(results, model).items():
+      failed = row['diverged']['gsm']
+      if failed:
+        lines.append(f'- {model} {ratio:g}×: GSM diverged (non-finite loss '
+                     f'and weights) in {failed} of '
+                     f"{failed + (row['gsm'][2] if row['gsm'] else 0)} seeds; "
+                     'the means leave those runs out.')
       if row['gsm'] is None:
         continue
       baselines = {m: row[m][0] for m in ('magnitude_ft', 'gradual_magnitude')
@@ -226,7 +251,7 @@ def findings_lines(results, plan):
         text += (f"; {verdict} the best baseline ({METHOD_NAMES[best]}, "
                  f"{baselines[best]:.2f}%) by {abs(gap):.2f} points")
       lines.append(text + '.')
-  gsm = [r for r in results if r['method'] == 'gsm'
+  gsm = [r for r in results if r['method'] == 'gsm' and not diverged(r)
          and r.get('accuracy_before_prune') is not None]
   if gsm:
     lines += ['', 'What the final prune costs GSM (accuracy before it minus '
@@ -391,8 +416,8 @@ def write(results_dir, plan=None):
               '|---:|---|---|---|---|']
     for ratio, row in accuracy_table(results, model).items():
       lines.append(f'| {ratio:g}× | ' + ' | '.join(
-          fmt(row[c]) for c in ('dense', 'gsm', 'magnitude_ft',
-                                'gradual_magnitude')) + ' |')
+          fmt_cell(row[c], row['diverged'].get(c)) for c in (
+              'dense', 'gsm', 'magnitude_ft', 'gradual_magnitude')) + ' |')
     lines.append('')
   lines += ['![accuracy vs ratio](' + f'{name}/accuracy_vs_ratio.png)', '']
   lines += ['## Paper Table 1 analogue (GSM, base → pruned)', '',
@@ -403,7 +428,7 @@ def write(results_dir, plan=None):
            ('lenet5', 300.0): '99.21 → 99.06'}
   for (model, ratio), ref in paper.items():
     runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
-            and r['method'] == 'gsm']
+            and r['method'] == 'gsm' and not diverged(r)]
     if runs:
       lines.append(f'| {model} | {ratio:g}× | '
                    f'{fmt(mean_std([r["dense_accuracy"] for r in runs]))} | '

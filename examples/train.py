@@ -519,9 +519,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def finish(config, workdir, model, results, data, mesh=None):
-  """Final global magnitude prune, evaluation with no fine-tuning, report."""
+  """Final global magnitude prune, evaluation with no fine-tuning, report.
+
+  A model whose parameters are not finite (training diverged) is evaluated
+  as it is, unpruned, and reported with ``diverged: True``.
+  """
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
+  diverged = not all(bool(jnp.all(jnp.isfinite(x)))
+                     for x in jax.tree.leaves(params))
+  if diverged:  # no ranking to prune by: report the model as it is
+    print(f'{config.pruning} at {config.ratio:g}x diverged: the parameters '
+          'are not finite, so they are not pruned.')
+    pruned = params
+  else:
+    pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
   nnx.update(model, pruned)
   if mesh is not None:  # replicated, to evaluate with the global batches
     nnx.update(model, sharding.place(nnx.state(model), mesh, 'data')[0])
@@ -540,6 +551,7 @@ def finish(config, workdir, model, results, data, mesh=None):
       'kept_weights': report.prunable_nonzero,
       'prunable_weights': report.prunable_size,
       'sparsity': report.to_dict(),
+      'diverged': diverged,
   }
   if jax.process_index() != 0:
     return summary

@@ -62,3 +62,30 @@ def test_a_slice_without_its_dense_model_says_which_run_to_do_first(tmp_path):
                 'synthetic', seeds=[0], ratios=[60.0],
                 methods=('magnitude_ft',))
   assert not list((tmp_path / 'results').glob('*.json'))
+
+
+def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
+  from benchmarks import report  # pylint: disable=import-outside-toplevel
+
+  def run(method, seed, acc, **extra):
+    return dict(model='lenet5', ratio=10.0, method=method, seed=seed,
+                dense_accuracy=0.9, accuracy_before_prune=acc,
+                pruned_accuracy=acc, epochs={'dense': 1, 'prune': 1}, **extra)
+
+  results = [run('gsm', 0, 0.1, diverged=True), run('gsm', 1, 0.8),
+             run('gsm', 2, 0.9, diverged=False),
+             run('gradual_magnitude', 0, 0.7)]
+  row = report.accuracy_table(results, 'lenet5')[10.0]
+  mean, std, n = row['gsm']
+  assert (round(mean, 6), n) == (85.0, 2)  # 10% (diverged) left out
+  assert row['diverged'] == {'gsm': 1, 'magnitude_ft': 0,
+                             'gradual_magnitude': 0}
+  assert (report.fmt_cell(row['gsm'], 1) ==
+          '85.00 ± 7.07 (n=2); diverged in 1 of 3')
+  assert report.fmt_cell(None, 2) == 'diverged in 2 of 2'
+  assert report.fmt_cell(row['gradual_magnitude'], 0) == '70.00 (n=1)'
+  lines = report.findings_lines(results, {})
+  assert any('GSM diverged (non-finite loss and weights) in 1 of 3 seeds'
+             in l for l in lines)
+  assert any('GSM 85.00%' in l and 'beats the best baseline' in l
+             for l in lines)

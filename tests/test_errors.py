@@ -62,3 +62,15 @@ def test_top_k_with_traced_ratio_says_to_use_bisect():
                    .update(p, tx.init(p), p))
   with pytest.raises(ValueError, match="use method='bisect'"):
     traced(2.0, PARAMS)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_prune_refuses_non_finite_weights(bad):
+  params = {'w': PARAMS['w'].at[1, 2].set(bad), 'b': PARAMS['b']}
+  with pytest.raises(ValueError, match=r'`params` has 1 NaN or infinite.*'
+                     r'apply_if_finite'):
+    gsm_optax.prune(params, 2.0)
+  # Only prunable leaves are ranked: a NaN bias is not the prune's business.
+  pruned, _ = gsm_optax.prune({'w': PARAMS['w'], 'b': PARAMS['b'].at[0].set(
+      bad)}, 2.0)
+  assert int(jnp.sum(pruned['w'] != 0)) == 20  # ties at 1 are all kept

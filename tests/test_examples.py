@@ -233,3 +233,18 @@ def test_gsm_ratio_warmup_reaches_the_final_ratio(tmp_path):
   records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   active = [r['num_active'] for r in records if r['phase'] == 'gsm']
   assert active[0] > active[-1] == 266_200 // 5  # dense-ish, then Q
+
+
+def test_a_diverged_run_is_reported_as_such_not_pruned(tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.gsm.epochs = 2
+  config.gsm.learning_rate = 1e30  # blows the weights up to inf, then NaN
+  report = train.train_and_evaluate(config, str(tmp_path))
+  records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  assert not np.isfinite(records[-1]['loss'])
+  assert report['diverged'] is True
+  # Not pruned: a NaN magnitude has no rank, so every weight is reported.
+  assert report['kept_weights'] == report['prunable_weights'] == 266_200
+  ok = train.train_and_evaluate(tiny_config('lenet300_fmnist'),
+                                str(tmp_path / 'ok'))
+  assert ok['diverged'] is False

@@ -25,6 +25,11 @@ def prune(params: Any, ratio: float,
     prunable: which leaves are ranked (see `keep_top_taylor`).
     method: selection route, ``'bisect'`` or ``'top_k'`` (same result).
 
+  Raises:
+    ValueError: if a prunable weight is NaN or infinite (training diverged;
+      a NaN magnitude would rank first and be kept). Checked when the
+      weights are concrete, not under `jax.jit`.
+
   Returns:
     ``(pruned_params, masks)``: masks is a pytree of bool arrays like
     ``params``, True where a weight is kept (all True on non-prunable leaves).
@@ -40,6 +45,7 @@ def prune(params: Any, ratio: float,
   leaves, treedef = jax.tree.flatten(params)
   chosen = [i for i, f in enumerate(flags) if f]
   q = prunable_lib.num_to_keep(sum(leaves[i].size for i in chosen), ratio)
+  _check_finite([leaves[i] for i in chosen])
   magnitudes = select.magnitude_scores([leaves[i] for i in chosen])
   key, _ = select.global_threshold(magnitudes, q, method)
   masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
@@ -48,3 +54,15 @@ def prune(params: Any, ratio: float,
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
+
+
+def _check_finite(leaves):
+  if any(isinstance(x, jax.core.Tracer) for x in leaves):
+    return
+  bad = sum(int(jnp.sum(~jnp.isfinite(x))) for x in leaves)
+  if bad:
+    raise ValueError(
+        f'`params` has {bad} NaN or infinite prunable weights, so there is '
+        'no magnitude ranking to prune by: training diverged. Lower the '
+        'learning rate, or wrap the optimizer in optax.apply_if_finite to '
+        'skip non-finite steps.')
