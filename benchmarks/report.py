@@ -159,7 +159,10 @@ def diagnostics_lines(results_dir):
               f"{r['evaluated_on']}: dense {100 * r['dense_accuracy']:.2f}%, "
               f"before the prune {100 * r['accuracy_before_prune']:.2f}%, "
               f"after it {100 * r['pruned_accuracy']:.2f}%; final training "
-              f"accuracy {100 * r['final_train_accuracy']:.2f}%.", '']
+              f"accuracy {100 * r['final_train_accuracy']:.2f}%."
+              + (' Training loss by epoch of the pruning phase: ' +
+                 ', '.join(f'{x:.3f}' for x in r['loss_by_epoch']) + '.'
+                 if 'loss_by_epoch' in r else ''), '']
   return lines
 
 
@@ -286,6 +289,12 @@ def findings_lines(results, plan):
               'times the epochs at 1e-2 shrink that cost but then overfit. '
               'The baselines have their best learning rate at 3e-2 too, so '
               'the shared lr handicaps none of them.']
+  if any(diverged(r) for r in results):
+    lines += ['', 'Where GSM diverged, the training loss rose after the '
+              'warm-up to the peak lr and never came back down, until the '
+              'weights were NaN. The baselines took the same schedule without '
+              'diverging. LeNet-5 uses the lr tuned on LeNet-300; see the '
+              'diagnostics below for GSM at a lower lr.']
   return lines + ['']
 
 

@@ -89,3 +89,19 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
              in l for l in lines)
   assert any('GSM 85.00%' in l and 'beats the best baseline' in l
              for l in lines)
+
+
+def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):
+  from benchmarks import report  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'diagnostics').mkdir()
+  (tmp_path / 'diagnostics' / 'd.json').write_text(json.dumps(dict(
+      question='Stable at 1e-2?', date='2026-11-21', command='python -m x',
+      model='lenet5', method='gsm', ratio=10.0, evaluated_on='test',
+      dense_accuracy=0.91, accuracy_before_prune=0.9, pruned_accuracy=0.89,
+      final_train_accuracy=0.95, loss_by_epoch=[0.2, 0.15])))
+  lines = report.diagnostics_lines(str(tmp_path))
+  assert '**Stable at 1e-2?** (2026-11-21)' in lines
+  assert '`python -m x`' in lines
+  assert any(l.startswith('lenet5 gsm at 10×, on test: dense 91.00%, before '
+                          'the prune 90.00%, after it 89.00%')
+             and l.endswith('pruning phase: 0.200, 0.150.') for l in lines)
