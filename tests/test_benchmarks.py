@@ -105,3 +105,17 @@ def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):
   assert any(l.startswith('lenet5 gsm at 10×, on test: dense 91.00%, before '
                           'the prune 90.00%, after it 89.00%')
              and l.endswith('pruning phase: 0.200, 0.150.') for l in lines)
+
+
+def test_dead_units_counts_relu_units_that_never_fire():
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import dead_units  # pylint: disable=import-outside-toplevel
+  from examples import models  # pylint: disable=import-outside-toplevel
+  model = models.create_model('lenet5', 10, seed=0)
+  images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
+                                             dtype=np.uint8)
+  bias = model.fc1.bias[...]
+  model.fc1.bias[...] = bias + 1e3  # every unit fires on every image
+  assert dead_units.dead_units(model, images, (0.3, 0.35)) == 0
+  model.fc1.bias[...] = (bias + 1e3).at[:7].set(-1e3)  # 7 never fire
+  assert dead_units.dead_units(model, images, (0.3, 0.35)) == 7
