@@ -28,32 +28,26 @@ epochs of the LeNet-5 benchmark's schedule, from the seed-0 dense model of
 import sys
 
 import jax.numpy as jnp
-import numpy as np
 
 from examples import input_pipeline
-from examples import models
 from examples import train
 from examples.configs import lenet5_fmnist
 
 DATA_DIR = '/usr/share/datasets/fashion-mnist'
 
 
-def dead_units(model, images, normalize):
+def dead_units(model, images, config):
   """Number of fc1 units of a `models.LeNet5` that are 0 on all ``images``.
 
   Args:
     model: a `models.LeNet5`.
     images: uint8 array (N, 28, 28, 1).
-    normalize: (mean, std) of the pixels scaled to [0, 1].
+    config: the run's config (its ``normalize`` is used, as in training).
 
   Returns:
     The count of fc1 units whose pre-activation is <= 0 on every image.
   """
-  mean, std = normalize
-  x = (jnp.asarray(images, jnp.float32) / 255.0 - mean) / std
-  x = models.max_pool_2x2(model.conv1(x))
-  x = models.max_pool_2x2(model.conv2(x))
-  h = model.fc1(x.reshape(x.shape[0], -1))
+  h = model.fc1_preactivation(train.preprocess(jnp.asarray(images), config))
   return int(jnp.sum(~jnp.any(h > 0, axis=0)))
 
 
@@ -63,7 +57,7 @@ def main(argv):
   for spec in argv:
     workdir, phase = spec.rsplit(':', 1)
     model = train.Snapshots(workdir).load(phase, config)
-    count = dead_units(model, images[:10_000], config.normalize)
+    count = dead_units(model, images[:10_000], config)
     print(f'{spec}: {count} of {model.fc1.out_features} fc1 units dead')
 
 

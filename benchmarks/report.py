@@ -206,12 +206,16 @@ def accuracy_table(results, model):
   return rows
 
 
+def num_runs(stat, num_diverged):
+  """All runs of a cell: those in its ``(mean, std, n)`` and the diverged."""
+  return num_diverged + (stat[2] if stat else 0)
+
+
 def fmt_cell(stat, num_diverged):
   """A table cell: mean ± std (n), and how many runs diverged."""
   if not num_diverged:
     return fmt(stat)
-  total = num_diverged + (stat[2] if stat else 0)
-  text = f'diverged in {num_diverged} of {total}'
+  text = f'diverged in {num_diverged} of {num_runs(stat, num_diverged)}'
   return f'{fmt(stat)}; {text}' if stat else text
 
 
@@ -238,9 +242,8 @@ def findings_lines(results, plan):
       failed = row['diverged']['gsm']
       if failed:
         lines.append(f'- {model} {ratio:g}×: GSM diverged (non-finite loss '
-                     f'and weights) in {failed} of '
-                     f"{failed + (row['gsm'][2] if row['gsm'] else 0)} seeds; "
-                     'the means leave those runs out.')
+                     f"and weights) in {failed} of {num_runs(row['gsm'], failed)}"
+                     ' seeds; the means leave those runs out.')
       if row['gsm'] is None:
         continue
       baselines = {m: row[m][0] for m in ('magnitude_ft', 'gradual_magnitude')

@@ -34,10 +34,14 @@ class LeNet5(nnx.Module):
     self.fc1 = nnx.Linear(800, 500, rngs=rngs)
     self.fc2 = nnx.Linear(500, num_classes, rngs=rngs)
 
-  def __call__(self, x):
+  def fc1_preactivation(self, x):
+    """The input of the ReLU: (N, 500)."""
     x = max_pool_2x2(self.conv1(x))
     x = max_pool_2x2(self.conv2(x))
-    return self.fc2(nnx.relu(self.fc1(x.reshape(x.shape[0], -1))))
+    return self.fc1(x.reshape(x.shape[0], -1))
+
+  def __call__(self, x):
+    return self.fc2(nnx.relu(self.fc1_preactivation(x)))
 
 
 class ConvBN(nnx.Module):

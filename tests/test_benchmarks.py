@@ -111,11 +111,13 @@ def test_dead_units_counts_relu_units_that_never_fire():
   import numpy as np  # pylint: disable=import-outside-toplevel
   from benchmarks import dead_units  # pylint: disable=import-outside-toplevel
   from examples import models  # pylint: disable=import-outside-toplevel
+  from examples.configs import lenet5_fmnist  # pylint: disable=import-outside-toplevel
+  config = lenet5_fmnist.get_config()
   model = models.create_model('lenet5', 10, seed=0)
   images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
                                              dtype=np.uint8)
   bias = model.fc1.bias[...]
   model.fc1.bias[...] = bias + 1e3  # every unit fires on every image
-  assert dead_units.dead_units(model, images, (0.3, 0.35)) == 0
+  assert dead_units.dead_units(model, images, config) == 0
   model.fc1.bias[...] = (bias + 1e3).at[:7].set(-1e3)  # 7 never fire
-  assert dead_units.dead_units(model, images, (0.3, 0.35)) == 7
+  assert dead_units.dead_units(model, images, config) == 7
