@@ -102,12 +102,12 @@ def tuning_lines(tuning, used_lr):
   if not tuning:
     return []
   lrs = sorted({r['learning_rate'] for r in tuning})
-  first = tuning[0]
+  points = ', '.join(sorted({f"{r['model']} at {r['ratio']:g}× (seed "
+                             f"{r['seed']})" for r in tuning}))
   lines = ['## Fairness: learning-rate sweep on a validation split', '',
-           f"`python -m benchmarks.run --part tuning`: {first['model']} at "
-           f"{first['ratio']:g}×, seed {first['seed']}, the pruning phase's "
-           'peak learning rate swept per method (same dense start, epochs, '
-           'schedule shape, momentum and decay). Trained on the first 5/6 of '
+           f"`python -m benchmarks.run --part tuning`: {points}, the pruning "
+           "phase's peak learning rate swept per method (same dense start, "
+           'epochs, schedule shape, momentum and decay). Trained on the first 5/6 of '
            'the training set; accuracy (%) after the final prune on its last '
            '1/6, never on the test set, and in brackets before it. Best per '
            'method in bold.', '',

@@ -45,7 +45,10 @@ QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
 # with the plan's budget for that model and its own dense model.
 TUNING = {'lenet300': dict(ratio=60.0, seed=0,
                            learning_rates=(1e-2, 3e-2, 1e-1),
-                           holdout_fraction=1 / 6)}
+                           holdout_fraction=1 / 6),
+          'lenet5': dict(ratio=125.0, seed=0,
+                         learning_rates=(1e-2, 3e-2),
+                         holdout_fraction=1 / 6)}
 TUNING_QUICK = {'lenet300': dict(ratio=60.0, seed=0,
                                  learning_rates=(1e-2, 3e-2),
                                  holdout_fraction=1 / 6)}
@@ -87,6 +90,13 @@ def train_and_save(config, workdir, path, budget, **fields):
     json.dump(summary, f, indent=1)
 
 
+def require_dense(dense_dir, what, first_run):
+  """Raises unless ``dense_dir`` holds the end of a dense phase."""
+  if not os.path.isdir(os.path.join(dense_dir, 'phase_ends', 'dense')):
+    raise FileNotFoundError(f'{what}: no dense model in {dense_dir}; run '
+                            f'{first_run} first.')
+
+
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
             ratios=None, methods=METHODS, lottery=True):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
@@ -110,22 +120,24 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
           workdir = os.path.join(runs_dir, model, f's{seed}',
                                  f'{method}_r{ratio:g}')
           first = workdir == dense_dir
-          if not first and not os.path.isdir(
-              os.path.join(dense_dir, 'phase_ends', 'dense')):
-            raise FileNotFoundError(
-                f'{model} seed {seed}: no dense model in {dense_dir}; run '
-                f'ratio {budget["ratios"][0]:g} of this seed first.')
+          if not first:
+            require_dense(dense_dir, f'{model} seed {seed}',
+                          f'ratio {budget["ratios"][0]:g} of this seed')
           config = make_config(model, budget, method, ratio, seed,
                                '' if first else dense_dir, dataset, lottery)
           print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
           train_and_save(config, workdir, path, budget)
 
 
-def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
-  """Sweeps the pruning-phase learning rate of every method on validation.
+def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
+               methods=METHODS, learning_rates=None):
+  """Sweeps the pruning-phase learning rate of ``methods`` on validation.
 
   Writes ``<results_dir>/tuning/<model>_<method>_lr<lr>.json``; a sweep
-  point whose result exists is skipped.
+  point whose result exists is skipped. ``learning_rates`` (optional)
+  restricts each sweep to those of its points. The sweep's dense model is
+  trained by its GSM run at the first learning rate, so a slice of other
+  points needs that run first.
   """
   os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
   for model, sweep in tuning.items():
@@ -133,13 +145,18 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None):
     dense_dir = os.path.join(runs_dir, 'tuning', model,
                              f'gsm_lr{sweep["learning_rates"][0]:g}')
     for lr in sweep['learning_rates']:
-      for method in METHODS:
+      if learning_rates is not None and lr not in learning_rates:
+        continue
+      for method in methods:
         path = os.path.join(results_dir, 'tuning',
                             f'{model}_{method}_lr{lr:g}.json')
         if os.path.exists(path):
           continue
         workdir = os.path.join(runs_dir, 'tuning', model,
                                f'{method}_lr{lr:g}')
+        if workdir != dense_dir:
+          require_dense(dense_dir, f'{model} tuning', 'its GSM run at lr '
+                        f'{sweep["learning_rates"][0]:g}')
         config = make_config(model, budget, method, sweep['ratio'],
                              sweep['seed'],
                              '' if workdir == dense_dir else dense_dir,
@@ -165,6 +182,9 @@ def main():
                       help='comma-separated subset of the ratios, e.g. 125')
   parser.add_argument('--methods', default=','.join(METHODS),
                       help='comma-separated subset of ' + ', '.join(METHODS))
+  parser.add_argument('--learning-rates', default=None,
+                      help='comma-separated subset of the sweep (--part '
+                      'tuning), e.g. 0.01')
   parser.add_argument('--no-lottery', action='store_true',
                       help='skip the lottery tickets (to save time)')
   parser.add_argument('--results', default=None)
@@ -182,15 +202,18 @@ def main():
       'runs', 'benchmarks_quick' if args.quick else 'benchmarks')
   seeds = args.seeds and [int(s) for s in args.seeds.split(',')]
   ratios = args.ratios and [float(r) for r in args.ratios.split(',')]
+  learning_rates = args.learning_rates and [
+      float(lr) for lr in args.learning_rates.split(',')]
+  methods = args.methods.split(',')
+  if set(methods) - set(METHODS):
+    parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
+                 f'choose from {METHODS}.')
   if args.part in ('all', 'tuning'):
     tuning = TUNING_QUICK if args.quick else TUNING
     run_tuning({m: t for m, t in tuning.items() if m in plan}, plan,
-               results_dir, runs_dir, args.dataset)
+               results_dir, runs_dir, args.dataset, methods,
+               learning_rates)
   if args.part in ('all', 'comparison'):
-    methods = args.methods.split(',')
-    if set(methods) - set(METHODS):
-      parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
-                   f'choose from {METHODS}.')
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
             methods, not args.no_lottery)
   report.write(results_dir, QUICK if args.quick else FULL)

@@ -62,6 +62,11 @@ def test_a_slice_without_its_dense_model_says_which_run_to_do_first(tmp_path):
                 'synthetic', seeds=[0], ratios=[60.0],
                 methods=('magnitude_ft',))
   assert not list((tmp_path / 'results').glob('*.json'))
+  with pytest.raises(FileNotFoundError, match='run its GSM run at lr 0.01'):
+    run.run_tuning(run.TUNING_QUICK, run.QUICK, str(tmp_path / 'results'),
+                   str(tmp_path / 'runs'), 'synthetic',
+                   methods=('gsm',), learning_rates=[0.03])
+  assert not list((tmp_path / 'results' / 'tuning').glob('*.json'))
 
 
 def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
