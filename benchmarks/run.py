@@ -47,7 +47,7 @@ TUNING = {'lenet300': dict(ratio=60.0, seed=0,
                            learning_rates=(1e-2, 3e-2, 1e-1),
                            holdout_fraction=1 / 6),
           'lenet5': dict(ratio=125.0, seed=0,
-                         learning_rates=(1e-2, 3e-2),
+                         learning_rates=(1e-2, 3e-2, 1e-1),
                          holdout_fraction=1 / 6)}
 TUNING_QUICK = {'lenet300': dict(ratio=60.0, seed=0,
                                  learning_rates=(1e-2, 3e-2),
