@@ -126,3 +126,19 @@ def test_dead_units_counts_relu_units_that_never_fire():
   assert dead_units.dead_units(model, images, config) == 0
   model.fc1.bias[...] = (bias + 1e3).at[:7].set(-1e3)  # 7 never fire
   assert dead_units.dead_units(model, images, config) == 7
+
+
+@pytest.mark.parametrize('kind', ['random', 'ties'])
+def test_search_pass_counters_find_the_exact_key(kind):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import search_passes  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  scores = (rng.exponential(size=5000) if kind == 'random' else
+            rng.integers(0, 20, size=5000).astype(float))
+  keys = np.abs(scores).astype(np.float32).view(np.int32)
+  for q in (1, 7, 500, 4999, 5000):
+    expected = np.sort(keys)[::-1][q - 1]
+    key, passes = search_passes.bisect_passes(keys, q)
+    assert key == expected and 1 <= passes <= 32
+    for hint in (expected, expected // 2, expected + 2**20, 1):
+      assert search_passes.warm_start_passes(keys, q, hint)[0] == expected
