@@ -91,6 +91,8 @@ def best_learning_rates(tuning):
   """{(model, method): (best lr, its validation accuracy)}."""
   best = {}
   for r in tuning:
+    if r.get('diverged'):
+      continue
     key = (r['model'], r['method'])
     if key not in best or r['pruned_accuracy'] > best[key][1]:
       best[key] = (r['learning_rate'], r['pruned_accuracy'])
@@ -116,12 +118,17 @@ def tuning_lines(tuning, used_lr):
   best = best_learning_rates(tuning)
   by_point = {(r['model'], r['method'], r['learning_rate']): r
               for r in tuning}
-  for (model, method), (best_lr, _) in sorted(best.items()):
+  swept = sorted({(r['model'], r['method']) for r in tuning})
+  for model, method in swept:
+    best_lr = best.get((model, method), (None,))[0]
     cells = []
     for lr in lrs:
       run = by_point.get((model, method, lr))
       if run is None:
         cells.append('–')
+        continue
+      if run.get('diverged'):
+        cells.append('diverged')
         continue
       cell = f"{100 * run['pruned_accuracy']:.2f}"
       cells.append((f'**{cell}**' if lr == best_lr else cell) +
@@ -129,9 +136,14 @@ def tuning_lines(tuning, used_lr):
     lines.append(f'| {model} | {METHOD_NAMES[method]} | '
                  + ' | '.join(cells) + ' |')
   lines.append('')
-  for (model, method), (best_lr, acc) in sorted(best.items()):
+  for model, method in swept:
+    text = f'- {model} {METHOD_NAMES[method]}: '
+    if (model, method) not in best:
+      lines.append(text + 'diverged at every learning rate of the sweep.')
+      continue
+    best_lr, acc = best[(model, method)]
     used = by_point.get((model, method, used_lr), {}).get('pruned_accuracy')
-    text = f'- {model} {METHOD_NAMES[method]}: best lr {best_lr:g}'
+    text += f'best lr {best_lr:g}'
     if best_lr == used_lr:
       text += f' = the lr of the comparison ({used_lr:g}).'
     elif used is not None:

@@ -142,3 +142,24 @@ def test_search_pass_counters_find_the_exact_key(kind):
     assert key == expected and 1 <= passes <= 32
     for hint in (expected, expected // 2, expected + 2**20, 1):
       assert search_passes.warm_start_passes(keys, q, hint)[0] == expected
+
+
+def test_sweep_table_names_diverged_points_and_never_picks_them():
+  from benchmarks import report  # pylint: disable=import-outside-toplevel
+
+  def point(method, lr, acc, **extra):
+    return dict(model='lenet5', ratio=125.0, seed=0, method=method,
+                learning_rate=lr, accuracy_before_prune=acc,
+                pruned_accuracy=acc, **extra)
+
+  tuning = [point('gsm', 0.01, 0.5), point('gsm', 0.03, 0.8),
+            point('gsm', 0.1, 0.1, diverged=True),
+            point('magnitude_ft', 0.1, 0.1, diverged=True)]
+  assert report.best_learning_rates(tuning) == {('lenet5', 'gsm'): (0.03, 0.8)}
+  lines = report.tuning_lines(tuning, 0.03)
+  assert '| lenet5 | GSM | 50.00 (50.00) | **80.00** (80.00) | diverged |' in lines
+  assert '| lenet5 | magnitude + FT | – | – | diverged |' in lines
+  assert ('- lenet5 GSM: best lr 0.03 = the lr of the comparison (0.03).'
+          in lines)
+  assert ('- lenet5 magnitude + FT: diverged at every learning rate of the '
+          'sweep.' in lines)
