@@ -412,7 +412,7 @@ def write(results_dir, plan=None):
       'learning-rate schedule (`config.gsm`: momentum 0.99 Nesterov, lr 3e-2, '
       'warm-up 1 epoch, x0.1 steps, weight decay 5e-4). That peak learning '
       'rate is the best of each method in a sweep on a validation split '
-      '(LeNet-300 at 60×, see Fairness below); LeNet-5 reuses it untuned.',
+      '(LeNet-300 at 60× and LeNet-5 at 125×, see Fairness below).',
       '', 'The long runs were split over two single-threaded workers, one a '
       'core (`XLA_FLAGS="--xla_cpu_multi_thread_eigen=false '
       'intra_op_parallelism_threads=1" taskset -c 0 python -m benchmarks.run '
