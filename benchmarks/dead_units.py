@@ -22,7 +22,15 @@ epochs of the LeNet-5 benchmark's schedule, from the seed-0 dense model of
     runs/diag/dead_r30:gsm runs/diag/lenet5_gsm_r10_lr0.01:gsm \
     runs/benchmarks/lenet5/s0/gsm_r125:dense
 
-(the lr 1e-2 run is the diagnostic in benchmarks/RESULTS.md.)
+(the lr 1e-2 run is the diagnostic in benchmarks/RESULTS.md.) The baselines
+at 10x, at the end of their 16 epochs in the seed-0 benchmark::
+
+  python -m benchmarks.dead_units \
+    runs/benchmarks/lenet5/s0/gradual_magnitude_r10:gradual_magnitude \
+    runs/benchmarks/lenet5/s0/magnitude_ft_r10:magnitude_ft
+
+(At high ratios a unit also dies when its incoming weights are pruned, so
+counts there mix both causes.)
 """
 
 import sys
