@@ -154,12 +154,12 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
           continue
         workdir = os.path.join(runs_dir, 'tuning', model,
                                f'{method}_lr{lr:g}')
-        if workdir != dense_dir:
+        first = workdir == dense_dir
+        if not first:
           require_dense(dense_dir, f'{model} tuning', 'its GSM run at lr '
                         f'{sweep["learning_rates"][0]:g}')
         config = make_config(model, budget, method, sweep['ratio'],
-                             sweep['seed'],
-                             '' if workdir == dense_dir else dense_dir,
+                             sweep['seed'], '' if first else dense_dir,
                              dataset, lottery=False)
         config.holdout_fraction = sweep['holdout_fraction']
         config.gsm.learning_rate = lr

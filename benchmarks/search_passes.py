@@ -164,9 +164,10 @@ def main():
     threshold = np.array(key, np.int32).view(np.float32)
     if previous is not None:
       moves.append(abs(threshold / previous - 1))
-      hint = np.array(previous, np.float32).view(np.int32)
-      assert warm_start_passes(keys, q, hint)[0] == key
-      warm.append(warm_start_passes(keys, q, hint)[1])
+      warm_key, passes = warm_start_passes(
+          keys, q, np.array(previous, np.float32).view(np.int32))
+      assert warm_key == key
+      warm.append(passes)
     previous = threshold
   print(f'{args.steps} GSM steps of LeNet-300-100 at 60x from {args.dense}')
   print(f'threshold move between steps: median {np.median(moves):.1%}, '
