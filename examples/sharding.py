@@ -10,8 +10,8 @@
   none is), and batches split as in ``'data'``; XLA gathers weights where a
   layer needs them and reduce-scatters gradients.
 
-GSM's selection needs no gather in either mode: each bisection pass counts
-locally and all-reduces one scalar.
+GSM's selection needs no gather in either mode: each counting pass of its
+search counts locally and all-reduces one scalar.
 """
 
 import jax

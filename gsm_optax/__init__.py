@@ -15,6 +15,7 @@ from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
 from gsm_optax._src.select import global_threshold
 from gsm_optax._src.select import key_to_score
+from gsm_optax._src.select import METHODS as SELECTION_METHODS
 from gsm_optax._src.select import score_keys
 from gsm_optax._src.select import taylor_scores
 
@@ -35,6 +36,7 @@ __all__ = (
     'LeafSparsity',
     'prune',
     'score_keys',
+    'SELECTION_METHODS',
     'sparsity_report',
     'SparsityReport',
     'taylor_scores',

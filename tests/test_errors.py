@@ -56,11 +56,11 @@ def test_unknown_method():
     gsm_optax.gsm(0.1, 2.0, method='sort')
 
 
-def test_top_k_with_traced_ratio_says_to_use_bisect():
+def test_top_k_with_traced_ratio_says_to_use_a_search():
   tx = gsm_optax.keep_top_taylor(2.0, method='top_k')
   traced = jax.jit(lambda r, p: gsm_optax.keep_top_taylor(r, method='top_k')
                    .update(p, tx.init(p), p))
-  with pytest.raises(ValueError, match="use method='bisect'"):
+  with pytest.raises(ValueError, match="use method='interpolate'"):
     traced(2.0, PARAMS)
 
 

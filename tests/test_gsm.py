@@ -40,7 +40,7 @@ def loss_fn(params, targets, curv):
 @pytest.mark.parametrize('nesterov', [False, True])
 @pytest.mark.parametrize('ratio', [1.0, 3.0, 10.0, 50.0])
 @pytest.mark.parametrize('custom_prunable', [False, True])
-@pytest.mark.parametrize('method', ['bisect', 'top_k'])
+@pytest.mark.parametrize('method', gsm_optax.SELECTION_METHODS)
 def test_matches_numpy_reference(nesterov, ratio, custom_prunable, method):
   params, targets, curv = make_problem()
   prunable = {k: k in ('dense1', 'dense2') for k in params} if custom_prunable \
@@ -96,7 +96,7 @@ def test_ties_are_kept():
   grads = {'w': jnp.full((4, 5), 2.0).at[0, 0].set(9.0),
            'v': jnp.full((5, 2), 2.0)}
   # Q = floor(30 / 10) = 3: one score of 9, then 29 tied scores of 2.
-  for method in ('bisect', 'top_k'):
+  for method in gsm_optax.SELECTION_METHODS:
     tx = gsm_optax.keep_top_taylor(10.0, method=method)
     updates, state = tx.update(grads, tx.init(params), params)
     assert int(state.num_active) == 30

@@ -8,7 +8,7 @@ import gsm_optax
 
 
 @pytest.mark.parametrize('ratio', [1.0, 4.0, 33.0])
-@pytest.mark.parametrize('method', ['bisect', 'top_k'])
+@pytest.mark.parametrize('method', gsm_optax.SELECTION_METHODS)
 def test_prune_keeps_q_largest_magnitudes_globally(ratio, method):
   rng = np.random.default_rng(0)
   params = {'a': rng.normal(size=(20, 10)).astype(np.float32),

@@ -1,4 +1,4 @@
-"""Both selection routes give the identical threshold and mask on hard inputs."""
+"""Every selection route gives the identical threshold and mask on hard inputs."""
 
 import jax
 import jax.numpy as jnp
@@ -42,21 +42,19 @@ def adversarial_scores(kind, rng):
 def test_routes_identical_and_exact(kind, q):
   scores = adversarial_scores(kind, np.random.default_rng(q))
   expected = numpy_kth_key(scores, q)
-  results = {}
-  for method in ('bisect', 'top_k'):
-    key, n = jax.jit(gsm_optax.global_threshold, static_argnums=(1, 2))(
-        scores, q, method)
-    results[method] = (int(key), int(n))
-  assert results['bisect'] == results['top_k']
-  assert results['bisect'][0] == expected
   all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
                              for s in scores])
-  assert results['bisect'][1] == np.sum(all_keys >= expected) >= q
+  for method in gsm_optax.SELECTION_METHODS:
+    key, n = jax.jit(gsm_optax.global_threshold, static_argnums=(1, 2))(
+        scores, q, method)
+    assert int(key) == expected, method
+    assert int(n) == np.sum(all_keys >= expected) >= q, method
 
 
-def test_bisect_accepts_traced_q():
+@pytest.mark.parametrize('method', ['interpolate', 'bisect'])
+def test_searches_accept_traced_q(method):
   scores = adversarial_scores('random', np.random.default_rng(0))
-  f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q))
+  f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, method))
   for q in (5, 50, 200):
     key, _ = f(scores, jnp.int32(q))
     assert int(key) == numpy_kth_key(scores, q)
@@ -77,11 +75,12 @@ def test_masks_identical_for_low_precision_and_mixed_dtypes(dtypes, ratio):
   grads = jax.tree.map(lambda p: jnp.round(jnp.asarray(
       rng.normal(size=p.shape) * 4)).astype(p.dtype) / 4, params)
   out = {}
-  for method in ('bisect', 'top_k'):
+  for method in gsm_optax.SELECTION_METHODS:
     tx = gsm_optax.keep_top_taylor(ratio, method=method)
     out[method] = jax.jit(tx.update)(grads, tx.init(params), params)
-  jax.tree.map(np.testing.assert_array_equal, out['bisect'], out['top_k'])
-  updates, state = out['bisect']
+  for method in ('interpolate', 'bisect'):
+    jax.tree.map(np.testing.assert_array_equal, out[method], out['top_k'])
+  updates, state = out['interpolate']
   # The masked gradient keeps each leaf's dtype.
   assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(
       lambda p: p.dtype, params)
@@ -96,7 +95,67 @@ def test_large_leaf_counts_exactly():
   # Partial float counts must stay exact past 2**24 elements in one leaf.
   n = 2**24 + 3
   scores = [jnp.ones((n // 7 + 1, 7), jnp.float32)]
-  key, count = jax.jit(gsm_optax.global_threshold, static_argnums=1)(
-      scores, 2**24 + 1)
-  assert int(count) == scores[0].size
-  assert float(gsm_optax.key_to_score(key, jnp.float32)) == 1.0
+  for method in ('interpolate', 'bisect'):
+    key, count = jax.jit(gsm_optax.global_threshold, static_argnums=(1, 2))(
+        scores, 2**24 + 1, method)
+    assert int(count) == scores[0].size
+    assert float(gsm_optax.key_to_score(key, jnp.float32)) == 1.0
+
+
+def wide_scores(kind, rng, n=20000):
+  """Larger score sets whose shapes make the interpolation search work."""
+  if kind == 'lognormal':
+    x = np.exp(5 * rng.standard_normal(n))
+  elif kind == 'uniform':
+    x = rng.random(n)
+  elif kind == 'two_clusters':
+    x = np.where(rng.random(n) < 0.5, 1e-30, 1e30) * rng.random(n)
+  elif kind == 'ties_at_answer':
+    x = np.where(rng.random(n) < 0.3, 0.25, rng.random(n))
+  elif kind == 'mostly_zero':  # for large Q the answer is 0
+    x = np.where(rng.random(n) < 0.02, rng.random(n), 0.0)
+  elif kind == 'denormal_answer':  # normal scores above denormal ones
+    x = np.where(rng.random(n) < 0.05, rng.random(n),
+                 rng.integers(1, 9, n) * 1e-45)
+  else:
+    raise ValueError(kind)
+  x = x.astype(np.float32)
+  return [jnp.asarray(x[:n // 2].reshape(100, -1)), jnp.asarray(x[n // 2:])]
+
+
+@pytest.mark.parametrize('kind', ['lognormal', 'uniform', 'two_clusters',
+                                  'ties_at_answer', 'mostly_zero',
+                                  'denormal_answer'])
+@pytest.mark.parametrize('passes', [1, 3, None])
+def test_interpolate_is_exact_before_and_after_it_bisects(
+    kind, passes, monkeypatch):
+  # passes=1 or 3: the search bisects after so many interpolation passes.
+  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  if passes is not None:
+    monkeypatch.setattr(select, '_INTERPOLATION_PASSES', passes)
+  scores = wide_scores(kind, np.random.default_rng(3))
+  all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
+                             for s in scores])
+  f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, 'interpolate'))
+  for q in (1, 2, 37, 2000, 6667, 19999, 20000):
+    expected = numpy_kth_key(scores, q)
+    key, n = f(scores, q)
+    assert int(key) == expected, q
+    assert int(n) == np.sum(all_keys >= expected), q
+
+
+@pytest.mark.parametrize('method', ['interpolate', 'bisect'])
+def test_searches_are_exact_on_float64_scores(method):
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(True):
+    x = np.concatenate([np.exp(20 * rng.standard_normal(3000)),
+                        np.full(500, 1e-310), np.zeros(500),
+                        np.full(300, 2.0**-1000)])
+    scores = [jnp.asarray(x[:2000].reshape(40, 50)), jnp.asarray(x[2000:])]
+    keys = np.sort(x.view(np.int64))[::-1]
+    f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, method))
+    for q in (1, 10, 1500, 3001, 3400, 3700, 4300):
+      key, n = f(scores, q)
+      assert key.dtype == jnp.int64
+      assert int(key) == keys[q - 1], q
+      assert int(n) == np.sum(keys >= keys[q - 1]), q

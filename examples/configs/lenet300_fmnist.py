@@ -25,7 +25,7 @@ def get_config():
   c.batch_size = 256
   c.eval_batch_size = 1000
   c.ratio = 60.0
-  c.method = 'bisect'  # GSM's selection route
+  c.method = 'interpolate'  # GSM's selection route
   # 'gsm', or a baseline with the same budget: 'magnitude_ft' (one-shot
   # global magnitude prune of the dense model + fine-tuning with the mask
   # fixed) or 'gradual_magnitude' (Zhu & Gupta's cubic schedule).

@@ -15,7 +15,7 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         nesterov: bool = False,
         prunable: prunable_lib.PrunableSpec = None,
         weight_decay_mask: Optional[prunable_lib.PrunableSpec] = None,
-        method: str = 'bisect') -> optax.GradientTransformation:
+        method: str = 'interpolate') -> optax.GradientTransformation:
   r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
 
   Only the Q = floor(N / ratio) prunable weights with the largest
@@ -43,7 +43,8 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       leaf with ndim >= 2. Non-prunable leaves get their full gradient.
     weight_decay_mask: which leaves are decayed; default ``prunable``, so
       biases and norm scales get no decay (as in the official code).
-    method: selection route, ``'bisect'`` (default) or ``'top_k'``.
+    method: selection route, ``'interpolate'`` (default), ``'bisect'`` or
+      ``'top_k'``; the same mask (see `global_threshold`).
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.

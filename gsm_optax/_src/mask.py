@@ -18,7 +18,7 @@ class KeepTopTaylorState(NamedTuple):
 
 def keep_top_taylor(ratio: float,
                     prunable: prunable_lib.PrunableSpec = None,
-                    method: str = 'bisect') -> optax.GradientTransformation:
+                    method: str = 'interpolate') -> optax.GradientTransformation:
   r"""Passes the gradient only to the Q weights with the largest |g * w|.
 
   The mask of Global Sparse Momentum SGD: with ``T = |g * w|`` over all
@@ -43,8 +43,10 @@ def keep_top_taylor(ratio: float,
       `optax.inject_hyperparams`) gives Q clipped to [1, N].
     prunable: which leaves are ranked: None (every leaf with ndim >= 2), a
       pytree of bools like the params, or a callable ``params -> pytree``.
-    method: ``'bisect'`` (sort-free, no concatenation, traced Q, default) or
-      ``'top_k'`` (``jax.lax.top_k`` on all scores). The masks are identical.
+    method: ``'interpolate'`` (default) or ``'bisect'`` (sort-free counting
+      searches: no concatenation, traced Q), or ``'top_k'``
+      (``jax.lax.top_k`` on all scores). The masks are identical; see
+      `global_threshold`.
 
   Returns:
     An `optax.GradientTransformation` whose ``update`` needs ``params``.

@@ -11,7 +11,7 @@ from gsm_optax._src import select
 
 def prune(params: Any, ratio: float,
           prunable: prunable_lib.PrunableSpec = None,
-          method: str = 'bisect') -> tuple[Any, Any]:
+          method: str = 'interpolate') -> tuple[Any, Any]:
   """Keeps the ``floor(N / ratio)`` largest-magnitude prunable weights.
 
   The ranking is global over all prunable leaves (ties kept), as in the
@@ -23,7 +23,8 @@ def prune(params: Any, ratio: float,
     params: a pytree of arrays.
     ratio: the global compression ratio C >= 1.
     prunable: which leaves are ranked (see `keep_top_taylor`).
-    method: selection route, ``'bisect'`` or ``'top_k'`` (same result).
+    method: selection route, ``'interpolate'``, ``'bisect'`` or ``'top_k'``
+      (same result).
 
   Raises:
     ValueError: if a prunable weight is NaN or infinite (training diverged;

@@ -1,19 +1,30 @@
 """Exact global selection of the Q-th largest score across many arrays.
 
-Two routes give the *identical* threshold:
+Three routes give the *identical* threshold:
 
-* ``'bisect'`` (default): a search of at most 31 passes (63 for float64)
+* ``'interpolate'`` (default): a search that counts ``score >= candidate``
+  over all scores once per pass and picks each candidate from the counts so
+  far: first from the mean score, then by regula falsi (Illinois variant) on
+  the logarithm of the count against the score's bit pattern. On the real
+  scores of LeNet-300-100 it needs 8 to 10 passes on average, where
+  bisection needs 19 to 24 (`benchmarks/search_passes.py`). After 16 passes
+  it bisects what is left, so it never needs more than 16 + 31 passes.
+  Non-finite scores, or a Q-th largest score below the smallest normal
+  number, go to the ``'bisect'`` route.
+* ``'bisect'``: a search of at most 31 passes (63 for float64)
   on the bit pattern of the scores. For non-negative IEEE floats the bit
   pattern, read as an integer "key", orders exactly like the value, with NaN
   above +inf. Bit by bit from the top, the search keeps the largest key ``c``
   with ``count(key >= c) >= Q``, which is the Q-th largest key. Once exactly
   Q keys reach the prefix, the least of them is that key: one pass taking a
-  minimum replaces the remaining passes. Each pass counts per leaf and adds
-  the counts up, so no concatenated copy of the scores is built; Q may be
-  traced; and when the arrays are sharded, each pass is a local count plus
-  an all-reduce of one scalar, never a gather.
+  minimum replaces the remaining passes.
 * ``'top_k'``: ``jax.lax.top_k`` on the concatenated keys. Needs a static Q and
   gathers every score; kept as the reference and for small models.
+
+The two searches count per leaf and add the counts up, so no concatenated
+copy of the scores is built; Q may be traced; and when the arrays are
+sharded, each pass is a local count plus an all-reduce of one scalar, never
+a gather.
 
 Each count compares the scores as floats against the candidate's value and
 sums the 0/1 results in float. On XLA:CPU (jax 0.10.2, LeNet-300's scores)
@@ -33,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ('bisect', 'top_k')
+METHODS = ('interpolate', 'bisect', 'top_k')
 # Counting in float: partial sums of ones stay exact up to 2**24 in float32.
 _F32_EXACT_COUNT = 2**24
 
@@ -102,11 +113,14 @@ def _count_float(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
   value = key_to_score(key, scores[0].dtype)
   total = jnp.zeros((), key.dtype)
   for t in scores:
-    step = (t >= value).astype(t.dtype)
+    # The 0/1 results as bfloat16 (exact), summed in the scores' dtype: on
+    # XLA:CPU, which writes them out before reducing, a narrower array made
+    # a pass about a quarter faster (benchmarks/search_kernels.py).
+    step = (t >= value).astype(jnp.bfloat16)
     # Reduce trailing axes while each partial count is exactly representable,
     # then add the partial counts as integers.
     axes = _exact_reduction_axes(t.shape, t.dtype)
-    total += jnp.sum(jnp.sum(step, axis=axes).astype(key.dtype))
+    total += jnp.sum(jnp.sum(step, axis=axes, dtype=t.dtype).astype(key.dtype))
   return total
 
 
@@ -169,8 +183,12 @@ def _bisect_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
   # Exactly Q keys reach the prefix: the Q-th largest is the least of them.
   # Stopping there trades the remaining passes (about a third of them on
   # real scores, see benchmarks/search_passes.py) for one taking a minimum.
-  key = jax.lax.cond(n_prefix == q, lambda p: _least_at_least(keys, p),
-                     lambda p: p, prefix)
+  key = jax.lax.cond(
+      n_prefix == q,
+      lambda p: jax.lax.cond(can_use_float & (p >= floor_key),
+                             lambda p: _least_at_least_float(scores, p),
+                             lambda p: _least_at_least(keys, p), p),
+      lambda p: p, prefix)
   return key, n_prefix
 
 
@@ -179,6 +197,127 @@ def _least_at_least(keys: Sequence[jax.Array], key: jax.Array) -> jax.Array:
   top = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)
   return functools.reduce(jnp.minimum, [
       jnp.min(jnp.where(k >= key, k, top), initial=top) for k in keys])
+
+
+def _least_at_least_float(scores: Sequence[jax.Array],
+                          key: jax.Array) -> jax.Array:
+  """`_least_at_least` for finite scores and a normal key, in float.
+
+  On XLA:CPU a float minimum took half the time of an integer one.
+  """
+  value = key_to_score(key, scores[0].dtype)
+  least = functools.reduce(jnp.minimum, [
+      jnp.min(jnp.where(t >= value, t, jnp.inf), initial=jnp.inf)
+      for t in scores])
+  return jax.lax.bitcast_convert_type(least, key.dtype)
+
+
+# The interpolation search: its second candidate assumes that the number of
+# scores above x falls like x**-_TAIL_EXPONENT, and later steps outside the
+# bracket clip the measured slope to [1/8, 4] times 1/_TAIL_EXPONENT e-folds
+# of the score per e-fold of the count. After _INTERPOLATION_PASSES passes
+# the search bisects what is left. Tuned with the NumPy re-statement in
+# benchmarks/search_passes.py on LeNet-300's real scores and on random
+# uniform, log-normal and two-cluster scores.
+_TAIL_EXPONENT = 1.5
+_INTERPOLATION_PASSES = 16
+
+
+def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
+                     q) -> tuple[jax.Array, jax.Array]:
+  """The Q-th largest key by regula falsi on log(count) against the key.
+
+  The search keeps ``lo < hi`` with ``count(key >= lo) >= Q`` (``n_lo``)
+  and ``count(key >= hi) < Q`` (``n_hi``). It starts from ``lo`` = the
+  smallest normal number, ``hi`` = +inf and the mean score as the first
+  candidate. While ``lo`` or ``hi`` is still where it started, the next
+  candidate moves from the last one as if ``log(count)`` fell with slope
+  ``_TAIL_EXPONENT`` in ``log(score)`` (the key is ``2**nmant *
+  log2(score)`` up to a piecewise linear error), or with the slope measured
+  between the last two candidates, within limits; once both ends moved, it
+  interpolates ``log(count)`` linearly between them, halving the weight of
+  an end kept twice in a row (Illinois). It stops when ``n_lo == Q`` (the
+  least key ``>= lo`` is the answer, one more pass) or ``hi == lo + 1``.
+  Scores must be finite for the float counts; if they are not, or if the
+  answer is below the smallest normal number (``lo`` never moved), the
+  search hands over to `_bisect_key`.
+  """
+  score_dtype = scores[0].dtype
+  key_dtype = keys[0].dtype
+  info = np.finfo(score_dtype)
+  floor_key = jnp.asarray(_float_kernel_floor(score_dtype), key_dtype)
+  inf_key = jnp.asarray(np.array(np.inf, score_dtype).view(key_dtype),
+                        key_dtype)
+  total = sum(k.size for k in keys)
+  # One pass: a sum is finite only if every score is; it also gives the mean.
+  score_sum = sum(jnp.sum(t) for t in scores)
+  usable = jnp.isfinite(score_sum) & _all_leaves_countable_in_float(scores)
+  q = jnp.asarray(q, key_dtype)
+  keys_per_efold = np.asarray(2.0**info.nmant / np.log(2.0), score_dtype)
+
+  def log_ratio(n):
+    # log(n / Q) from the exact difference n - Q (a count of 0 read as 1/2),
+    # so that counts next to a large Q still differ.
+    excess = (n - q).astype(score_dtype) + jnp.where(n == 0, 0.5, 0.0).astype(
+        score_dtype)
+    return jnp.log1p(excess / q.astype(score_dtype))
+
+  def searching(carry):
+    lo, n_lo, hi = carry[1], carry[2], carry[3]
+    return usable & (n_lo != q) & (hi - lo > 1)
+
+  def next_pass(carry):
+    i, lo, n_lo, hi, n_hi, candidate, kept, w_lo, w_hi, last, n_last = carry
+    candidate = jnp.clip(candidate, lo + 1, hi - 1)
+    n = _count_float(scores, candidate)
+    # Keys per e-fold of the count: assumed, or measured from the last pass.
+    rise = log_ratio(n_last) - log_ratio(n)
+    measured = jnp.abs((candidate - last).astype(score_dtype) /
+                       jnp.where(rise == 0, 1, rise))
+    slope = jnp.where((i == 0) | (rise == 0), keys_per_efold / _TAIL_EXPONENT,
+                      jnp.clip(measured, keys_per_efold / (8 * _TAIL_EXPONENT),
+                               keys_per_efold * 4 / _TAIL_EXPONENT))
+    up = n >= q  # the candidate becomes the new lo; else the new hi
+    lo, n_lo = jnp.where(up, candidate, lo), jnp.where(up, n, n_lo)
+    hi, n_hi = jnp.where(up, hi, candidate), jnp.where(up, n_hi, n)
+    # Illinois: an end kept twice in a row counts half in the next step.
+    one = jnp.ones((), score_dtype)
+    w_hi = jnp.where(up, jnp.where(kept == 1, w_hi / 2, w_hi), one)
+    w_lo = jnp.where(up, one, jnp.where(kept == -1, w_lo / 2, w_lo))
+    kept = jnp.where(up, 1, -1).astype(jnp.int32)
+    width = (hi - lo).astype(score_dtype)
+    step = (candidate - lo).astype(score_dtype) + log_ratio(n) * slope
+    f_lo = log_ratio(n_lo) * w_lo
+    f_hi = -log_ratio(n_hi) * w_hi
+    interpolated = f_lo / (f_lo + f_hi) * width
+    half = ((hi - lo) // 2).astype(score_dtype)
+    open_bracket = (lo == floor_key) | (hi == inf_key)
+    # A model step below lo (only while lo has not moved) tries lo + 1: if
+    # fewer than Q scores reach it, the answer is not a normal number.
+    step = jnp.where(step >= width, half, jnp.maximum(step, 1))
+    offset = jnp.where(open_bracket, step, interpolated)
+    offset = jnp.where(i + 1 >= _INTERPOLATION_PASSES, half, offset)
+    offset = jnp.clip(offset, 1, width).astype(key_dtype)
+    return (i + 1, lo, n_lo, hi, n_hi, lo + offset, kept, w_lo, w_hi,
+            candidate, n)
+
+  mean_key = jax.lax.bitcast_convert_type(
+      (score_sum / total).astype(score_dtype), key_dtype)
+  one = jnp.ones((), score_dtype)
+  init = (jnp.zeros((), jnp.int32), floor_key, jnp.asarray(total, key_dtype),
+          inf_key, jnp.zeros((), key_dtype), mean_key,
+          jnp.zeros((), jnp.int32), one, one, mean_key,
+          jnp.zeros((), key_dtype))
+  lo, n_lo = jax.lax.while_loop(searching, next_pass, init)[1:3]
+
+  def finish(lo, n_lo):
+    key = jax.lax.cond(n_lo == q, lambda k: _least_at_least_float(scores, k),
+                       lambda k: k, lo)
+    return key, n_lo
+
+  return jax.lax.cond(lo == floor_key,
+                      lambda lo, n_lo: _bisect_key(scores, keys, q),
+                      finish, lo, n_lo)
 
 
 def _all_leaves_countable_in_float(scores) -> bool:
@@ -190,23 +329,23 @@ def _top_k_key(keys: Sequence[jax.Array], q) -> tuple[jax.Array, jax.Array]:
     raise ValueError(
         "method='top_k' needs a static number of weights to keep (a Python "
         "`ratio`); with a traced ratio (e.g. under optax.inject_hyperparams) "
-        "use method='bisect'.")
+        "use method='interpolate' or method='bisect'.")
   flat = jnp.concatenate([k.reshape(-1) for k in keys])
   key = jax.lax.top_k(flat, int(q))[0][-1]
   return key, _count_exact(keys, key)
 
 
 def global_threshold(scores: Sequence[jax.Array], q,
-                     method: str = 'bisect') -> tuple[jax.Array, jax.Array]:
+                     method: str = 'interpolate') -> tuple[jax.Array, jax.Array]:
   """The Q-th largest score over all arrays, and how many scores reach it.
 
   Args:
     scores: non-negative score arrays (e.g. from `taylor_scores`), all of one
       float dtype.
     q: how many to keep, ``1 <= q <= total size``; may be traced for
-      ``'bisect'``.
-    method: ``'bisect'`` (sort-free, default) or ``'top_k'``; both give the
-      same result.
+      ``'interpolate'`` and ``'bisect'``.
+    method: ``'interpolate'`` (default), ``'bisect'`` (both sort-free) or
+      ``'top_k'``; all give the same result (see the module docstring).
 
   Returns:
     ``(threshold_key, num_at_least)``: the Q-th largest score as an integer
@@ -226,4 +365,6 @@ def global_threshold(scores: Sequence[jax.Array], q,
   keys = score_keys(scores)
   if method == 'top_k':
     return _top_k_key(keys, q)
-  return _bisect_key(scores, keys, q)
+  if method == 'bisect':
+    return _bisect_key(scores, keys, q)
+  return _interpolate_key(scores, keys, q)
