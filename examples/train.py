@@ -104,9 +104,11 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
   warmup = g.ratio_warmup_epochs * steps_per_epoch
   ratio = lambda step: 1.0 / gsm_optax.cubic_keep_fraction(
       step, config.ratio, 0, warmup)
-  return optax.inject_hyperparams(gsm_optax.gsm, static_args=('nesterov',))(
-      learning_rate=lr, ratio=ratio, momentum=g.momentum,
-      weight_decay=g.weight_decay, nesterov=g.nesterov)
+  return optax.inject_hyperparams(
+      gsm_optax.gsm, static_args=('nesterov', 'method'))(
+          learning_rate=lr, ratio=ratio, momentum=g.momentum,
+          weight_decay=g.weight_decay, nesterov=g.nesterov,
+          method=config.method)
 
 
 def make_phases(config, steps_per_epoch, snapshots):

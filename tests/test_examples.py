@@ -248,3 +248,17 @@ def test_a_diverged_run_is_reported_as_such_not_pruned(tmp_path):
   ok = train.train_and_evaluate(tiny_config('lenet300_fmnist'),
                                 str(tmp_path / 'ok'))
   assert ok['diverged'] is False
+
+
+def test_ratio_warmup_uses_the_configured_selection_route():
+  config = tiny_config('lenet300_fmnist')
+  config.gsm.ratio_warmup_epochs = 2
+  config.method = 'top_k'  # needs a static ratio, so it must refuse here
+  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=2)
+  params = {'w': jnp.ones((4, 4))}
+  with pytest.raises(ValueError, match="method='top_k' needs a static"):
+    jax.jit(tx.update)(params, tx.init(params), params)
+  config.method = 'interpolate'
+  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=2)
+  updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+  assert updates['w'].shape == (4, 4)
