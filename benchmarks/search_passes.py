@@ -8,22 +8,28 @@ Trains LeNet-300-100 with GSM (60x, lr 3e-2 held constant, momentum 0.99
 Nesterov, weight decay 5e-4, batch 256 of Fashion-MNIST) for ``--steps``
 steps from the dense model saved by a benchmark run (``python -m
 benchmarks.run --part comparison --models lenet300 --seeds 0 --ratios 10``
-trains it). On each step's scores |g * w| it counts the passes over all
-scores of two NumPy re-statements of the search:
+trains it). On each step's scores |g * w| it counts, for Q = N / ratio at
+each of ``--ratios``, the passes over all scores of NumPy re-statements of
+gsm_optax's two searches:
 
-* `bisect_passes`: gsm_optax's ``method='bisect'``, with its early stop;
-* `warm_start_passes`: a safeguarded interpolation search that starts from
-  the previous step's threshold (not in gsm_optax: the README says why).
+* `bisect_passes`: ``method='bisect'``, with its early stop;
+* `interpolate_passes`: ``method='interpolate'`` (the default).
 
-It also prints how far the Q-th largest score moves between steps. The
-README's numbers: 120 steps, seed 0, 2026-11-21.
+It also prints how far the Q-th largest score moves between steps at 60x,
+and times gsm_optax's two searches (jitted ``global_threshold`` on the
+three kernels' scores, at Q = N / 60) on every 10th step: medians of 20
+calls per step, then the median and range over those steps.
+(Before commit 1c40722 it also simulated a search warm-started from the
+previous step's threshold: 14.0 passes on average, at most 27.)
 """
 
 import argparse
+import time
 
 import numpy as np
 
 _TOP = 0x7f800000  # key of +inf: above every finite score
+_TINY = 0x00800000  # key of the smallest normal float32
 
 
 def _counter(keys):
@@ -57,62 +63,60 @@ def bisect_passes(keys, q):
   return prefix, passes
 
 
-def warm_start_passes(keys, q, hint, first_step=2**16):
-  """A bracketing search from ``hint`` (the previous threshold's key).
+def interpolate_passes(keys, q, tail_exponent=1.5, interpolation_passes=16):
+  """gsm_optax's ``method='interpolate'``, in float64 arithmetic.
 
-  It gallops from the hint (steps x4) until the Q-th largest key is
-  bracketed, then interpolates the count linearly in the key (Illinois
-  rule), halving the bracket whenever the count bracket did not halve; it
-  stops like `bisect_passes` when exactly Q keys reach the lower end.
+  Regula falsi (Illinois) on log(count) against the key between the
+  smallest normal number and +inf, first candidate the mean score, steps
+  along an assumed or measured slope while an end has not moved, bisection
+  after ``interpolation_passes`` passes, and `bisect_passes` when the answer
+  lies below the smallest normal number. Like `bisect_passes` it does not count
+  the pass that both searches make first (a sum that checks that every
+  score is finite; here it also gives the mean).
 
   Returns:
     ``(key, passes)``, as `bisect_passes`; keys must be finite scores.
   """
   count = _counter(keys)
-  hint = min(max(int(hint), 1), _TOP - 1)
-  n, passes = count(hint), 1
-  step = first_step
-  if n >= q:
-    lo, n_lo = hint, n
-    while True:
-      c = min(lo + step, _TOP)
-      n = 0 if c == _TOP else count(c)
-      passes += c < _TOP
-      if n < q:
-        hi, n_hi = c, n
-        break
-      lo, n_lo, step = c, n, 4 * step
-  else:
-    hi, n_hi = hint, n
-    while True:
-      c = max(hi - step, 0)
-      n = keys.size if c == 0 else count(c)
-      passes += c > 0
-      if n >= q:
-        lo, n_lo = c, n
-        break
-      hi, n_hi, step = c, n, 4 * step
-  side, w_lo, w_hi, bisect = 0, 1.0, 1.0, False
-  while True:
-    if n_lo == q:
-      return int(keys[keys >= lo].min()), passes + 1
-    if hi - lo == 1:
-      return lo, passes
-    if bisect:
-      c = lo + (hi - lo) // 2
-    else:
-      a, b = (n_lo - q + 0.5) * w_hi, (q - 0.5 - n_hi) * w_lo
-      c = lo + int(a / (a + b) * (hi - lo))
-    c = min(max(c, lo + 1), hi - 1)
-    n, width = count(c), n_lo - n_hi
-    passes += 1
+  floor, total = _TINY, keys.size
+  keys_per_efold = 2.0**23 / np.log(2.0)
+  mean = np.float32(keys.view(np.float32).astype(np.float64).mean())
+  candidate = int(np.array(mean, np.float32).view(np.int32))
+  lo, n_lo, hi, n_hi = floor, total, _TOP, 0
+  kept, w_lo, w_hi, passes = 0, 1.0, 1.0, 0
+
+  def log_ratio(n):
+    return np.log1p((n - q + (0.5 if n == 0 else 0.0)) / q)
+
+  i, last, n_last = 0, candidate, 0
+  while n_lo != q and hi - lo > 1:
+    candidate = min(max(candidate, lo + 1), hi - 1)
+    n = count(candidate)
+    passes, i = passes + 1, i + 1
+    slope = keys_per_efold / tail_exponent
+    rise = log_ratio(n_last) - log_ratio(n)
+    if i > 1 and rise != 0:
+      slope = min(max(abs((candidate - last) / rise), slope / 8), slope * 4)
+    last, n_last = candidate, n
     if n >= q:
-      lo, n_lo = c, n
-      w_hi, w_lo, side = (w_hi / 2 if side == 1 else 1.0), 1.0, 1
+      lo, n_lo = candidate, n
+      w_hi, w_lo, kept = (w_hi / 2 if kept == 1 else w_hi), 1.0, 1
     else:
-      hi, n_hi = c, n
-      w_lo, w_hi, side = (w_lo / 2 if side == -1 else 1.0), 1.0, -1
-    bisect = not bisect and n_lo - n_hi > width / 2
+      hi, n_hi = candidate, n
+      w_lo, w_hi, kept = (w_lo / 2 if kept == -1 else w_lo), 1.0, -1
+    width, half = hi - lo, (hi - lo) // 2
+    step = candidate - lo + log_ratio(n) * slope
+    step = half if step >= width else max(step, 1)
+    f_lo, f_hi = log_ratio(n_lo) * w_lo, -log_ratio(n_hi) * w_hi
+    offset = step if lo == floor or hi == _TOP else f_lo / (f_lo + f_hi) * width
+    offset = half if i >= interpolation_passes else offset
+    candidate = lo + int(min(max(offset, 1), width))
+  if lo == floor:  # the answer is below the smallest normal number
+    key, more = bisect_passes(keys, q)
+    return key, passes + more
+  if n_lo == q:
+    return int(keys[keys >= lo].min()), passes + 1
+  return lo, passes
 
 
 def main():
@@ -130,6 +134,7 @@ def main():
                                    formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument('--steps', type=int, default=120)
   parser.add_argument('--dense', default='runs/benchmarks/lenet300/s0/gsm_r60')
+  parser.add_argument('--ratios', default='10,60,300')
   args = parser.parse_args()
   config = lenet300_fmnist.get_config()
   model = train.Snapshots(args.dense).load('dense', config)
@@ -145,35 +150,64 @@ def main():
     optimizer.update(model, grads)
     return grads
 
+  ratios = [float(r) for r in args.ratios.split(',')]
   rng = np.random.default_rng(0)
-  previous, moves, cold, warm = None, [], [], []
-  for _ in range(args.steps):
+  previous, moves = None, []
+  q60 = sum(w.size for w in jax.tree.leaves(nnx.state(model, nnx.Param))
+            if w.ndim >= 2) // 60
+  searches = {m: jax.jit(lambda s, m=m: gsm_optax.global_threshold(
+      s, q60, m)) for m in ('interpolate', 'bisect')}
+  seconds = {m: [] for m in searches}
+  passes = {(r, m): [] for r in ratios for m in ('bisect', 'interpolate')}
+  for step_index in range(args.steps):
     batch = rng.choice(len(images), config.batch_size, replace=False)
     kernels = [np.asarray(w, np.float32) for w in
                jax.tree.leaves(nnx.state(model, nnx.Param)) if w.ndim >= 2]
     grads = step(model, optimizer,
                  train.preprocess(jnp.asarray(images[batch]), config),
                  jnp.asarray(labels[batch]))
-    scores = np.concatenate([
-        np.abs(np.asarray(g, np.float32) * w).ravel() for g, w in
-        zip([g for g in jax.tree.leaves(grads) if g.ndim >= 2], kernels)])
-    keys, q = scores.view(np.int32), scores.size // 60
-    key, passes = bisect_passes(keys, q)
-    assert key == np.sort(keys)[::-1][q - 1]
-    cold.append(passes)
-    threshold = np.array(key, np.int32).view(np.float32)
+    leaves = [np.abs(np.asarray(g, np.float32) * w) for g, w in
+              zip([g for g in jax.tree.leaves(grads) if g.ndim >= 2], kernels)]
+    scores = np.concatenate([t.ravel() for t in leaves])
+    if step_index % 10 == 0:
+      for method, search in searches.items():
+        seconds[method].append(_median_seconds(
+            search, [jnp.asarray(t) for t in leaves]))
+    keys = scores.view(np.int32)
+    descending = np.sort(keys)[::-1]
+    for ratio in ratios:
+      q = int(scores.size // ratio)
+      for method, search in (('bisect', bisect_passes),
+                             ('interpolate', interpolate_passes)):
+        key, n = search(keys, q)
+        assert key == descending[q - 1], (method, ratio)
+        passes[ratio, method].append(n)
+    threshold = descending[scores.size // 60 - 1].view(np.float32)
     if previous is not None:
       moves.append(abs(threshold / previous - 1))
-      warm_key, passes = warm_start_passes(
-          keys, q, np.array(previous, np.float32).view(np.int32))
-      assert warm_key == key
-      warm.append(passes)
     previous = threshold
   print(f'{args.steps} GSM steps of LeNet-300-100 at 60x from {args.dense}')
   print(f'threshold move between steps: median {np.median(moves):.1%}, '
         f'90th percentile {np.percentile(moves, 90):.1%}')
-  print(f'passes: bisect (early stop) mean {np.mean(cold):.1f} (max '
-        f'{max(cold)}); warm start mean {np.mean(warm):.1f} (max {max(warm)})')
+  print('passes over all scores (mean, max), Q = N / ratio:')
+  for (ratio, method), n in passes.items():
+    print(f'  {ratio:g}x {method:<12} {np.mean(n):5.1f} {max(n):3d}')
+  print(f'search time at 60x on {len(seconds["bisect"])} steps '
+        f'({jax.devices()[0].device_kind}): median (min-max) over steps')
+  for method, t in seconds.items():
+    t = np.array(t) * 1e6
+    print(f'  {method:<12} {np.median(t):6.0f} us ({t.min():.0f}-'
+          f'{t.max():.0f})')
+
+
+def _median_seconds(f, args, repeats=20):
+  f(args)[0].block_until_ready()  # compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(args)[0].block_until_ready()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
 
 
 if __name__ == '__main__':

@@ -58,7 +58,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--repeats', type=int, default=15)
   parser.add_argument('--ratio', type=float, default=10.0)
-  parser.add_argument('--methods', default='bisect,top_k')
+  parser.add_argument('--methods', default='interpolate,bisect,top_k')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   methods = args.methods.split(',')

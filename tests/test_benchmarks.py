@@ -128,20 +128,27 @@ def test_dead_units_counts_relu_units_that_never_fire():
   assert dead_units.dead_units(model, images, config) == 7
 
 
-@pytest.mark.parametrize('kind', ['random', 'ties'])
+@pytest.mark.parametrize('kind', ['random', 'ties', 'zeros'])
 def test_search_pass_counters_find_the_exact_key(kind):
   import numpy as np  # pylint: disable=import-outside-toplevel
   from benchmarks import search_passes  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
-  scores = (rng.exponential(size=5000) if kind == 'random' else
-            rng.integers(0, 20, size=5000).astype(float))
+  scores = {'random': rng.exponential(size=5000),
+            'ties': rng.integers(0, 20, size=5000).astype(float),
+            'zeros': rng.exponential(size=5000) * (rng.random(5000) < 0.1)
+           }[kind]
   keys = np.abs(scores).astype(np.float32).view(np.int32)
   for q in (1, 7, 500, 4999, 5000):
     expected = np.sort(keys)[::-1][q - 1]
     key, passes = search_passes.bisect_passes(keys, q)
     assert key == expected and 1 <= passes <= 32
-    for hint in (expected, expected // 2, expected + 2**20, 1):
-      assert search_passes.warm_start_passes(keys, q, hint)[0] == expected
+    for limit in (1, 3, 12):  # 1 and 3: most of the search bisects
+      key, passes = search_passes.interpolate_passes(
+          keys, q, interpolation_passes=limit)
+      # Bisection of what is left after `limit` passes; and if the answer
+      # is not a normal number (0 here), the bisect route after that.
+      most = limit + 32 + (32 if expected < 0x00800000 else 0)
+      assert key == expected and 1 <= passes <= most
 
 
 def test_sweep_table_names_diverged_points_and_never_picks_them():
@@ -163,3 +170,14 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
           in lines)
   assert ('- lenet5 magnitude + FT: diverged at every learning rate of the '
           'sweep.' in lines)
+
+
+def test_search_kernels_times_every_pass_and_route():
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.search_kernels', '--size', '6000',
+       '--repeats', '2'], cwd=ROOT, check=True, capture_output=True,
+      text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
+  assert 'bfloat16 summed in float32 (the searches)' in out
+  for method in ('interpolate', 'bisect'):
+    assert f"global_threshold(method='{method}')" in out
+  assert out.count(' us\n') == 8 + 9  # passes, then calls
