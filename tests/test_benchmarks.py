@@ -181,3 +181,30 @@ def test_search_kernels_times_every_pass_and_route():
   for method in ('interpolate', 'bisect'):
     assert f"global_threshold(method='{method}')" in out
   assert out.count(' us\n') == 8 + 9  # passes, then calls
+
+
+def test_divergence_step_counts_the_active_weights_per_kernel():
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
+  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  from examples import models  # pylint: disable=import-outside-toplevel
+  from examples import train  # pylint: disable=import-outside-toplevel
+  config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', 10.0, 0,
+                           None, None, lottery=False)
+  graphdef, params = nnx.split(models.create_model('lenet5', 10, 0))
+  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=4)
+  opt_state = tx.init(params)
+  step = divergence.make_step(graphdef, tx, config)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+  labels = rng.integers(0, 10, 8).astype(np.int32)
+  for _ in range(2):
+    params, opt_state, loss, active = step(params, opt_state, images, labels)
+  assert np.isfinite(float(loss))
+  # The per-kernel counts add up to the mask's own count (ties kept).
+  assert sum(int(a) for a in active.values()) == int(opt_state[0].num_active)
+  assert int(opt_state[0].num_active) >= 430_500 // 10
+  stats = divergence.layer_stats(params, opt_state)
+  assert set(stats) == set(divergence.KERNELS)
+  assert all(s['rms_momentum'] > 0 for s in stats.values())

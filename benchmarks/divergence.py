@@ -1,0 +1,122 @@
+"""Per-epoch statistics of a GSM run on LeNet-5 (a diagnostic).
+
+Usage:
+  python -m benchmarks.divergence --ratio 10 [--epochs 12] [--seed 0]
+      [--dense runs/benchmarks/lenet5/s0/gsm_r10] [--json out.json]
+
+Trains GSM on Fashion-MNIST with the LeNet-5 benchmark's pruning-phase
+settings (`benchmarks.run.FULL`, lr 3e-2, momentum 0.99 Nesterov, weight
+decay 5e-4, 16-epoch schedule) from the dense model of a benchmark run and,
+after each epoch, prints: the mean and largest training loss of the epoch;
+the fc1 units that are dead (0 on each of the first 10,000 training images,
+`benchmarks.dead_units`); and per kernel the share of the epoch's active
+weights (|g*w| at or above the step's threshold, averaged over the epoch),
+the largest |w|, and the root mean square of the weights and of the
+momentum. It stops after a non-finite loss.
+"""
+
+import argparse
+import json
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import dead_units
+from benchmarks import run
+from examples import input_pipeline
+from examples import train
+
+KERNELS = ('conv1', 'conv2', 'fc1', 'fc2')
+
+
+def make_step(graphdef, tx, config):
+  """A jitted GSM step that also returns the active weights per kernel."""
+
+  @jax.jit
+  def step(params, opt_state, images, labels):
+    def loss(p):
+      return train.loss_fn(nnx.merge(graphdef, p),
+                           train.preprocess(images, config), labels)[0]
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    threshold = opt_state[0].threshold
+    active = {k: jnp.sum(jnp.abs(grads[k]['kernel'][...] *
+                                 params[k]['kernel'][...]) >= threshold)
+              for k in KERNELS}
+    return optax.apply_updates(params, updates), opt_state, value, active
+
+  return step
+
+
+def layer_stats(params, opt_state):
+  momentum = opt_state[2].trace
+  out = {}
+  for k in KERNELS:
+    w = np.asarray(params[k]['kernel'][...])
+    z = np.asarray(momentum[k]['kernel'][...])
+    out[k] = {'max_abs_w': float(np.abs(w).max()),
+              'rms_w': float(np.sqrt(np.mean(w**2))),
+              'rms_momentum': float(np.sqrt(np.mean(z**2)))}
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument('--ratio', type=float, default=10.0)
+  parser.add_argument('--epochs', type=int, default=12)
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--dense', default='runs/benchmarks/lenet5/s0/gsm_r10')
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args()
+  config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', args.ratio,
+                           args.seed, args.dense, None, lottery=False)
+  images, labels = input_pipeline.load_idx(dead_units.DATA_DIR, 'train')
+  steps_per_epoch = len(images) // config.batch_size
+  model = train.Snapshots(args.dense).load('dense', config)
+  graphdef, params = nnx.split(model)
+  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch)
+  opt_state = tx.init(params)
+  step = make_step(graphdef, tx, config)
+  rng = np.random.default_rng(args.seed)
+  q = sum(np.asarray(params[k]['kernel'][...]).size for k in KERNELS)
+  q = int(q // args.ratio)
+  rows = []
+  for epoch in range(1, args.epochs + 1):
+    order = rng.permutation(len(images))
+    losses, active = [], {k: 0 for k in KERNELS}
+    for i in range(steps_per_epoch):
+      idx = np.sort(order[i * config.batch_size:(i + 1) * config.batch_size])
+      params, opt_state, value, counts = step(
+          params, opt_state, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+      losses.append(float(value))
+      for k in KERNELS:
+        active[k] += int(counts[k])
+    finite = bool(np.all(np.isfinite(losses)))
+    row = {'epoch': epoch, 'mean_loss': float(np.mean(losses)),
+           'max_loss': float(np.max(losses)),
+           'dead_fc1_units': dead_units.dead_units(
+               nnx.merge(graphdef, params), images[:10_000], config),
+           'active_share': {k: active[k] / steps_per_epoch / q
+                            for k in KERNELS},
+           'layers': layer_stats(params, opt_state)}
+    rows.append(row)
+    print(f"epoch {epoch:2d} loss {row['mean_loss']:.3f} (max "
+          f"{row['max_loss']:.3f}) dead fc1 {row['dead_fc1_units']:3d}  " +
+          '  '.join(f"{k}: {row['active_share'][k]:.1%} of active, max|w| "
+                    f"{row['layers'][k]['max_abs_w']:.3f}, rms z "
+                    f"{row['layers'][k]['rms_momentum']:.2e}"
+                    for k in KERNELS), flush=True)
+    if not finite:
+      break
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump({'ratio': args.ratio, 'seed': args.seed, 'dense': args.dense,
+                 'rows': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
