@@ -2,7 +2,8 @@
 
 Usage:
   python -m benchmarks.divergence --ratio 10 [--epochs 12] [--seed 0]
-      [--dense runs/benchmarks/lenet5/s0/gsm_r10] [--json out.json]
+      [--dense runs/benchmarks/lenet5/s0/gsm_r10] [--unranked fc2]
+      [--weight-decay 5e-4] [--freeze-biases] [--json out.json]
 
 Trains GSM on Fashion-MNIST with the LeNet-5 benchmark's pruning-phase
 settings (`benchmarks.run.FULL`, lr 3e-2, momentum 0.99 Nesterov, weight
@@ -12,7 +13,11 @@ the fc1 units that are dead (0 on each of the first 10,000 training images,
 `benchmarks.dead_units`); and per kernel the share of the epoch's active
 weights (|g*w| at or above the step's threshold, averaged over the epoch),
 the largest |w|, and the root mean square of the weights and of the
-momentum. It stops after a non-finite loss.
+momentum. It stops after a non-finite loss. ``--unranked`` names kernels
+left out of GSM's ranking (they take the full gradient and keep the weight
+decay; Q = N / ratio over the ranked kernels only), ``--weight-decay``
+replaces the schedule's decay and ``--freeze-biases`` keeps every bias at
+its dense value: interventions.
 """
 
 import argparse
@@ -23,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+import gsm_optax
 
 from benchmarks import dead_units
 from benchmarks import run
@@ -42,7 +49,7 @@ def make_step(graphdef, tx, config):
                            train.preprocess(images, config), labels)[0]
     value, grads = jax.value_and_grad(loss)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    threshold = opt_state[0].threshold
+    threshold = find_state(opt_state, gsm_optax.KeepTopTaylorState).threshold
     active = {k: jnp.sum(jnp.abs(grads[k]['kernel'][...] *
                                  params[k]['kernel'][...]) >= threshold)
               for k in KERNELS}
@@ -51,8 +58,37 @@ def make_step(graphdef, tx, config):
   return step
 
 
+def make_tx(config, steps_per_epoch, unranked=(), freeze_biases=False):
+  """The run's GSM; kernels in ``unranked`` are left out of the ranking;
+  with ``freeze_biases`` no 1-d leaf moves."""
+  tx = _gsm(config, steps_per_epoch, unranked)
+  if freeze_biases:
+    tx = optax.chain(tx, optax.masked(
+        optax.set_to_zero(), lambda p: jax.tree.map(lambda w: w.ndim == 1, p)))
+  return tx
+
+
+def _gsm(config, steps_per_epoch, unranked):
+  if not unranked:
+    return train.gsm_with_ratio_warmup(config, steps_per_epoch)
+  g = config.gsm
+  return gsm_optax.gsm(
+      train.learning_rate_schedule(g, steps_per_epoch), config.ratio,
+      momentum=g.momentum, weight_decay=g.weight_decay, nesterov=g.nesterov,
+      prunable=lambda p: jax.tree_util.tree_map_with_path(
+          lambda path, w: w.ndim >= 2 and jax.tree_util.keystr(
+              path[:1], simple=True) not in unranked, p),
+      weight_decay_mask=gsm_optax.default_prunable)
+
+
+def find_state(opt_state, kind):
+  """The first ``kind`` state in a (possibly nested) optax state."""
+  return next(s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda s: isinstance(s, kind)) if isinstance(s, kind))
+
+
 def layer_stats(params, opt_state):
-  momentum = opt_state[2].trace
+  momentum = find_state(opt_state, optax.TraceState).trace
   out = {}
   for k in KERNELS:
     w = np.asarray(params[k]['kernel'][...])
@@ -70,19 +106,26 @@ def main():
   parser.add_argument('--epochs', type=int, default=12)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--dense', default='runs/benchmarks/lenet5/s0/gsm_r10')
+  parser.add_argument('--unranked', default='')
+  parser.add_argument('--weight-decay', type=float, default=None)
+  parser.add_argument('--freeze-biases', action='store_true')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
+  unranked = [k for k in args.unranked.split(',') if k]
   config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', args.ratio,
                            args.seed, args.dense, None, lottery=False)
+  if args.weight_decay is not None:
+    config.gsm.weight_decay = args.weight_decay
   images, labels = input_pipeline.load_idx(dead_units.DATA_DIR, 'train')
   steps_per_epoch = len(images) // config.batch_size
   model = train.Snapshots(args.dense).load('dense', config)
   graphdef, params = nnx.split(model)
-  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch)
+  tx = make_tx(config, steps_per_epoch, unranked, args.freeze_biases)
   opt_state = tx.init(params)
   step = make_step(graphdef, tx, config)
   rng = np.random.default_rng(args.seed)
-  q = sum(np.asarray(params[k]['kernel'][...]).size for k in KERNELS)
+  q = sum(np.asarray(params[k]['kernel'][...]).size for k in KERNELS
+          if k not in unranked)
   q = int(q // args.ratio)
   rows = []
   for epoch in range(1, args.epochs + 1):
@@ -115,7 +158,10 @@ def main():
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'ratio': args.ratio, 'seed': args.seed, 'dense': args.dense,
-                 'rows': rows}, f, indent=1)
+                 'unranked': unranked,
+                 'weight_decay': config.gsm.weight_decay,
+                 'freeze_biases': args.freeze_biases, 'rows': rows}, f,
+                indent=1)
 
 
 if __name__ == '__main__':

@@ -208,3 +208,32 @@ def test_divergence_step_counts_the_active_weights_per_kernel():
   stats = divergence.layer_stats(params, opt_state)
   assert set(stats) == set(divergence.KERNELS)
   assert all(s['rms_momentum'] > 0 for s in stats.values())
+
+
+def test_divergence_unranked_kernels_take_the_full_gradient():
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
+  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  from examples import models  # pylint: disable=import-outside-toplevel
+  config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', 10.0, 0,
+                           None, None, lottery=False)
+  config.gsm.weight_decay = 0.0  # so that only the gradient moves a weight
+  _, params = nnx.split(models.create_model('lenet5', 10, 0))
+  grads = jax.tree.map(jax.numpy.ones_like, params)
+  moved = {}
+  for unranked in ((), ('fc2',)):
+    tx = divergence.make_tx(config, 4, unranked)
+    state = tx.init(params)
+    for _ in range(2):  # the first step's learning rate is 0 (warm-up)
+      updates, state = tx.update(grads, state, params)
+    moved[unranked] = np.count_nonzero(updates['fc2']['kernel'][...])
+  assert 0 < moved[()] < 5000  # ranked: only fc2's active weights move
+  assert moved[('fc2',)] == 5000  # unranked: every fc2 weight moves
+  tx = divergence.make_tx(config, 4, freeze_biases=True)
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+  assert all(not np.any(updates[k]['bias'][...]) for k in divergence.KERNELS)
+  assert np.any(updates['fc2']['kernel'][...])
