@@ -21,6 +21,7 @@ its dense value: interventions.
 """
 
 import argparse
+import itertools
 import json
 
 import flax.nnx as nnx
@@ -33,6 +34,7 @@ import gsm_optax
 
 from benchmarks import dead_units
 from benchmarks import run
+from benchmarks import train_step
 from examples import input_pipeline
 from examples import train
 
@@ -49,7 +51,8 @@ def make_step(graphdef, tx, config):
                            train.preprocess(images, config), labels)[0]
     value, grads = jax.value_and_grad(loss)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    threshold = find_state(opt_state, gsm_optax.KeepTopTaylorState).threshold
+    threshold = train.find_state(opt_state,
+                                 gsm_optax.KeepTopTaylorState).threshold
     active = {k: jnp.sum(jnp.abs(grads[k]['kernel'][...] *
                                  params[k]['kernel'][...]) >= threshold)
               for k in KERNELS}
@@ -81,14 +84,8 @@ def _gsm(config, steps_per_epoch, unranked):
       weight_decay_mask=gsm_optax.default_prunable)
 
 
-def find_state(opt_state, kind):
-  """The first ``kind`` state in a (possibly nested) optax state."""
-  return next(s for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda s: isinstance(s, kind)) if isinstance(s, kind))
-
-
 def layer_stats(params, opt_state):
-  momentum = find_state(opt_state, optax.TraceState).trace
+  momentum = train.find_state(opt_state, optax.TraceState).trace
   out = {}
   for k in KERNELS:
     w = np.asarray(params[k]['kernel'][...])
@@ -123,18 +120,16 @@ def main():
   tx = make_tx(config, steps_per_epoch, unranked, args.freeze_biases)
   opt_state = tx.init(params)
   step = make_step(graphdef, tx, config)
-  rng = np.random.default_rng(args.seed)
+  data = train_step.batches(images, labels, config.batch_size, args.seed)
   q = sum(np.asarray(params[k]['kernel'][...]).size for k in KERNELS
           if k not in unranked)
   q = int(q // args.ratio)
   rows = []
   for epoch in range(1, args.epochs + 1):
-    order = rng.permutation(len(images))
     losses, active = [], {k: 0 for k in KERNELS}
-    for i in range(steps_per_epoch):
-      idx = np.sort(order[i * config.batch_size:(i + 1) * config.batch_size])
+    for x, y in itertools.islice(data, steps_per_epoch):
       params, opt_state, value, counts = step(
-          params, opt_state, jnp.asarray(images[idx]), jnp.asarray(labels[idx]))
+          params, opt_state, jnp.asarray(x), jnp.asarray(y))
       losses.append(float(value))
       for k in KERNELS:
         active[k] += int(counts[k])

@@ -24,7 +24,6 @@ previous step's threshold: 14.0 passes on average, at most 27.)
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -126,6 +125,7 @@ def main():
   import jax.numpy as jnp
 
   import gsm_optax
+  from benchmarks import search_kernels
   from examples import input_pipeline
   from examples import train
   from examples.configs import lenet300_fmnist
@@ -171,8 +171,8 @@ def main():
     scores = np.concatenate([t.ravel() for t in leaves])
     if step_index % 10 == 0:
       for method, search in searches.items():
-        seconds[method].append(_median_seconds(
-            search, [jnp.asarray(t) for t in leaves]))
+        seconds[method].append(search_kernels.median_us(
+            search, [jnp.asarray(t) for t in leaves], repeats=20))
     keys = scores.view(np.int32)
     descending = np.sort(keys)[::-1]
     for ratio in ratios:
@@ -195,19 +195,9 @@ def main():
   print(f'search time at 60x on {len(seconds["bisect"])} steps '
         f'({jax.devices()[0].device_kind}): median (min-max) over steps')
   for method, t in seconds.items():
-    t = np.array(t) * 1e6
+    t = np.array(t)
     print(f'  {method:<12} {np.median(t):6.0f} us ({t.min():.0f}-'
           f'{t.max():.0f})')
-
-
-def _median_seconds(f, args, repeats=20):
-  f(args)[0].block_until_ready()  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    f(args)[0].block_until_ready()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 if __name__ == '__main__':

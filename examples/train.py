@@ -360,16 +360,20 @@ def evaluate(model, data, config, mesh=None):
   return total / count
 
 
+def find_state(opt_state, kind):
+  """The first ``kind`` state in a (possibly nested) optax state, or None."""
+  return next((s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda s: isinstance(s, kind))
+               if isinstance(s, kind)), None)
+
+
 def mask_stats(optimizer):
   """Threshold and active count of GSM's mask state (None in other phases)."""
-  found = [s for s in jax.tree.leaves(
-      optimizer.opt_state, is_leaf=lambda s: isinstance(
-          s, gsm_optax.KeepTopTaylorState))
-           if isinstance(s, gsm_optax.KeepTopTaylorState)]
-  if not found:
+  found = find_state(optimizer.opt_state, gsm_optax.KeepTopTaylorState)
+  if found is None:
     return {}
-  return {'num_active': int(found[0].num_active[...]),
-          'threshold': float(found[0].threshold[...])}
+  return {'num_active': int(found.num_active[...]),
+          'threshold': float(found.threshold[...])}
 
 
 class Checkpoints:

@@ -254,6 +254,7 @@ def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
   usable = jnp.isfinite(score_sum) & _all_leaves_countable_in_float(scores)
   q = jnp.asarray(q, key_dtype)
   keys_per_efold = np.asarray(2.0**info.nmant / np.log(2.0), score_dtype)
+  one = jnp.ones((), score_dtype)
 
   def log_ratio(n):
     # log(n / Q) from the exact difference n - Q (a count of 0 read as 1/2),
@@ -281,7 +282,6 @@ def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
     lo, n_lo = jnp.where(up, candidate, lo), jnp.where(up, n, n_lo)
     hi, n_hi = jnp.where(up, hi, candidate), jnp.where(up, n_hi, n)
     # Illinois: an end kept twice in a row counts half in the next step.
-    one = jnp.ones((), score_dtype)
     w_hi = jnp.where(up, jnp.where(kept == 1, w_hi / 2, w_hi), one)
     w_lo = jnp.where(up, one, jnp.where(kept == -1, w_lo / 2, w_lo))
     kept = jnp.where(up, 1, -1).astype(jnp.int32)
@@ -303,7 +303,6 @@ def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
 
   mean_key = jax.lax.bitcast_convert_type(
       (score_sum / total).astype(score_dtype), key_dtype)
-  one = jnp.ones((), score_dtype)
   init = (jnp.zeros((), jnp.int32), floor_key, jnp.asarray(total, key_dtype),
           inf_key, jnp.zeros((), key_dtype), mean_key,
           jnp.zeros((), jnp.int32), one, one, mean_key,
