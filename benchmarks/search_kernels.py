@@ -6,14 +6,16 @@ On one float32 array of ``--size`` random scores |N(0,1) * N(0,1)| (the
 size of LeNet-300-100's kernels), times:
 
 * per pass, inside a jitted ``fori_loop`` of 20 passes (so that the call
-  overhead is shared): the count the searches use (float compare written as
-  bfloat16, summed in float32), the same written as float32, the count on
+  overhead is shared): the two counts the searches use (on XLA:CPU, for a
+  matrix: the float compare times a vector of ones, here on the scores as
+  a matrix of rows of 200; otherwise: the float compare written as
+  bfloat16, summed in float32), the latter written as float32, the count on
   the integer keys, a float and an integer minimum of
   the scores above a candidate, and counts of 2, 4 and 8 candidates in one
   pass;
 * per call: a scatter histogram (256 and 65,536 bins), `jnp.nonzero`,
   `jnp.cumsum`, `jax.lax.top_k` for several k, and the whole search of each
-  route (``global_threshold`` at Q = size / 60).
+  route (``global_threshold`` at Q = size / 60, the scores as rows of 200).
 
 Medians of ``--repeats`` calls after compilation, in microseconds. The
 README's "Step overhead" section quotes a run of it.
@@ -62,7 +64,17 @@ def multi_count(k):
   return body
 
 
+def matrix_count(t, keys, value, key):
+  """The searches' count on XLA:CPU, on the scores as rows of 200."""
+  del keys, key
+  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  return select._count_leaf_cpu(  # pylint: disable=protected-access
+      t.reshape(-1, 200), value, jnp.int32)
+
+
 PASSES = {
+    'count, matrix compare times ones (the searches, XLA:CPU, matrices)':
+        matrix_count,
     'count, float compare as bfloat16 summed in float32 (the searches)':
         lambda t, k, v, c: jnp.sum((t >= v).astype(jnp.bfloat16),
                                    dtype=jnp.float32),
@@ -98,7 +110,8 @@ def calls(size):
       out[f"global_threshold(method='{method}'), Q = size / 60"] = jax.jit(
           functools.partial(
               lambda x, m: gsm_optax.global_threshold(
-                  [jax.lax.bitcast_convert_type(x, jnp.float32)], q, m), m=method))
+                  [jax.lax.bitcast_convert_type(x, jnp.float32).reshape(
+                      -1, 200)], q, m), m=method))
   return out
 
 
@@ -107,6 +120,9 @@ def main():
   parser.add_argument('--size', type=int, default=266200)
   parser.add_argument('--repeats', type=int, default=50)
   args = parser.parse_args()
+  if args.size % 200:
+    parser.error(f'--size must be a multiple of 200 (rows of 200 scores); '
+                 f'got {args.size}.')
   rng = np.random.default_rng(0)
   scores = jnp.asarray(np.abs(rng.standard_normal(args.size) *
                               rng.standard_normal(args.size)), jnp.float32)

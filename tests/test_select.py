@@ -91,15 +91,49 @@ def test_masks_identical_for_low_precision_and_mixed_dtypes(dtypes, ratio):
   assert float(state.threshold) == np.array(key, np.int32).view(np.float32)
 
 
-def test_large_leaf_counts_exactly():
-  # Partial float counts must stay exact past 2**24 elements in one leaf.
-  n = 2**24 + 3
-  scores = [jnp.ones((n // 7 + 1, 7), jnp.float32)]
+@pytest.mark.parametrize('shape', [(2**24 // 7 + 1, 7), (2**24 // 128 + 1, 128)])
+def test_large_leaf_counts_exactly(shape):
+  # Partial float counts must stay exact past 2**24 elements in one leaf
+  # (rows of 7 are reduced, rows of 128 are counted as a matrix product).
+  scores = [jnp.ones(shape, jnp.float32)]
   for method in ('interpolate', 'bisect'):
     key, count = jax.jit(gsm_optax.global_threshold, static_argnums=(1, 2))(
         scores, 2**24 + 1, method)
     assert int(count) == scores[0].size
     assert float(gsm_optax.key_to_score(key, jnp.float32)) == 1.0
+
+
+@pytest.mark.parametrize('shape', [(784, 300), (64, 64), (31, 100), (100, 10),
+                                   (40, 20000), (3, 3, 64, 64), (1000,)])
+def test_count_kernels_agree_with_numpy(shape):
+  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  t = np.abs(rng.standard_normal(shape)).astype(np.float32)
+  t.reshape(-1)[::7] = 0.5  # ties at a candidate
+  for value in (0.5, float(np.median(t)), 3.0, 1e-30, 100.0):
+    for kernel in (select._count_leaf, select._count_leaf_cpu):
+      count = jax.jit(kernel, static_argnames='dtype')(
+          jnp.asarray(t), jnp.float32(value), dtype=jnp.int32)
+      assert int(count) == np.sum(t >= np.float32(value)), (kernel, value)
+
+
+def _compiled_search(shape, method='interpolate'):
+  return jax.jit(lambda s: gsm_optax.global_threshold(s, 100, method)).lower(
+      [jnp.ones(shape, jnp.float32)]).compile().as_text()
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU route')
+def test_cpu_counts_matrices_as_a_product_and_others_by_reduction():
+  assert ' dot(' in _compiled_search((784, 300))
+  assert ' dot(' not in _compiled_search((3, 3, 64, 64))
+
+
+@pytest.mark.parametrize('method', ['interpolate', 'bisect'])
+def test_searches_write_no_copy_of_the_keys(method):
+  # The integer keys (for non-finite scores) are compared where they are
+  # made; a copy of all of them would cost a pass over memory every step.
+  text = _compiled_search((784, 300), method)
+  assert 's32[784,300]' not in text[text.index('ENTRY'):]
 
 
 def wide_scores(kind, rng, n=20000):
@@ -144,14 +178,17 @@ def test_interpolate_is_exact_before_and_after_it_bisects(
     assert int(n) == np.sum(all_keys >= expected), q
 
 
+@pytest.mark.parametrize('rows, cols', [(40, 50), (32, 64)])
 @pytest.mark.parametrize('method', ['interpolate', 'bisect'])
-def test_searches_are_exact_on_float64_scores(method):
+def test_searches_are_exact_on_float64_scores(method, rows, cols):
   rng = np.random.default_rng(5)
   with jax.enable_x64(True):
     x = np.concatenate([np.exp(20 * rng.standard_normal(3000)),
                         np.full(500, 1e-310), np.zeros(500),
                         np.full(300, 2.0**-1000)])
-    scores = [jnp.asarray(x[:2000].reshape(40, 50)), jnp.asarray(x[2000:])]
+    # Rows of 50 are reduced, rows of 64 counted as a matrix product.
+    scores = [jnp.asarray(x[:rows * cols].reshape(rows, cols)),
+              jnp.asarray(x[rows * cols:])]
     keys = np.sort(x.view(np.int64))[::-1]
     f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, method))
     for q in (1, 10, 1500, 3001, 3400, 3700, 4300):

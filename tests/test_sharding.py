@@ -17,7 +17,10 @@ pytestmark = pytest.mark.skipif(
 
 def tree(seed):
   rng = np.random.default_rng(seed)
-  shapes = {'conv': (3, 3, 16, 32), 'dense': (256, 64), 'out': (64, 8),
+  # 'wide' is split along an inner axis, which a count that merged the
+  # leading axes would gather; 'tall' along its last axis.
+  shapes = {'conv': (3, 3, 16, 32), 'wide': (3, 3, 128, 64),
+            'dense': (256, 64), 'tall': (64, 256), 'out': (64, 8),
             'bias': (64,)}
   return {k: jnp.asarray(rng.normal(size=s), jnp.float32)
           for k, s in shapes.items()}

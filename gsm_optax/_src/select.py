@@ -30,7 +30,10 @@ Each count compares the scores as floats against the candidate's value and
 sums the 0/1 results in float. On XLA:CPU (jax 0.10.2, LeNet-300's scores)
 this ran the search 1.9x faster than the float step-function kernel used
 before, and faster than summing integer comparisons of the keys; stopping
-early gained another 1.14x (`benchmarks.step_overhead` times whole steps). A
+early gained another 1.14x (`benchmarks.step_overhead` times whole steps).
+On XLA:CPU a matrix's 0/1 results are summed as a product with a vector of
+ones, which XLA fuses with the comparison (`_count_leaf_cpu`). The integer
+keys are made only where they are compared, never written out. A
 float comparison orders like the keys for finite scores against a normal
 candidate, also under XLA:CPU's flush-to-zero (a denormal score reads as 0,
 still below). Otherwise (inf or NaN among the scores, or a denormal
@@ -104,24 +107,59 @@ def key_to_score(key: jax.Array, score_dtype) -> jax.Array:
   return jax.lax.bitcast_convert_type(key, jnp.dtype(score_dtype))
 
 
-def _count_exact(keys: Sequence[jax.Array], key: jax.Array) -> jax.Array:
-  return sum(jnp.sum(k >= key, dtype=key.dtype) for k in keys)
+def _count_exact(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
+  # The keys are made where they are compared, so that no copy is written.
+  return sum(jnp.sum(k >= key, dtype=key.dtype) for k in score_keys(scores))
 
 
 def _count_float(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
   """count(score >= value(key)), summed in float, exact for guarded inputs."""
   value = key_to_score(key, scores[0].dtype)
-  total = jnp.zeros((), key.dtype)
-  for t in scores:
-    # The 0/1 results as bfloat16 (exact), summed in the scores' dtype: on
-    # XLA:CPU, which writes them out before reducing, a narrower array made
-    # a pass about a quarter faster (benchmarks/search_kernels.py).
-    step = (t >= value).astype(jnp.bfloat16)
-    # Reduce trailing axes while each partial count is exactly representable,
-    # then add the partial counts as integers.
-    axes = _exact_reduction_axes(t.shape, t.dtype)
-    total += jnp.sum(jnp.sum(step, axis=axes, dtype=t.dtype).astype(key.dtype))
-  return total
+  return sum(jax.lax.platform_dependent(
+      t, value, cpu=functools.partial(_count_leaf_cpu, dtype=key.dtype),
+      default=functools.partial(_count_leaf, dtype=key.dtype)) for t in scores)
+
+
+def _count_leaf(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
+  """count(t >= value) as ``dtype``: a reduction of the 0/1 comparison."""
+  # The 0/1 results as bfloat16 (exact), summed in the scores' dtype: on
+  # XLA:CPU, which writes them out before reducing, a narrower array made
+  # a pass about a quarter faster (benchmarks/search_kernels.py).
+  step = (t >= value).astype(jnp.bfloat16)
+  # Reduce trailing axes while each partial count is exactly representable,
+  # then add the partial counts as integers.
+  axes = _exact_reduction_axes(t.shape, t.dtype)
+  return jnp.sum(jnp.sum(step, axis=axes, dtype=t.dtype).astype(dtype))
+
+
+# Matrix shapes for which the CPU count below was measured to be fast.
+_ROW_MIN, _ROW_MAX, _ROWS_MIN = 64, 16384, 32
+
+
+def _count_leaf_cpu(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
+  """`_count_leaf` for XLA:CPU: a matrix's 0/1 comparison times ones.
+
+  XLA:CPU fuses the comparison, the transpose and the vector-matrix product
+  into one loop over the scores, split over the cores; the reduction in
+  `_count_leaf` writes the comparison out first. On the kernels of
+  LeNet-300-100 a pass took 17 us against 29 us (``python -m
+  benchmarks.search_kernels``). Each row's count is exact in float32 (a row
+  has at most ``_ROW_MAX`` scores); the rows add up as integers. Only
+  matrices take this route: merging the axes of a conv kernel would make
+  XLA gather a kernel split over devices along an inner axis (tested), and
+  without the merge the product was 4 to 30 times slower. Other arrays, and
+  matrices with too few or too long rows, take `_count_leaf`.
+  """
+  if not _fast_matrix(t.shape):
+    return _count_leaf(t, value, dtype)
+  per_row = jnp.ones((t.shape[1],), jnp.float32) @ (t >= value).astype(
+      jnp.float32).T
+  return jnp.sum(per_row.astype(dtype))
+
+
+def _fast_matrix(shape) -> bool:
+  return (len(shape) == 2 and shape[0] >= _ROWS_MIN and
+          _ROW_MIN <= shape[1] <= _ROW_MAX)
 
 
 def _exact_reduction_axes(shape, dtype) -> tuple[int, ...]:
@@ -148,22 +186,21 @@ def _float_kernel_floor(score_dtype) -> int:
   return int(np.array(tiny, score_dtype).view(_key_dtype(score_dtype)))
 
 
-def _bisect_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
-                q) -> tuple[jax.Array, jax.Array]:
-  key_dtype = keys[0].dtype
-  nbits = 8 * key_dtype.itemsize - 1  # the sign bit of |x| is always 0
+def _bisect_key(scores: Sequence[jax.Array], q) -> tuple[jax.Array, jax.Array]:
   score_dtype = scores[0].dtype
+  key_dtype = _key_dtype(score_dtype)
+  nbits = 8 * key_dtype.itemsize - 1  # the sign bit of |x| is always 0
   # Any inf or NaN turns the sum of t * 0 into NaN: one fast reduction.
   all_finite = jnp.isfinite(sum(jnp.sum(t * 0) for t in scores))
   can_use_float = all_finite & _all_leaves_countable_in_float(scores)
   floor_key = jnp.asarray(_float_kernel_floor(score_dtype), key_dtype)
-  total = sum(k.size for k in keys)
+  total = sum(t.size for t in scores)
   q = jnp.asarray(q, key_dtype)
 
   def count(candidate):
     return jax.lax.cond(can_use_float & (candidate >= floor_key),
                         lambda c: _count_float(scores, c),
-                        lambda c: _count_exact(keys, c), candidate)
+                        lambda c: _count_exact(scores, c), candidate)
 
   def undecided(carry):
     i, _, n_prefix = carry
@@ -187,16 +224,17 @@ def _bisect_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
       n_prefix == q,
       lambda p: jax.lax.cond(can_use_float & (p >= floor_key),
                              lambda p: _least_at_least_float(scores, p),
-                             lambda p: _least_at_least(keys, p), p),
+                             lambda p: _least_at_least(scores, p), p),
       lambda p: p, prefix)
   return key, n_prefix
 
 
-def _least_at_least(keys: Sequence[jax.Array], key: jax.Array) -> jax.Array:
+def _least_at_least(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
   """The smallest key ``>= key`` over all arrays (one must exist)."""
   top = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)
   return functools.reduce(jnp.minimum, [
-      jnp.min(jnp.where(k >= key, k, top), initial=top) for k in keys])
+      jnp.min(jnp.where(k >= key, k, top), initial=top)
+      for k in score_keys(scores)])
 
 
 def _least_at_least_float(scores: Sequence[jax.Array],
@@ -223,7 +261,7 @@ _TAIL_EXPONENT = 1.5
 _INTERPOLATION_PASSES = 16
 
 
-def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
+def _interpolate_key(scores: Sequence[jax.Array],
                      q) -> tuple[jax.Array, jax.Array]:
   """The Q-th largest key by regula falsi on log(count) against the key.
 
@@ -243,12 +281,12 @@ def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
   search hands over to `_bisect_key`.
   """
   score_dtype = scores[0].dtype
-  key_dtype = keys[0].dtype
+  key_dtype = _key_dtype(score_dtype)
   info = np.finfo(score_dtype)
   floor_key = jnp.asarray(_float_kernel_floor(score_dtype), key_dtype)
   inf_key = jnp.asarray(np.array(np.inf, score_dtype).view(key_dtype),
                         key_dtype)
-  total = sum(k.size for k in keys)
+  total = sum(t.size for t in scores)
   # One pass: a sum is finite only if every score is; it also gives the mean.
   score_sum = sum(jnp.sum(t) for t in scores)
   usable = jnp.isfinite(score_sum) & _all_leaves_countable_in_float(scores)
@@ -315,7 +353,7 @@ def _interpolate_key(scores: Sequence[jax.Array], keys: Sequence[jax.Array],
     return key, n_lo
 
   return jax.lax.cond(lo == floor_key,
-                      lambda lo, n_lo: _bisect_key(scores, keys, q),
+                      lambda lo, n_lo: _bisect_key(scores, q),
                       finish, lo, n_lo)
 
 
@@ -323,15 +361,16 @@ def _all_leaves_countable_in_float(scores) -> bool:
   return all(_exact_reduction_axes(t.shape, t.dtype) for t in scores)
 
 
-def _top_k_key(keys: Sequence[jax.Array], q) -> tuple[jax.Array, jax.Array]:
+def _top_k_key(scores: Sequence[jax.Array],
+               q) -> tuple[jax.Array, jax.Array]:
   if isinstance(q, jax.core.Tracer):
     raise ValueError(
         "method='top_k' needs a static number of weights to keep (a Python "
         "`ratio`); with a traced ratio (e.g. under optax.inject_hyperparams) "
         "use method='interpolate' or method='bisect'.")
-  flat = jnp.concatenate([k.reshape(-1) for k in keys])
+  flat = jnp.concatenate([k.reshape(-1) for k in score_keys(scores)])
   key = jax.lax.top_k(flat, int(q))[0][-1]
-  return key, _count_exact(keys, key)
+  return key, _count_exact(scores, key)
 
 
 def global_threshold(scores: Sequence[jax.Array], q,
@@ -361,9 +400,8 @@ def global_threshold(scores: Sequence[jax.Array], q,
   if method not in METHODS:
     raise ValueError(f'`method` must be one of {METHODS}; got {method!r}.')
   scores = list(scores)
-  keys = score_keys(scores)
   if method == 'top_k':
-    return _top_k_key(keys, q)
+    return _top_k_key(scores, q)
   if method == 'bisect':
-    return _bisect_key(scores, keys, q)
-  return _interpolate_key(scores, keys, q)
+    return _bisect_key(scores, q)
+  return _interpolate_key(scores, q)
