@@ -178,9 +178,10 @@ def test_search_kernels_times_every_pass_and_route():
        '--repeats', '2'], cwd=ROOT, check=True, capture_output=True,
       text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
   assert 'bfloat16 summed in float32 (the searches)' in out
+  assert 'matrix compare times ones (the searches, XLA:CPU' in out
   for method in ('interpolate', 'bisect'):
     assert f"global_threshold(method='{method}')" in out
-  assert out.count(' us\n') == 8 + 9  # passes, then calls
+  assert out.count(' us\n') == 9 + 9  # passes, then calls
 
 
 def test_divergence_step_counts_the_active_weights_per_kernel():
