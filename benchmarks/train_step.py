@@ -17,6 +17,11 @@ repeats and 1.42x after 200 for LeNet-300, close to this benchmark's
 bisect column.)
 GSM runs once per selection route in ``--methods``, all in the same
 rotation. The table shows medians of the timed steps and their ratios.
+
+``--parts`` adds two steps to the rotation that split GSM's overhead:
+``mask`` scores |g * w| and masks the gradient at a fixed threshold (no
+search), and ``search`` scores and runs the default search but keeps only
+its result in the state, so the update does not wait for it.
 """
 
 import argparse
@@ -29,6 +34,9 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+import gsm_optax
 
 from examples import input_pipeline
 from examples import models
@@ -48,6 +56,47 @@ def make_step(config, tx, params=None):
   return train.make_train_step(graphdef, config), (graphdef, state)
 
 
+def fixed_threshold_mask(threshold: float,
+                         search: bool = False) -> optax.GradientTransformation:
+  """GSM's mask without its search, or (``search=True``) its search without
+  the mask: for ``--parts``. The state is GSM's `KeepTopTaylorState`; with
+  ``search`` it holds the search's result (Q = N / 60)."""
+
+  def init_fn(params):
+    del params
+    return gsm_optax.KeepTopTaylorState(jnp.zeros((), jnp.float32),
+                                        jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params):
+    leaves, treedef = jax.tree.flatten(params)
+    grads = treedef.flatten_up_to(updates)
+    chosen = [i for i, w in enumerate(leaves) if w.ndim >= 2]
+    scores = gsm_optax.taylor_scores([grads[i] for i in chosen],
+                                     [leaves[i] for i in chosen])
+    if search:
+      key, n = gsm_optax.global_threshold(
+          scores, sum(t.size for t in scores) // 60)
+      return updates, gsm_optax.KeepTopTaylorState(
+          gsm_optax.key_to_score(key, jnp.float32), n.astype(jnp.int32))
+    for i, t in zip(chosen, scores):
+      grads[i] = jnp.where(t >= threshold, grads[i], 0.0)
+    return jax.tree.unflatten(treedef, grads), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _parts(config, steps_per_epoch):
+  g = config.gsm
+  tail = (optax.add_decayed_weights(g.weight_decay,
+                                    mask=gsm_optax.default_prunable),
+          optax.trace(decay=g.momentum, nesterov=g.nesterov),
+          optax.scale_by_learning_rate(
+              train.learning_rate_schedule(g, steps_per_epoch)))
+  return {'mask': optax.chain(fixed_threshold_mask(1e-7), *tail),
+          'search': optax.chain(fixed_threshold_mask(0.0, search=True),
+                                *tail)}
+
+
 def batches(images, labels, batch_size, seed):
   """Endless shuffled batches of the training set."""
   rng = np.random.default_rng(seed)
@@ -58,9 +107,10 @@ def batches(images, labels, batch_size, seed):
       yield images[idx], labels[idx]
 
 
-def time_case(config, repeats, dense_steps, methods):
-  """Median seconds of the SGD step and of GSM's per route, after a dense
-  start: ``{'sgd': s, 'interpolate': s, ...}``."""
+def time_case(config, repeats, dense_steps, methods, parts=False):
+  """Median seconds of the SGD step and of GSM's per route (and with
+  ``parts`` of the two partial steps), after a dense start: ``{'sgd': s,
+  'interpolate': s, ...}``."""
   images, labels = input_pipeline.load_split(config, 'train')
   steps_per_epoch = len(images) // config.batch_size
   data = batches(images, labels, config.batch_size, seed=0)
@@ -77,6 +127,9 @@ def time_case(config, repeats, dense_steps, methods):
     config.method = method
     runs[method] = make_step(config, train.gsm_with_ratio_warmup(
         config, steps_per_epoch), dense)
+  if parts:
+    for name, tx in _parts(config, steps_per_epoch).items():
+      runs[name] = make_step(config, tx, dense)
   states = {name: s for name, (_, (_, s)) in runs.items()}
   times = {name: [] for name in runs}
   for i in range(repeats + 3):
@@ -96,23 +149,26 @@ def main():
   parser.add_argument('--dense-steps', type=int, default=235)
   parser.add_argument('--models', default='lenet300,lenet5')
   parser.add_argument('--methods', default='interpolate,bisect')
+  parser.add_argument('--parts', action='store_true')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   methods = args.methods.split(',')
+  columns = methods + (['mask', 'search'] if args.parts else [])
   rows = []
   print(f'jax {jax.__version__}, {jax.devices()[0].device_kind}, batch 256, '
         f'{args.dense_steps} dense steps, {args.repeats} timed steps')
   print(f"{'model':<10} {'ratio':>6} {'sgd step':>10} " + ' '.join(
-      f'{m + " / sgd":>17}' for m in methods))
+      f'{m + " / sgd":>17}' for m in columns))
   for name, config_name, ratio in CASES:
     if name not in args.models.split(','):
       continue
     config = importlib.import_module(
         f'examples.configs.{config_name}').get_config()
     config.ratio = ratio
-    seconds = time_case(config, args.repeats, args.dense_steps, methods)
+    seconds = time_case(config, args.repeats, args.dense_steps, methods,
+                        args.parts)
     print(f"{name:<10} {ratio:>5g}x {seconds['sgd'] * 1e3:>8.2f}ms " +
-          ' '.join(f"{seconds[m] / seconds['sgd']:>16.2f}x" for m in methods),
+          ' '.join(f"{seconds[m] / seconds['sgd']:>16.3f}x" for m in columns),
           flush=True)
     rows.append({'model': name, 'ratio': ratio, 'seconds': seconds,
                  'repeats': args.repeats, 'dense_steps': args.dense_steps})

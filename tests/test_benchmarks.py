@@ -238,3 +238,27 @@ def test_divergence_unranked_kernels_take_the_full_gradient():
     updates, state = tx.update(grads, state, params)
   assert all(not np.any(updates[k]['bias'][...]) for k in divergence.KERNELS)
   assert np.any(updates['fc2']['kernel'][...])
+
+
+def test_train_step_parts_mask_without_search_and_search_without_mask():
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import train_step  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=(30, 20)).astype(np.float32),
+            'b': rng.normal(size=(20,)).astype(np.float32)}
+  grads = {k: rng.normal(size=v.shape).astype(np.float32)
+           for k, v in params.items()}
+  scores = np.abs(grads['w'] * params['w'])
+  threshold = float(np.median(scores))
+  tx = train_step.fixed_threshold_mask(threshold)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(
+      updates['w'], np.where(scores >= threshold, grads['w'], 0.0))
+  np.testing.assert_array_equal(updates['b'], grads['b'])
+  tx = train_step.fixed_threshold_mask(0.0, search=True)
+  updates, state = tx.update(grads, tx.init(params), params)
+  for k in params:
+    np.testing.assert_array_equal(updates[k], grads[k])
+  q = scores.size // 60
+  assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
+  assert int(state.num_active) == np.sum(scores >= state.threshold)
