@@ -4,6 +4,7 @@ Usage:
   python -m benchmarks.divergence --ratio 10 [--epochs 12] [--seed 0]
       [--dense runs/benchmarks/lenet5/s0/gsm_r10] [--unranked fc2]
       [--weight-decay 5e-4] [--freeze-biases] [--json out.json]
+  python -m benchmarks.divergence --gradient-share [--ratios 10,30,125]
 
 Trains GSM on Fashion-MNIST with the LeNet-5 benchmark's pruning-phase
 settings (`benchmarks.run.FULL`, lr 3e-2, momentum 0.99 Nesterov, weight
@@ -18,6 +19,11 @@ left out of GSM's ranking (they take the full gradient and keep the weight
 decay; Q = N / ratio over the ranked kernels only), ``--weight-decay``
 replaces the schedule's decay and ``--freeze-biases`` keeps every bias at
 its dense value: interventions.
+
+``--gradient-share`` trains nothing: on 10 batches at the dense model it
+prints, per ratio, the share of the kernels' squared gradient norm that
+reaches the Q weights GSM would make active (largest |g * w|), and the
+share that a mask of the Q largest |w| would pass.
 """
 
 import argparse
@@ -84,6 +90,43 @@ def _gsm(config, steps_per_epoch, unranked):
       weight_decay_mask=gsm_optax.default_prunable)
 
 
+def gradient_shares(grads, weights, q):
+  """Shares of ``sum(g**2)`` on the Q largest |g * w| and the Q largest |w|.
+
+  Args:
+    grads, weights: flat arrays of one step's kernel gradients and weights.
+    q: how many weights a mask keeps.
+
+  Returns:
+    ``(share through GSM's mask, share through a magnitude mask)``.
+  """
+  total = np.sum(np.square(grads, dtype=np.float64))
+  shares = []
+  for score in (np.abs(grads * weights), np.abs(weights)):
+    top = np.argpartition(-score, q - 1)[:q]
+    shares.append(float(np.sum(np.square(grads[top], dtype=np.float64)) /
+                        total))
+  return tuple(shares)
+
+
+def print_gradient_shares(graphdef, params, data, config, ratios, n=10):
+  loss = lambda p, x, y: train.loss_fn(nnx.merge(graphdef, p),
+                                       train.preprocess(x, config), y)[0]
+  grad = jax.jit(jax.grad(loss))
+  shares = {r: [] for r in ratios}
+  for x, y in itertools.islice(data, n):
+    g = grad(params, jnp.asarray(x), jnp.asarray(y))
+    flat = [np.concatenate([np.asarray(tree[k]['kernel'][...]).ravel()
+                            for k in KERNELS]) for tree in (g, params)]
+    for r in ratios:
+      shares[r].append(gradient_shares(*flat, int(flat[0].size // r)))
+  for r, v in shares.items():
+    v = np.mean(v, axis=0)
+    print(f'{r:g}x: share of the squared gradient norm on the Q largest '
+          f'|g*w| {v[0]:.3f}, on the Q largest |w| {v[1]:.3f} (mean of {n} '
+          'batches at the dense model)')
+
+
 def layer_stats(params, opt_state):
   momentum = train.find_state(opt_state, optax.TraceState).trace
   out = {}
@@ -107,6 +150,8 @@ def main():
   parser.add_argument('--weight-decay', type=float, default=None)
   parser.add_argument('--freeze-biases', action='store_true')
   parser.add_argument('--json', default=None)
+  parser.add_argument('--gradient-share', action='store_true')
+  parser.add_argument('--ratios', default='10,30,125')
   args = parser.parse_args()
   unranked = [k for k in args.unranked.split(',') if k]
   config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', args.ratio,
@@ -117,6 +162,12 @@ def main():
   steps_per_epoch = len(images) // config.batch_size
   model = train.Snapshots(args.dense).load('dense', config)
   graphdef, params = nnx.split(model)
+  if args.gradient_share:
+    print_gradient_shares(
+        graphdef, params,
+        train_step.batches(images, labels, config.batch_size, args.seed),
+        config, [float(r) for r in args.ratios.split(',')])
+    return
   tx = make_tx(config, steps_per_epoch, unranked, args.freeze_biases)
   opt_state = tx.init(params)
   step = make_step(graphdef, tx, config)

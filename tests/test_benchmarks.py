@@ -262,3 +262,15 @@ def test_train_step_parts_mask_without_search_and_search_without_mask():
   q = scores.size // 60
   assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
   assert int(state.num_active) == np.sum(scores >= state.threshold)
+
+
+def test_gradient_shares_through_the_two_masks():
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
+  grads = np.array([3.0, 1.0, 0.1, 2.0])
+  weights = np.array([1.0, 5.0, 10.0, 0.1])
+  # |g*w| = 3, 5, 1, 0.2 -> top 2: indices 1, 0 (g**2 = 1 + 9 of 14.01);
+  # |w| top 2: indices 2, 1 (g**2 = 0.01 + 1).
+  by_score, by_magnitude = divergence.gradient_shares(grads, weights, 2)
+  assert np.isclose(by_score, 10 / 14.01)
+  assert np.isclose(by_magnitude, 1.01 / 14.01)
