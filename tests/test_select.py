@@ -91,7 +91,8 @@ def test_masks_identical_for_low_precision_and_mixed_dtypes(dtypes, ratio):
   assert float(state.threshold) == np.array(key, np.int32).view(np.float32)
 
 
-@pytest.mark.parametrize('shape', [(2**24 // 7 + 1, 7), (2**24 // 128 + 1, 128)])
+@pytest.mark.parametrize('shape', [(2**24 // 7 + 1, 7),
+                                   (2**24 // 128 + 1, 128)])
 def test_large_leaf_counts_exactly(shape):
   # Partial float counts must stay exact past 2**24 elements in one leaf
   # (rows of 7 are reduced, rows of 128 are counted as a matrix product).
