@@ -105,7 +105,8 @@ def test_large_leaf_counts_exactly(shape):
 
 
 @pytest.mark.parametrize('shape', [(784, 300), (64, 64), (31, 100), (100, 10),
-                                   (40, 20000), (3, 3, 64, 64), (1000,)])
+                                   (40, 20000), (3, 3, 64, 64), (1000,),
+                                   (1, 1, 256, 128), (1, 64, 1, 100)])
 def test_count_kernels_agree_with_numpy(shape):
   from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
@@ -126,6 +127,7 @@ def _compiled_search(shape, method='interpolate'):
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU route')
 def test_cpu_counts_matrices_as_a_product_and_others_by_reduction():
   assert ' dot(' in _compiled_search((784, 300))
+  assert ' dot(' in _compiled_search((1, 1, 256, 128))  # a 1x1 conv kernel
   assert ' dot(' not in _compiled_search((3, 3, 64, 64))
 
 

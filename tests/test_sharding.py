@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(
 def tree(seed):
   rng = np.random.default_rng(seed)
   # 'wide' is split along an inner axis, which a count that merged the
-  # leading axes would gather; 'tall' along its last axis.
+  # leading axes would gather; 'tall' and 'pointwise' (a 1x1 conv kernel)
+  # along their last axis.
   shapes = {'conv': (3, 3, 16, 32), 'wide': (3, 3, 128, 64),
+            'pointwise': (1, 1, 64, 256),
             'dense': (256, 64), 'tall': (64, 256), 'out': (64, 8),
             'bias': (64,)}
   return {k: jnp.asarray(rng.normal(size=s), jnp.float32)

@@ -145,23 +145,30 @@ def _count_leaf_cpu(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
   of 200 a pass took 19 us against 32-51 us (jax 0.10.2, 2-core AMD EPYC;
   ``python -m benchmarks.search_kernels``). Each row's count is exact in
   float32 (a row has at most ``_ROW_MAX`` scores); the rows add up as
-  integers. Only matrices take this route: merging the axes of a conv
-  kernel makes XLA gather a kernel split over devices along an inner axis
-  (tested), and without the merge the product was 4 to 30 times slower than
-  the reduction (one-off measurements, 2026-11-22). Other arrays, and
-  matrices with too few or too long rows (slow in the same measurements),
-  take `_count_leaf`.
+  integers. Only matrices take this route, also those with extra axes of
+  size 1 (a 1x1 conv kernel): merging the axes of a 3x3 conv kernel makes
+  XLA gather a kernel split over devices along an inner axis (tested), and
+  without the merge the product was 4 to 30 times slower than the
+  reduction (one-off measurements, 2026-11-22). Other arrays, and matrices
+  with too few or too long rows (slow in the same measurements), take
+  `_count_leaf`.
   """
-  if not _fast_matrix(t.shape):
+  shape = _fast_matrix_shape(t.shape)
+  if shape is None:
     return _count_leaf(t, value, dtype)
-  per_row = jnp.ones((t.shape[1],), jnp.float32) @ (t >= value).astype(
-      jnp.float32).T
+  rows = (t >= value).astype(jnp.float32).reshape(shape)
+  per_row = jnp.ones((shape[1],), jnp.float32) @ rows.T
   return jnp.sum(per_row.astype(dtype))
 
 
-def _fast_matrix(shape) -> bool:
-  return (len(shape) == 2 and shape[0] >= _ROWS_MIN and
-          _ROW_MIN <= shape[1] <= _ROW_MAX)
+def _fast_matrix_shape(shape) -> tuple[int, int] | None:
+  """The array's shape without axes of size 1, if it is a matrix of the
+  measured sizes; else None."""
+  kept = tuple(d for d in shape if d != 1)
+  if (len(kept) == 2 and kept[0] >= _ROWS_MIN and
+      _ROW_MIN <= kept[1] <= _ROW_MAX):
+    return kept
+  return None
 
 
 def _exact_reduction_axes(shape, dtype) -> tuple[int, ...]:
