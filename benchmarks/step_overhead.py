@@ -2,8 +2,14 @@
 
 Usage: python -m benchmarks.step_overhead [--repeats 15] [--json out.json]
 
-Both steps run on the same tree in the same process, after compilation,
-with donated buffers; the table shows ratios (GSM / SGD) per selection route.
+Both steps run on the same tree in the same process, after compilation;
+the table shows ratios (GSM / SGD) per selection route. Every timed call
+donates fresh copies of the same parameters and state (copied before the
+clock starts) and takes the same gradients (random values), so every GSM
+call ranks the same scores. (Until 2026-11-22 the timed steps were chained
+on one fixed random gradient: after tens of such steps the scores drifted
+into shapes that slow ``interpolate``, and with 100 repeats it was slower
+than ``bisect``.)
 """
 
 import argparse
@@ -13,6 +19,7 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import gsm_optax
@@ -20,13 +27,17 @@ from benchmarks import trees
 
 
 def median_seconds(step, params, state, grads, repeats):
-  params, state = step(params, state, grads)  # compile
-  jax.block_until_ready(params)
+  """Median seconds of the donating ``step`` on fresh copies of the same
+  inputs, after compiling it."""
+  def fresh():
+    return jax.block_until_ready(jax.tree.map(jnp.copy, (params, state)))
+
+  jax.block_until_ready(step(*fresh(), grads))  # compile
   times = []
   for _ in range(repeats):
+    inputs = fresh()
     start = time.perf_counter()
-    params, state = step(params, state, grads)
-    jax.block_until_ready(params)
+    jax.block_until_ready(step(*inputs, grads))
     times.append(time.perf_counter() - start)
   return statistics.median(times)
 
