@@ -47,15 +47,19 @@ from examples import train
 KERNELS = ('conv1', 'conv2', 'fc1', 'fc2')
 
 
+def batch_loss(graphdef, config):
+  """``loss(params, images, labels)``: the examples' training loss."""
+  return lambda p, x, y: train.loss_fn(nnx.merge(graphdef, p),
+                                       train.preprocess(x, config), y)[0]
+
+
 def make_step(graphdef, tx, config):
   """A jitted GSM step that also returns the active weights per kernel."""
+  loss = batch_loss(graphdef, config)
 
   @jax.jit
   def step(params, opt_state, images, labels):
-    def loss(p):
-      return train.loss_fn(nnx.merge(graphdef, p),
-                           train.preprocess(images, config), labels)[0]
-    value, grads = jax.value_and_grad(loss)(params)
+    value, grads = jax.value_and_grad(loss)(params, images, labels)
     updates, opt_state = tx.update(grads, opt_state, params)
     threshold = train.find_state(opt_state,
                                  gsm_optax.KeepTopTaylorState).threshold
@@ -110,9 +114,7 @@ def gradient_shares(grads, weights, q):
 
 
 def print_gradient_shares(graphdef, params, data, config, ratios, n=10):
-  loss = lambda p, x, y: train.loss_fn(nnx.merge(graphdef, p),
-                                       train.preprocess(x, config), y)[0]
-  grad = jax.jit(jax.grad(loss))
+  grad = jax.jit(jax.grad(batch_loss(graphdef, config)))
   shares = {r: [] for r in ratios}
   for x, y in itertools.islice(data, n):
     g = grad(params, jnp.asarray(x), jnp.asarray(y))

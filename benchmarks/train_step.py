@@ -56,11 +56,12 @@ def make_step(config, tx, params=None):
   return train.make_train_step(graphdef, config), (graphdef, state)
 
 
-def fixed_threshold_mask(threshold: float,
-                         search: bool = False) -> optax.GradientTransformation:
-  """GSM's mask without its search, or (``search=True``) its search without
-  the mask: for ``--parts``. The state is GSM's `KeepTopTaylorState`; with
-  ``search`` it holds the search's result (Q = N / 60)."""
+def fixed_threshold_mask(threshold: float, ratio: float | None = None
+                         ) -> optax.GradientTransformation:
+  """GSM's mask without its search, or (with ``ratio``) its search without
+  the mask: for ``--parts``. Both rank GSM's default prunable leaves. The
+  state is GSM's `KeepTopTaylorState`; with ``ratio`` it holds the
+  search's result for Q = N / ratio, and the updates pass unchanged."""
 
   def init_fn(params):
     del params
@@ -70,12 +71,13 @@ def fixed_threshold_mask(threshold: float,
   def update_fn(updates, state, params):
     leaves, treedef = jax.tree.flatten(params)
     grads = treedef.flatten_up_to(updates)
-    chosen = [i for i, w in enumerate(leaves) if w.ndim >= 2]
+    flags = jax.tree.leaves(gsm_optax.default_prunable(params))
+    chosen = [i for i, f in enumerate(flags) if f]
     scores = gsm_optax.taylor_scores([grads[i] for i in chosen],
                                      [leaves[i] for i in chosen])
-    if search:
+    if ratio is not None:
       key, n = gsm_optax.global_threshold(
-          scores, sum(t.size for t in scores) // 60)
+          scores, int(sum(t.size for t in scores) // ratio))
       return updates, gsm_optax.KeepTopTaylorState(
           gsm_optax.key_to_score(key, jnp.float32), n.astype(jnp.int32))
     for i, t in zip(chosen, scores):
@@ -86,15 +88,14 @@ def fixed_threshold_mask(threshold: float,
 
 
 def _parts(config, steps_per_epoch):
-  g = config.gsm
-  tail = (optax.add_decayed_weights(g.weight_decay,
-                                    mask=gsm_optax.default_prunable),
-          optax.trace(decay=g.momentum, nesterov=g.nesterov),
-          optax.scale_by_learning_rate(
-              train.learning_rate_schedule(g, steps_per_epoch)))
-  return {'mask': optax.chain(fixed_threshold_mask(1e-7), *tail),
-          'search': optax.chain(fixed_threshold_mask(0.0, search=True),
-                                *tail)}
+  # GSM is this mask followed by the SGD baseline's chain (decay, momentum,
+  # learning rate), so each part is one of the two halves of the mask
+  # before that same chain.
+  def sgd():
+    return train.sgd_with_decay(config.gsm, steps_per_epoch)
+  return {'mask': optax.chain(fixed_threshold_mask(1e-7), sgd()),
+          'search': optax.chain(fixed_threshold_mask(0.0, config.ratio),
+                                sgd())}
 
 
 def batches(images, labels, batch_size, seed):

@@ -255,13 +255,14 @@ def test_train_step_parts_mask_without_search_and_search_without_mask():
   np.testing.assert_array_equal(
       updates['w'], np.where(scores >= threshold, grads['w'], 0.0))
   np.testing.assert_array_equal(updates['b'], grads['b'])
-  tx = train_step.fixed_threshold_mask(0.0, search=True)
-  updates, state = tx.update(grads, tx.init(params), params)
-  for k in params:
-    np.testing.assert_array_equal(updates[k], grads[k])
-  q = scores.size // 60
-  assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
-  assert int(state.num_active) == np.sum(scores >= state.threshold)
+  for ratio in (60.0, 7.0):  # Q = N / ratio: 10, then 85 of 600
+    tx = train_step.fixed_threshold_mask(0.0, ratio=ratio)
+    updates, state = tx.update(grads, tx.init(params), params)
+    for k in params:
+      np.testing.assert_array_equal(updates[k], grads[k])
+    q = int(scores.size // ratio)
+    assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
+    assert int(state.num_active) == np.sum(scores >= state.threshold)
 
 
 def test_gradient_shares_through_the_two_masks():

@@ -23,8 +23,9 @@ Three routes give the *identical* threshold:
 
 The two searches count per leaf and add the counts up, so no concatenated
 copy of the scores is built; Q may be traced; and when the arrays are
-sharded, each pass is a local count plus an all-reduce of one scalar, never
-a gather.
+sharded, each pass is a local count plus an all-reduce of one scalar per
+leaf (on XLA:CPU, of one count per row for a matrix split along its last
+axis, see `_count_leaf_cpu`), never a gather.
 
 Each count compares the scores as floats against the candidate's value and
 sums the 0/1 results in float. On XLA:CPU (jax 0.10.2, LeNet-300's scores)
