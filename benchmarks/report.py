@@ -94,42 +94,71 @@ def load_tuning(results_dir):
 
 
 def best_learning_rates(tuning):
-  """{(model, method): (best lr, its validation accuracy)}."""
+  """{(model, ratio, method): (best lr, its validation accuracy)}."""
   best = {}
   for r in tuning:
     if diverged(r):
       continue
-    key = (r['model'], r['method'])
+    key = (r['model'], r['ratio'], r['method'])
     if key not in best or r['pruned_accuracy'] > best[key][1]:
       best[key] = (r['learning_rate'], r['pruned_accuracy'])
   return best
 
 
-def tuning_lines(tuning, used_lr):
-  """Markdown: validation accuracy per method and learning rate."""
+def learning_rates_used(results, default_lr):
+  """{(model, ratio, method): sorted lrs of its comparison runs}; a result
+  without the field (written before it was recorded) ran at ``default_lr``."""
+  used = {}
+  for r in results:
+    used.setdefault((r['model'], r['ratio'], r['method']), set()).add(
+        r.get('learning_rate', default_lr))
+  return {k: sorted(v) for k, v in used.items()}
+
+
+def lr_exceptions(results, default_lr):
+  """'lenet5 10×: GSM 0.01, …' for comparison runs not at ``default_lr``."""
+  by_point = {}
+  for (model, ratio, method), lrs in sorted(
+      learning_rates_used(results, default_lr).items()):
+    other = [lr for lr in lrs if lr != default_lr]
+    if other:
+      by_point.setdefault((model, ratio), []).append(
+          f"{METHOD_NAMES[method]} {'/'.join(f'{lr:g}' for lr in other)}")
+  return [f'{model} {ratio:g}×: ' + ', '.join(cells)
+          for (model, ratio), cells in by_point.items()]
+
+
+def tuning_lines(tuning, results, default_lr):
+  """Markdown: validation accuracy per sweep, method and learning rate, and
+  which lr the comparison used at each swept ratio."""
   if not tuning:
     return []
   lrs = sorted({r['learning_rate'] for r in tuning})
-  points = ', '.join(sorted({f"{r['model']} at {r['ratio']:g}× (seed "
-                             f"{r['seed']})" for r in tuning}))
+  points = ', '.join(f'{m} at {ratio:g}× (seed {seed})' for m, ratio, seed in
+                     sorted({(r['model'], r['ratio'], r['seed'])
+                             for r in tuning}))
   lines = ['## Fairness: learning-rate sweep on a validation split', '',
            f"`python -m benchmarks.run --part tuning`: {points}, the pruning "
            "phase's peak learning rate swept per method (same dense start, "
            'epochs, schedule shape, momentum and decay). Trained on the first '
-           '5/6 of the training set; accuracy (%) after the final prune on its last '
-           '1/6, never on the test set, and in brackets before it. Best per '
-           'method in bold.', '',
-           '| model | method | ' + ' | '.join(f'lr {lr:g}' for lr in lrs)
-           + ' |', '|---|---|' + '---:|' * len(lrs)]
+           '5/6 of the training set; accuracy (%) after the final prune on '
+           'its last 1/6, never on the test set, and in brackets before it. '
+           'Best per method in bold; – where a sweep has no such point. At a '
+           'swept ratio the comparison trains each method with its best lr '
+           f'there, at every other ratio with lr {default_lr:g}.', '',
+           '| model | ratio | method | ' +
+           ' | '.join(f'lr {lr:g}' for lr in lrs) + ' |',
+           '|---|---:|---|' + '---:|' * len(lrs)]
   best = best_learning_rates(tuning)
-  by_point = {(r['model'], r['method'], r['learning_rate']): r
+  by_point = {(r['model'], r['ratio'], r['method'], r['learning_rate']): r
               for r in tuning}
-  swept = sorted({(r['model'], r['method']) for r in tuning})
-  for model, method in swept:
-    best_lr = best.get((model, method), (None,))[0]
+  swept = sorted({(r['model'], r['ratio'], r['method']) for r in tuning},
+                 key=lambda k: (k[0], -k[1], k[2]))
+  for model, ratio, method in swept:
+    best_lr = best.get((model, ratio, method), (None,))[0]
     cells = []
     for lr in lrs:
-      run = by_point.get((model, method, lr))
+      run = by_point.get((model, ratio, method, lr))
       if run is None:
         cells.append('–')
         continue
@@ -139,24 +168,25 @@ def tuning_lines(tuning, used_lr):
       cell = f"{100 * run['pruned_accuracy']:.2f}"
       cells.append((f'**{cell}**' if lr == best_lr else cell) +
                    f" ({100 * run['accuracy_before_prune']:.2f})")
-    lines.append(f'| {model} | {METHOD_NAMES[method]} | '
+    lines.append(f'| {model} | {ratio:g}× | {METHOD_NAMES[method]} | '
                  + ' | '.join(cells) + ' |')
   lines.append('')
-  for model, method in swept:
-    text = f'- {model} {METHOD_NAMES[method]}: '
-    if (model, method) not in best:
+  used = learning_rates_used(results, default_lr)
+  for model, ratio, method in swept:
+    text = f'- {model} {ratio:g}× {METHOD_NAMES[method]}: '
+    if (model, ratio, method) not in best:
       lines.append(text + 'diverged at every learning rate of the sweep.')
       continue
-    best_lr, acc = best[(model, method)]
-    used = by_point.get((model, method, used_lr), {}).get('pruned_accuracy')
+    best_lr = best[(model, ratio, method)][0]
     text += f'best lr {best_lr:g}'
-    if best_lr == used_lr:
-      text += f' = the lr of the comparison ({used_lr:g}).'
-    elif used is not None:
-      text += (f', {100 * (acc - used):+.2f} points on validation over the '
-               f'comparison\'s lr {used_lr:g}.')
+    ran = used.get((model, ratio, method))
+    if ran is None:
+      text += '; no comparison run at this ratio.'
+    elif ran == [best_lr]:
+      text += ', used in the comparison.'
     else:
-      text += f' (lr {used_lr:g} not in the sweep).'
+      text += ('; NOT what the comparison used: lr ' +
+               ', '.join(f'{lr:g}' for lr in ran) + '.')
     lines.append(text)
   return lines + ['']
 
@@ -406,6 +436,11 @@ def write(results_dir, plan=None):
   plot_accuracy(results, acc_png)
   has_density = plot_layer_density(results, density_png)
   import jax  # pylint: disable=import-outside-toplevel
+  # The pruning phase's default peak lr (config.gsm.learning_rate), shared
+  # by the models.
+  from examples.configs import lenet300_fmnist  # pylint: disable=import-outside-toplevel
+  comparison_lr = lenet300_fmnist.get_config().gsm.learning_rate
+  exceptions = lr_exceptions(results, comparison_lr)
   lines = [
       '# Benchmarks: GSM vs magnitude pruning on Fashion-MNIST', '',
       f'Generated {datetime.date.today()} by `python -m benchmarks.run'
@@ -416,10 +451,11 @@ def write(results_dir, plan=None):
       'Accuracy is top-1 on the Fashion-MNIST test set after the final global '
       'magnitude prune, with **no fine-tuning** after it. Every method '
       'starts from the same dense model and gets the same epochs and '
-      'learning-rate schedule (`config.gsm`: momentum 0.99 Nesterov, lr 3e-2, '
-      'warm-up 1 epoch, x0.1 steps, weight decay 5e-4). That peak learning '
-      'rate is the best of each method in a sweep on a validation split '
-      '(LeNet-300 at 60× and LeNet-5 at 125×, see Fairness below).',
+      'learning-rate schedule (`config.gsm`: momentum 0.99 Nesterov, peak lr '
+      f'{comparison_lr:g}, warm-up 1 epoch, x0.1 steps, weight decay 5e-4), '
+      'except that where a sweep on a validation split ran at that ratio, '
+      'each method takes its own best peak lr there (see Fairness below)'
+      + (': ' + '; '.join(exceptions) + '.' if exceptions else '.'),
       '', 'The long runs were split over two single-threaded workers, one a '
       'core (`XLA_FLAGS="--xla_cpu_multi_thread_eigen=false '
       'intra_op_parallelism_threads=1" taskset -c 0 python -m benchmarks.run '
@@ -486,10 +522,8 @@ def write(results_dir, plan=None):
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({name}/layer_density.png)']
   lines += speed_lines(results_dir)
-  # The comparison's peak lr: config.gsm.learning_rate, shared by the models.
-  from examples.configs import lenet300_fmnist  # pylint: disable=import-outside-toplevel
-  comparison_lr = lenet300_fmnist.get_config().gsm.learning_rate
-  lines += [''] + tuning_lines(load_tuning(results_dir), comparison_lr)
+  lines += [''] + tuning_lines(load_tuning(results_dir), results,
+                               comparison_lr)
   lines += diagnostics_lines(results_dir)
   lines += ['## Fairness', '',
             '- Same dense start (one dense model per seed, shared through '
@@ -500,9 +534,10 @@ def write(results_dir, plan=None):
             '- gradual magnitude: cubic schedule from 0 to the final sparsity '
             'over the first 75% of the phase, mask updates every 50 steps, '
             'global ranking (`gradual_magnitude_pruning`).',
-            f'- All methods use the peak lr {comparison_lr:g} in the tables '
-            'above; the sweep above says how far each is from its own best '
-            'learning rate on validation.',
+            f'- Peak lr {comparison_lr:g} for every method, except at a '
+            'ratio with a sweep on validation, where each method trains with '
+            'its own best lr there' + (' (' + '; '.join(exceptions) + ')'
+                                       if exceptions else '') + '.',
             '- Fashion-MNIST replaces MNIST (no download here); the paper\'s '
             'numbers are MNIST numbers and are shown for orientation only.']
   with open(md_path, 'w') as f:

@@ -42,24 +42,42 @@ QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
 # Fairness: each method's pruning-phase learning rate (momentum 0.99
 # Nesterov, so the effective step is lr / (1 - 0.99)) is swept on a
 # validation split, the last 1/6 of the training set, never the test set;
-# with the plan's budget for that model and its own dense model.
-TUNING = {'lenet300': dict(ratio=60.0, seed=0,
-                           learning_rates=(1e-2, 3e-2, 1e-1),
-                           holdout_fraction=1 / 6),
-          'lenet5': dict(ratio=125.0, seed=0,
-                         learning_rates=(1e-2, 3e-2, 1e-1),
-                         holdout_fraction=1 / 6)}
-TUNING_QUICK = {'lenet300': dict(ratio=60.0, seed=0,
-                                 learning_rates=(1e-2, 3e-2),
-                                 holdout_fraction=1 / 6)}
+# with the plan's budget for that model and its own dense model. The
+# comparison then trains each method at a swept ratio with its best lr there,
+# and at every other ratio with the config's lr (3e-2: the best of every
+# method at 60x and 125x). LeNet-5 is swept at 10x too: there GSM diverged at
+# 3e-2 in every seed, the baselines did not.
+TUNING = {'lenet300': (dict(ratio=60.0, seed=0,
+                            learning_rates=(1e-2, 3e-2, 1e-1),
+                            holdout_fraction=1 / 6),),
+          'lenet5': (dict(ratio=125.0, seed=0,
+                          learning_rates=(1e-2, 3e-2, 1e-1),
+                          holdout_fraction=1 / 6),
+                     dict(ratio=10.0, seed=0,
+                          learning_rates=(1e-2, 2e-2, 3e-2),
+                          holdout_fraction=1 / 6))}
+TUNING_QUICK = {'lenet300': (dict(ratio=60.0, seed=0,
+                                  learning_rates=(1e-2, 3e-2),
+                                  holdout_fraction=1 / 6),)}
 
 
 def result_path(results_dir, model, method, ratio, seed):
   return os.path.join(results_dir, f'{model}_{method}_r{ratio:g}_s{seed}.json')
 
 
+def tuning_path(results_dir, model, method, ratio, lr):
+  return os.path.join(results_dir, 'tuning',
+                      f'{model}_r{ratio:g}_{method}_lr{lr:g}.json')
+
+
+def default_learning_rate(model):
+  """The pruning phase's peak lr in the model's config."""
+  return importlib.import_module(
+      f'examples.configs.{CONFIGS[model]}').get_config().gsm.learning_rate
+
+
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
-                lottery=True):
+                lottery=True, learning_rate=None):
   config = importlib.import_module(
       f'examples.configs.{CONFIGS[model]}').get_config()
   config.seed = seed
@@ -74,6 +92,8 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset,
   config.dense_from = dense_from
   config.lottery = (lottery and method == 'gsm' and
                     ratio in LOTTERY.get(model, ()))
+  if learning_rate is not None:
+    config.gsm.learning_rate = learning_rate
   if dataset:
     config.dataset = dataset
   return config
@@ -85,7 +105,8 @@ def train_and_save(config, workdir, path, budget, **fields):
   summary = train.train_and_evaluate(config, workdir)
   summary.update(seed=config.seed, method=config.pruning,
                  epochs={'dense': budget['dense_epochs'],
-                         'prune': budget['prune_epochs']}, **fields)
+                         'prune': budget['prune_epochs']},
+                 learning_rate=config.gsm.learning_rate, **fields)
   with open(path, 'w') as f:
     json.dump(summary, f, indent=1)
 
@@ -97,74 +118,124 @@ def require_dense(dense_dir, what, first_run):
                             f'{first_run} first.')
 
 
+def has_result(path, learning_rate, default_lr):
+  """Whether ``path`` holds a result trained at ``learning_rate`` (one
+  without the field, written before it was recorded, ran at ``default_lr``)."""
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get('learning_rate', default_lr) == learning_rate
+
+
+def comparison_learning_rate(tuning, results_dir, model, ratio, method):
+  """The pruning lr of ``method`` at ``ratio`` in the comparison.
+
+  The best on validation of the sweep at ``ratio`` when ``tuning`` holds one
+  (every point must have been run), else the config's lr.
+  """
+  sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio]
+  if not sweeps:
+    return default_learning_rate(model)
+  best = None
+  for lr in sweeps[0]['learning_rates']:
+    path = tuning_path(results_dir, model, method, ratio, lr)
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f'{model} {method} at {ratio:g}x: the comparison takes its lr from '
+          f'the sweep, and {path} is missing; run --part tuning first.')
+    with open(path) as f:
+      point = json.load(f)
+    if report.diverged(point):
+      continue
+    if best is None or point['pruned_accuracy'] > best[1]:
+      best = (lr, point['pruned_accuracy'])
+  if best is None:
+    raise ValueError(f'{model} {method} at {ratio:g}x diverged at every lr '
+                     f'of the sweep {sweeps[0]["learning_rates"]}; widen it.')
+  return best[0]
+
+
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
-            ratios=None, methods=METHODS, lottery=True):
+            ratios=None, methods=METHODS, lottery=True, tuning=None):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
 
   ``seeds``, ``ratios`` and ``methods`` (optional) restrict the plan to a
   slice, in the order given; ``lottery=False`` skips the lottery tickets
   (their result fields stay empty). The dense model of a seed is always
   trained by the GSM run at the plan's first ratio, so a slice of later
-  ratios needs that run first.
+  ratios needs that run first. At a ratio swept in ``tuning`` each method
+  trains with its best lr there (`comparison_learning_rate`); a result
+  trained with another lr is run again, in a workdir named by its lr.
   """
   os.makedirs(results_dir, exist_ok=True)
   for model, budget in plan.items():
+    default_lr = default_learning_rate(model)
     for seed in budget['seeds'] if seeds is None else seeds:
       dense_dir = os.path.join(runs_dir, model, f's{seed}',
                                f'gsm_r{budget["ratios"][0]:g}')
       for ratio in budget['ratios'] if ratios is None else ratios:
         for method in methods:
+          lr = comparison_learning_rate(tuning or {}, results_dir, model,
+                                        ratio, method)
           path = result_path(results_dir, model, method, ratio, seed)
-          if os.path.exists(path):
+          if has_result(path, lr, default_lr):
             continue
-          workdir = os.path.join(runs_dir, model, f's{seed}',
-                                 f'{method}_r{ratio:g}')
+          workdir = os.path.join(
+              runs_dir, model, f's{seed}', f'{method}_r{ratio:g}' +
+              ('' if lr == default_lr else f'_lr{lr:g}'))
           first = workdir == dense_dir
           if not first:
             require_dense(dense_dir, f'{model} seed {seed}',
                           f'ratio {budget["ratios"][0]:g} of this seed')
           config = make_config(model, budget, method, ratio, seed,
-                               '' if first else dense_dir, dataset, lottery)
-          print(f'== {model} {method} {ratio:g}x seed {seed}', flush=True)
+                               '' if first else dense_dir, dataset, lottery,
+                               learning_rate=lr)
+          print(f'== {model} {method} {ratio:g}x seed {seed} lr {lr:g}',
+                flush=True)
           train_and_save(config, workdir, path, budget)
 
 
 def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
-               methods=METHODS, learning_rates=None):
+               methods=METHODS, learning_rates=None, ratios=None):
   """Sweeps the pruning-phase learning rate of ``methods`` on validation.
 
-  Writes ``<results_dir>/tuning/<model>_<method>_lr<lr>.json``; a sweep
-  point whose result exists is skipped. ``learning_rates`` (optional)
-  restricts each sweep to those of its points. The sweep's dense model is
-  trained by its GSM run at the first learning rate, so a slice of other
-  points needs that run first.
+  Each sweep of ``tuning[model]`` (a ratio, a seed and its learning rates)
+  writes ``<results_dir>/tuning/<model>_r<ratio>_<method>_lr<lr>.json``; a
+  sweep point whose result exists is skipped. ``learning_rates`` and
+  ``ratios`` (optional) restrict the sweeps to those of their points. A
+  sweep's dense model is trained by its GSM run at its first learning rate,
+  so a slice of other points needs that run first.
   """
   os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
-  for model, sweep in tuning.items():
+  for model, sweeps in tuning.items():
     budget = plan[model]
-    dense_dir = os.path.join(runs_dir, 'tuning', model,
-                             f'gsm_lr{sweep["learning_rates"][0]:g}')
-    for lr in sweep['learning_rates']:
-      if learning_rates is not None and lr not in learning_rates:
+    for sweep in sweeps:
+      ratio = sweep['ratio']
+      if ratios is not None and ratio not in ratios:
         continue
-      for method in methods:
-        path = os.path.join(results_dir, 'tuning',
-                            f'{model}_{method}_lr{lr:g}.json')
-        if os.path.exists(path):
+      sweep_dir = os.path.join(runs_dir, 'tuning', model, f'r{ratio:g}')
+      dense_dir = os.path.join(sweep_dir,
+                               f'gsm_lr{sweep["learning_rates"][0]:g}')
+      for lr in sweep['learning_rates']:
+        if learning_rates is not None and lr not in learning_rates:
           continue
-        workdir = os.path.join(runs_dir, 'tuning', model,
-                               f'{method}_lr{lr:g}')
-        first = workdir == dense_dir
-        if not first:
-          require_dense(dense_dir, f'{model} tuning', 'its GSM run at lr '
-                        f'{sweep["learning_rates"][0]:g}')
-        config = make_config(model, budget, method, sweep['ratio'],
-                             sweep['seed'], '' if first else dense_dir,
-                             dataset, lottery=False)
-        config.holdout_fraction = sweep['holdout_fraction']
-        config.gsm.learning_rate = lr
-        print(f'== tuning {model} {method} lr {lr:g}', flush=True)
-        train_and_save(config, workdir, path, budget, learning_rate=lr)
+        for method in methods:
+          path = tuning_path(results_dir, model, method, ratio, lr)
+          if os.path.exists(path):
+            continue
+          workdir = os.path.join(sweep_dir, f'{method}_lr{lr:g}')
+          first = workdir == dense_dir
+          if not first:
+            require_dense(dense_dir, f'{model} tuning at {ratio:g}x',
+                          'its GSM run at lr '
+                          f'{sweep["learning_rates"][0]:g}')
+          config = make_config(model, budget, method, ratio, sweep['seed'],
+                               '' if first else dense_dir, dataset,
+                               lottery=False, learning_rate=lr)
+          config.holdout_fraction = sweep['holdout_fraction']
+          print(f'== tuning {model} {method} {ratio:g}x lr {lr:g}',
+                flush=True)
+          train_and_save(config, workdir, path, budget)
 
 
 def main():
@@ -179,7 +250,8 @@ def main():
   parser.add_argument('--seeds', default=None,
                       help='comma-separated subset of the seeds, e.g. 1,2')
   parser.add_argument('--ratios', default=None,
-                      help='comma-separated subset of the ratios, e.g. 125')
+                      help='comma-separated subset of the ratios (of the comparison, or '
+                      'of the sweeps with --part tuning), e.g. 125')
   parser.add_argument('--methods', default=','.join(METHODS),
                       help='comma-separated subset of ' + ', '.join(METHODS))
   parser.add_argument('--learning-rates', default=None,
@@ -212,10 +284,11 @@ def main():
     tuning = TUNING_QUICK if args.quick else TUNING
     run_tuning({m: t for m, t in tuning.items() if m in plan}, plan,
                results_dir, runs_dir, args.dataset, methods,
-               learning_rates)
+               learning_rates, ratios)
   if args.part in ('all', 'comparison'):
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
-            methods, not args.no_lottery)
+            methods, not args.no_lottery,
+            TUNING_QUICK if args.quick else TUNING)
   report.write(results_dir, QUICK if args.quick else FULL)
 
 

@@ -23,9 +23,21 @@ def test_quick_benchmark_and_notebook(tmp_path):
                          for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
                          for r in ('10', '60'))
   tuned = sorted(p.name for p in (results / 'tuning').glob('*.json'))
-  assert tuned == sorted(f'lenet300_{m}_lr{lr}.json'
+  assert tuned == sorted(f'lenet300_r60_{m}_lr{lr}.json'
                          for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
                          for lr in ('0.01', '0.03'))
+  # At the swept ratio each method trains with its best lr on validation;
+  # at the other, with the config's.
+  for m in ('gsm', 'magnitude_ft', 'gradual_magnitude'):
+    sweep = {lr: json.load(open(results / 'tuning' /
+                                f'lenet300_r60_{m}_lr{lr:g}.json'))
+             for lr in (0.01, 0.03)}
+    best = max((lr for lr in sweep if not sweep[lr]['diverged']),
+               key=lambda lr: sweep[lr]['pruned_accuracy'])
+    assert json.load(open(results / f'lenet300_{m}_r60_s0.json')
+                    )['learning_rate'] == best
+    assert json.load(open(results / f'lenet300_{m}_r10_s0.json')
+                    )['learning_rate'] == 0.03
   evaluated_on = {json.load(open(p))['evaluated_on']
                   for p in (results / 'tuning').glob('*.json')}
   assert evaluated_on == {'validation'}
@@ -154,22 +166,74 @@ def test_search_pass_counters_find_the_exact_key(kind):
 def test_sweep_table_names_diverged_points_and_never_picks_them():
   from benchmarks import report  # pylint: disable=import-outside-toplevel
 
-  def point(method, lr, acc, **extra):
-    return dict(model='lenet5', ratio=125.0, seed=0, method=method,
+  def point(method, lr, acc, ratio=125.0, **extra):
+    return dict(model='lenet5', ratio=ratio, seed=0, method=method,
                 learning_rate=lr, accuracy_before_prune=acc,
                 pruned_accuracy=acc, **extra)
 
   tuning = [point('gsm', 0.01, 0.5), point('gsm', 0.03, 0.8),
             point('gsm', 0.1, 0.1, diverged=True),
-            point('magnitude_ft', 0.1, 0.1, diverged=True)]
-  assert report.best_learning_rates(tuning) == {('lenet5', 'gsm'): (0.03, 0.8)}
-  lines = report.tuning_lines(tuning, 0.03)
-  assert '| lenet5 | GSM | 50.00 (50.00) | **80.00** (80.00) | diverged |' in lines
-  assert '| lenet5 | magnitude + FT | – | – | diverged |' in lines
-  assert ('- lenet5 GSM: best lr 0.03 = the lr of the comparison (0.03).'
-          in lines)
-  assert ('- lenet5 magnitude + FT: diverged at every learning rate of the '
-          'sweep.' in lines)
+            point('magnitude_ft', 0.1, 0.1, diverged=True),
+            point('gsm', 0.01, 0.7, ratio=10.0),
+            point('gsm', 0.03, 0.1, ratio=10.0, diverged=True)]
+  assert report.best_learning_rates(tuning) == {
+      ('lenet5', 125.0, 'gsm'): (0.03, 0.8),
+      ('lenet5', 10.0, 'gsm'): (0.01, 0.7)}
+  results = [dict(model='lenet5', ratio=125.0, method='gsm'),  # ran at 0.03
+             dict(model='lenet5', ratio=10.0, method='gsm',
+                  learning_rate=0.01),
+             dict(model='lenet5', ratio=125.0, method='magnitude_ft',
+                  learning_rate=0.03)]
+  lines = report.tuning_lines(tuning, results, 0.03)
+  assert ('| lenet5 | 125× | GSM | 50.00 (50.00) | **80.00** (80.00) | '
+          'diverged |') in lines
+  assert '| lenet5 | 10× | GSM | **70.00** (70.00) | diverged | – |' in lines
+  assert '| lenet5 | 125× | magnitude + FT | – | – | diverged |' in lines
+  assert '- lenet5 125× GSM: best lr 0.03, used in the comparison.' in lines
+  assert '- lenet5 10× GSM: best lr 0.01, used in the comparison.' in lines
+  assert ('- lenet5 125× magnitude + FT: diverged at every learning rate of '
+          'the sweep.') in lines
+  assert report.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
+  results[0]['learning_rate'] = 0.01  # the comparison ignored the sweep
+  assert ('- lenet5 125× GSM: best lr 0.03; NOT what the comparison used: '
+          'lr 0.01.') in report.tuning_lines(tuning, results, 0.03)
+
+
+def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
+  from benchmarks import run  # pylint: disable=import-outside-toplevel
+  tuning = {'lenet5': (dict(ratio=10.0, seed=0,
+                            learning_rates=(0.01, 0.02, 0.03),
+                            holdout_fraction=1 / 6),)}
+  (tmp_path / 'tuning').mkdir()
+  accuracies = {0.01: 0.7, 0.02: 0.8, 0.03: 0.9}
+  for lr in (0.01, 0.02):
+    (tmp_path / 'tuning' / f'lenet5_r10_gsm_lr{lr:g}.json').write_text(
+        json.dumps(dict(pruned_accuracy=accuracies[lr], diverged=False)))
+  with pytest.raises(FileNotFoundError, match='lenet5_r10_gsm_lr0.03.json is '
+                     'missing; run --part tuning first'):
+    run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
+  # The most accurate point diverged elsewhere, so it is never picked.
+  (tmp_path / 'tuning' / 'lenet5_r10_gsm_lr0.03.json').write_text(
+      json.dumps(dict(pruned_accuracy=0.9, diverged=True)))
+  assert run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0,
+                                      'gsm') == 0.02
+  # A ratio without a sweep trains at the config's lr.
+  assert run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 30.0,
+                                      'gsm') == run.default_learning_rate(
+                                          'lenet5') == 0.03
+  for lr in (0.01, 0.02):
+    (tmp_path / 'tuning' / f'lenet5_r10_gsm_lr{lr:g}.json').write_text(
+        json.dumps(dict(pruned_accuracy=0.1, diverged=True)))
+  with pytest.raises(ValueError, match='diverged at every lr'):
+    run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
+  # A result is reused only if it was trained at the lr asked for.
+  path = tmp_path / 'r.json'
+  assert not run.has_result(str(path), 0.03, 0.03)
+  path.write_text(json.dumps(dict(pruned_accuracy=0.5)))  # before the field
+  assert run.has_result(str(path), 0.03, 0.03)
+  assert not run.has_result(str(path), 0.01, 0.03)
+  path.write_text(json.dumps(dict(learning_rate=0.01)))
+  assert run.has_result(str(path), 0.01, 0.03)
 
 
 def test_search_kernels_times_every_pass_and_route():
