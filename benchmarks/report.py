@@ -282,7 +282,47 @@ def passive_decay_exponent(model, budget, steps_per_epoch=60_000 // 256):
       g.weight_decay / (1 - g.momentum))
 
 
-def findings_lines(results, plan):
+def best_lr_summary(tuning):
+  """'lenet300 60×: 0.03 for every method; …' from the sweeps."""
+  by_sweep = {}
+  for (model, ratio, method), (lr, _) in best_learning_rates(tuning).items():
+    by_sweep.setdefault((model, ratio), {})[method] = lr
+  parts = []
+  for (model, ratio), best in sorted(by_sweep.items(),
+                                     key=lambda kv: (kv[0][0], -kv[0][1])):
+    if len(set(best.values())) == 1:
+      parts.append(f'{model} {ratio:g}×: {next(iter(best.values())):g} for '
+                   'every method')
+    else:
+      parts.append(f'{model} {ratio:g}×: ' + ', '.join(
+          f'{METHOD_NAMES[m]} {lr:g}' for m, lr in sorted(best.items())))
+  return '; '.join(parts)
+
+
+def divergence_lines(results, tuning, default_lr):
+  """Where GSM diverged in the comparison: its lr, and the sweep's run."""
+  by_point = {(r['model'], r['ratio'], r['method'], r['learning_rate']): r
+              for r in tuning}
+  lines = []
+  for model, ratio, lr in sorted({
+      (r['model'], r['ratio'], r.get('learning_rate', default_lr))
+      for r in results if r['method'] == 'gsm' and diverged(r)}):
+    text = f'- {model} {ratio:g}×: GSM at lr {lr:g}'
+    swept = by_point.get((model, ratio, 'gsm', lr))
+    if swept is not None:
+      text += (', its best on validation at this ratio. The sweep\'s run (seed '
+               f"{swept['seed']}, 5/6 of the training set) "
+               + ('diverged too.' if diverged(swept) else
+                  f"did not diverge: {100 * swept['pruned_accuracy']:.2f}% "
+                  'on validation after the prune. This lr is at the edge of '
+                  'what GSM trains stably at this ratio.'))
+    else:
+      text += ' (no sweep at this ratio).'
+    lines.append(text)
+  return lines
+
+
+def findings_lines(results, plan, tuning=(), default_lr=0.03):
   """Plain statements: where GSM wins or loses, computed from the table."""
   lines = ['## Findings', '']
   for model in sorted({r['model'] for r in results}):
@@ -337,16 +377,17 @@ def findings_lines(results, plan):
               'than a fixed or slowly changing mask. At lr 1e-2 the model is '
               'better before the prune but the passive weights still carry '
               'part of the function, which the final prune removes; three '
-              'times the epochs at 1e-2 shrink that cost but then overfit. '
-              'The baselines have their best learning rate at 3e-2 too, so '
-              'the shared lr handicaps none of them.']
+              'times the epochs at 1e-2 shrink that cost but then overfit.'
+              + (' Each method\'s best peak lr on validation: '
+                 f'{best_lr_summary(tuning)}. At those ratios the comparison '
+                 'trains each method at its own best, so the lr handicaps '
+                 'none of them there.' if tuning else '')]
   if any(diverged(r) for r in results):
     lines += ['', 'Where GSM diverged, the training loss rose after the '
               'warm-up to the peak lr and never came back down, until the '
               'weights were NaN. The baselines took the same schedule without '
-              'diverging, and the lr 3e-2 is every method\'s best in '
-              'the sweep below; see the diagnostics below for GSM at a lower '
-              'lr.']
+              'diverging; see the diagnostics below for GSM at a lower lr.',
+              ''] + divergence_lines(results, tuning, default_lr)
   return lines + ['']
 
 
@@ -467,7 +508,8 @@ def write(results_dir, plan=None):
   if plan is None:
     from benchmarks import run  # pylint: disable=import-outside-toplevel
     plan = run.QUICK if name == 'results_quick' else run.FULL
-  lines += findings_lines(results, plan)
+  tuning = load_tuning(results_dir)
+  lines += findings_lines(results, plan, tuning, comparison_lr)
   bad = [why for why in map(invalid, every_run) if why]
   if bad:
     lines += ['## Invalid runs, left out of every table', '',
@@ -522,7 +564,7 @@ def write(results_dir, plan=None):
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({name}/layer_density.png)']
   lines += speed_lines(results_dir)
-  lines += [''] + tuning_lines(load_tuning(results_dir), results,
+  lines += [''] + tuning_lines(tuning, results,
                                comparison_lr)
   lines += diagnostics_lines(results_dir)
   lines += ['## Fairness', '',

@@ -194,6 +194,21 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
   assert ('- lenet5 125× magnitude + FT: diverged at every learning rate of '
           'the sweep.') in lines
   assert report.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
+  assert report.best_lr_summary(tuning) == (
+      'lenet5 125×: 0.03 for every method; lenet5 10×: 0.01 for every method')
+  tuning.append(point('magnitude_ft', 0.01, 0.6))
+  assert report.best_lr_summary(tuning).startswith(
+      'lenet5 125×: GSM 0.03, magnitude + FT 0.01;')
+  diverged_runs = [dict(model='lenet5', ratio=10.0, method='gsm',
+                        learning_rate=0.01, diverged=True),
+                   dict(model='lenet5', ratio=30.0, method='gsm',
+                        diverged=True)]
+  assert report.divergence_lines(diverged_runs, tuning, 0.03) == [
+      '- lenet5 10×: GSM at lr 0.01, its best on validation at this ratio. '
+      "The sweep's run (seed 0, 5/6 of the training set) did not diverge: "
+      '70.00% on validation after the prune. This lr is at the edge of what '
+      'GSM trains stably at this ratio.',
+      '- lenet5 30×: GSM at lr 0.03 (no sweep at this ratio).']
   results[0]['learning_rate'] = 0.01  # the comparison ignored the sweep
   assert ('- lenet5 125× GSM: best lr 0.03; NOT what the comparison used: '
           'lr 0.01.') in report.tuning_lines(tuning, results, 0.03)
