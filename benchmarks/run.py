@@ -11,10 +11,13 @@ For each model and seed, one dense model is trained (inside the first GSM
 run); every method then starts from it with the same epochs and learning-rate
 schedule: GSM, one-shot global magnitude pruning + fine-tuning (Han et al.
 2015), and gradual magnitude pruning with the cubic schedule (Zhu & Gupta
-2017, global ranking). Lottery tickets (paper Table 4) are retrained from
+2017, global ranking). The peak lr is the config's, except at a ratio with a
+learning-rate sweep in ``TUNING`` (run first, on a validation split), where
+each method takes its own best there. Lottery tickets (paper Table 4) are retrained from
 the initial weights in the GSM runs at the ratios of ``LOTTERY``. Every run
 writes ``benchmarks/results/<model>_<method>_r<ratio>_s<seed>.json``; a run
-whose result exists is skipped, so an interrupted benchmark resumes. At the
+whose result exists at the lr chosen is skipped, so an interrupted benchmark
+resumes. At the
 end `benchmarks.report` writes RESULTS.md and the figures from all results.
 """
 
