@@ -299,6 +299,20 @@ def best_lr_summary(tuning):
   return '; '.join(parts)
 
 
+def stale_lr_text(results, tuning, default_lr):
+  """'.' or ', except …' naming comparison runs not at their sweep's best."""
+  used = learning_rates_used(results, default_lr)
+  stale = [f'{model} {ratio:g}× {METHOD_NAMES[method]} (best {lr:g}, ran at '
+           + ', '.join(f'{u:g}' for u in used[(model, ratio, method)]) + ')'
+           for (model, ratio, method), (lr, _) in sorted(
+               best_learning_rates(tuning).items())
+           if used.get((model, ratio, method), [lr]) != [lr]]
+  if not stale:
+    return '.'
+  return (', except where the comparison has not yet been rerun at the '
+          'sweep\'s best: ' + '; '.join(stale) + '.')
+
+
 def divergence_lines(results, tuning, default_lr):
   """Where GSM diverged in the comparison: its lr, and the sweep's run."""
   by_point = {(r['model'], r['ratio'], r['method'], r['learning_rate']): r
@@ -381,7 +395,9 @@ def findings_lines(results, plan, tuning=(), default_lr=0.03):
               + (' Each method\'s best peak lr on validation: '
                  f'{best_lr_summary(tuning)}. At those ratios the comparison '
                  'trains each method at its own best, so the lr handicaps '
-                 'none of them there.' if tuning else '')]
+                 'none of them there' + stale_lr_text(results, tuning,
+                                                      default_lr)
+                 if tuning else '')]
   if any(diverged(r) for r in results):
     lines += ['', 'Where GSM diverged, the training loss rose after the '
               'warm-up to the peak lr and never came back down, until the '

@@ -209,7 +209,15 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
       '70.00% on validation after the prune. This lr is at the edge of what '
       'GSM trains stably at this ratio.',
       '- lenet5 30×: GSM at lr 0.03 (no sweep at this ratio).']
+  # magnitude + FT's best at 125× is now 0.01, its comparison ran at 0.03.
+  assert report.stale_lr_text(results, tuning, 0.03) == (
+      ", except where the comparison has not yet been rerun at the sweep's "
+      'best: lenet5 125× magnitude + FT (best 0.01, ran at 0.03).')
+  assert report.stale_lr_text(results[:2], tuning, 0.03) == '.'
   results[0]['learning_rate'] = 0.01  # the comparison ignored the sweep
+  assert report.stale_lr_text(results[:2], tuning, 0.03) == (
+      ", except where the comparison has not yet been rerun at the sweep's "
+      'best: lenet5 125× GSM (best 0.03, ran at 0.01).')
   assert ('- lenet5 125× GSM: best lr 0.03; NOT what the comparison used: '
           'lr 0.01.') in report.tuning_lines(tuning, results, 0.03)
 
