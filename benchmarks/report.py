@@ -105,13 +105,18 @@ def best_learning_rates(tuning):
   return best
 
 
+def learning_rate_of(run, default_lr):
+  """The peak lr a result trained at; one without the field (written before
+  it was recorded) ran at ``default_lr``, the config's."""
+  return run.get('learning_rate', default_lr)
+
+
 def learning_rates_used(results, default_lr):
-  """{(model, ratio, method): sorted lrs of its comparison runs}; a result
-  without the field (written before it was recorded) ran at ``default_lr``."""
+  """{(model, ratio, method): sorted lrs of its comparison runs}."""
   used = {}
   for r in results:
     used.setdefault((r['model'], r['ratio'], r['method']), set()).add(
-        r.get('learning_rate', default_lr))
+        learning_rate_of(r, default_lr))
   return {k: sorted(v) for k, v in used.items()}
 
 
@@ -319,7 +324,7 @@ def divergence_lines(results, tuning, default_lr):
               for r in tuning}
   lines = []
   for model, ratio, lr in sorted({
-      (r['model'], r['ratio'], r.get('learning_rate', default_lr))
+      (r['model'], r['ratio'], learning_rate_of(r, default_lr))
       for r in results if r['method'] == 'gsm' and diverged(r)}):
     text = f'- {model} {ratio:g}×: GSM at lr {lr:g}'
     swept = by_point.get((model, ratio, 'gsm', lr))
@@ -580,8 +585,7 @@ def write(results_dir, plan=None):
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({name}/layer_density.png)']
   lines += speed_lines(results_dir)
-  lines += [''] + tuning_lines(tuning, results,
-                               comparison_lr)
+  lines += [''] + tuning_lines(tuning, results, comparison_lr)
   lines += diagnostics_lines(results_dir)
   lines += ['## Fairness', '',
             '- Same dense start (one dense model per seed, shared through '

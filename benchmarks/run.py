@@ -13,12 +13,13 @@ schedule: GSM, one-shot global magnitude pruning + fine-tuning (Han et al.
 2015), and gradual magnitude pruning with the cubic schedule (Zhu & Gupta
 2017, global ranking). The peak lr is the config's, except at a ratio with a
 learning-rate sweep in ``TUNING`` (run first, on a validation split), where
-each method takes its own best there. Lottery tickets (paper Table 4) are retrained from
-the initial weights in the GSM runs at the ratios of ``LOTTERY``. Every run
-writes ``benchmarks/results/<model>_<method>_r<ratio>_s<seed>.json``; a run
-whose result exists at the lr chosen is skipped, so an interrupted benchmark
-resumes. At the
-end `benchmarks.report` writes RESULTS.md and the figures from all results.
+each method takes its own best there. Lottery tickets (paper Table 4) are
+retrained from the initial weights in the GSM runs at the ratios of
+``LOTTERY``. Every run writes
+``benchmarks/results/<model>_<method>_r<ratio>_s<seed>.json``; a run whose
+result exists at the lr chosen is skipped, so an interrupted benchmark
+resumes. At the end `benchmarks.report` writes RESULTS.md and the figures
+from all results.
 """
 
 import argparse
@@ -131,7 +132,7 @@ def has_result(path, learning_rate, default_lr):
   if not os.path.exists(path):
     return False
   with open(path) as f:
-    return json.load(f).get('learning_rate', default_lr) == learning_rate
+    return report.learning_rate_of(json.load(f), default_lr) == learning_rate
 
 
 def comparison_learning_rate(tuning, results_dir, model, ratio, method):
@@ -143,7 +144,7 @@ def comparison_learning_rate(tuning, results_dir, model, ratio, method):
   sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio]
   if not sweeps:
     return default_learning_rate(model)
-  best = None
+  points = []
   for lr in sweeps[0]['learning_rates']:
     path = tuning_path(results_dir, model, method, ratio, lr)
     if not os.path.exists(path):
@@ -151,11 +152,8 @@ def comparison_learning_rate(tuning, results_dir, model, ratio, method):
           f'{model} {method} at {ratio:g}x: the comparison takes its lr from '
           f'the sweep, and {path} is missing; run --part tuning first.')
     with open(path) as f:
-      point = json.load(f)
-    if report.diverged(point):
-      continue
-    if best is None or point['pruned_accuracy'] > best[1]:
-      best = (lr, point['pruned_accuracy'])
+      points.append(json.load(f))
+  best = report.best_learning_rates(points).get((model, ratio, method))
   if best is None:
     raise ValueError(f'{model} {method} at {ratio:g}x diverged at every lr '
                      f'of the sweep {sweeps[0]["learning_rates"]}; widen it.')
@@ -177,13 +175,16 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
   os.makedirs(results_dir, exist_ok=True)
   for model, budget in plan.items():
     default_lr = default_learning_rate(model)
+    model_ratios = budget['ratios'] if ratios is None else ratios
+    lrs = {(ratio, method): comparison_learning_rate(
+        tuning or {}, results_dir, model, ratio, method)
+           for ratio in model_ratios for method in methods}
     for seed in budget['seeds'] if seeds is None else seeds:
       dense_dir = os.path.join(runs_dir, model, f's{seed}',
                                f'gsm_r{budget["ratios"][0]:g}')
-      for ratio in budget['ratios'] if ratios is None else ratios:
+      for ratio in model_ratios:
         for method in methods:
-          lr = comparison_learning_rate(tuning or {}, results_dir, model,
-                                        ratio, method)
+          lr = lrs[(ratio, method)]
           path = result_path(results_dir, model, method, ratio, seed)
           if has_result(path, lr, default_lr):
             continue
@@ -257,8 +258,9 @@ def main():
   parser.add_argument('--seeds', default=None,
                       help='comma-separated subset of the seeds, e.g. 1,2')
   parser.add_argument('--ratios', default=None,
-                      help='comma-separated subset of the ratios (of the comparison, or '
-                      'of the sweeps with --part tuning), e.g. 125')
+                      help='comma-separated subset of the ratios (of the '
+                      'comparison, or of the sweeps with --part tuning), '
+                      'e.g. 125')
   parser.add_argument('--methods', default=','.join(METHODS),
                       help='comma-separated subset of ' + ', '.join(METHODS))
   parser.add_argument('--learning-rates', default=None,

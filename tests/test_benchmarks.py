@@ -228,16 +228,21 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
                             learning_rates=(0.01, 0.02, 0.03),
                             holdout_fraction=1 / 6),)}
   (tmp_path / 'tuning').mkdir()
+
+  def write_point(lr, acc, diverged):  # as run_tuning writes it
+    (tmp_path / 'tuning' / f'lenet5_r10_gsm_lr{lr:g}.json').write_text(
+        json.dumps(dict(model='lenet5', ratio=10.0, method='gsm',
+                        learning_rate=lr, pruned_accuracy=acc,
+                        diverged=diverged)))
+
   accuracies = {0.01: 0.7, 0.02: 0.8, 0.03: 0.9}
   for lr in (0.01, 0.02):
-    (tmp_path / 'tuning' / f'lenet5_r10_gsm_lr{lr:g}.json').write_text(
-        json.dumps(dict(pruned_accuracy=accuracies[lr], diverged=False)))
+    write_point(lr, accuracies[lr], False)
   with pytest.raises(FileNotFoundError, match='lenet5_r10_gsm_lr0.03.json is '
                      'missing; run --part tuning first'):
     run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
   # The most accurate point diverged elsewhere, so it is never picked.
-  (tmp_path / 'tuning' / 'lenet5_r10_gsm_lr0.03.json').write_text(
-      json.dumps(dict(pruned_accuracy=0.9, diverged=True)))
+  write_point(0.03, 0.9, True)
   assert run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0,
                                       'gsm') == 0.02
   # A ratio without a sweep trains at the config's lr.
@@ -245,8 +250,7 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
                                       'gsm') == run.default_learning_rate(
                                           'lenet5') == 0.03
   for lr in (0.01, 0.02):
-    (tmp_path / 'tuning' / f'lenet5_r10_gsm_lr{lr:g}.json').write_text(
-        json.dumps(dict(pruned_accuracy=0.1, diverged=True)))
+    write_point(lr, 0.1, True)
   with pytest.raises(ValueError, match='diverged at every lr'):
     run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
   # A result is reused only if it was trained at the lr asked for.
