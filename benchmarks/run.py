@@ -49,12 +49,18 @@ QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
 # with the plan's budget for that model and its own dense model. The
 # comparison then trains each method at a swept ratio with its best lr there,
 # and at every other ratio with the config's lr (3e-2: the best of every
-# method at 60x and 125x). LeNet-5 is swept at 10x and 30x too: at 10x GSM
-# diverged at 3e-2 in every seed, the baselines did not; at 30x a unit of
-# fc1 had died by epoch 7.
+# method in the first sweeps, at 60x and 125x over 1e-2, 3e-2 and 1e-1).
+# LeNet-300 (about 1.5 min a run on one core) is swept at every ratio, with
+# 2e-2 and 5e-2 added. LeNet-5 (about 12 min a run) is swept at 125x, and
+# at 10x and 30x: at 10x GSM diverged at 3e-2 in every seed, the baselines
+# did not; at 30x a unit of fc1 had died by epoch 7.
 TUNING = {'lenet300': (dict(ratio=60.0, seed=0,
-                            learning_rates=(1e-2, 3e-2, 1e-1),
-                            holdout_fraction=1 / 6),),
+                            learning_rates=(1e-2, 2e-2, 3e-2, 5e-2, 1e-1),
+                            holdout_fraction=1 / 6),) + tuple(
+                                dict(ratio=ratio, seed=0,
+                                     learning_rates=(1e-2, 2e-2, 3e-2, 5e-2),
+                                     holdout_fraction=1 / 6)
+                                for ratio in (10.0, 30.0, 125.0, 300.0)),
           'lenet5': (dict(ratio=125.0, seed=0,
                           learning_rates=(1e-2, 3e-2, 1e-1),
                           holdout_fraction=1 / 6),
