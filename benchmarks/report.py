@@ -228,11 +228,14 @@ def mean_std(values):
           len(values))
 
 
-def fmt(stat):
+def fmt(stat, with_n=True):
+  """``mean ± std (n=k)``, or without ``(n=k)`` when ``with_n`` is False."""
   if stat is None:
     return '–'
   mean, std, n = stat
-  return f'{mean:.2f} ± {std:.2f} (n={n})' if n > 1 else f'{mean:.2f} (n=1)'
+  if n == 1:
+    return f'{mean:.2f} (n=1)'
+  return f'{mean:.2f} ± {std:.2f}' + (f' (n={n})' if with_n else '')
 
 
 def diverged(run):
@@ -264,12 +267,30 @@ def num_runs(stat, num_diverged):
   return num_diverged + (stat[2] if stat else 0)
 
 
-def fmt_cell(stat, num_diverged):
+def fmt_cell(stat, num_diverged, with_n=True):
   """A table cell: mean ± std (n), and how many runs diverged."""
   if not num_diverged:
-    return fmt(stat)
+    return fmt(stat, with_n)
   text = f'diverged in {num_diverged} of {num_runs(stat, num_diverged)}'
-  return f'{fmt(stat)}; {text}' if stat else text
+  return f'{fmt(stat, with_n)}; {text}' if stat else text
+
+
+def accuracy_table_lines(results, model, with_n=True):
+  """The accuracy-vs-ratio table of ``model`` as Markdown lines, the best
+  pruning method's mean in bold. ``with_n=False`` leaves out the ``(n=k)``:
+  the form the README quotes (``tests/test_readme.py`` checks it)."""
+  columns = ('dense',) + tuple(METHOD_NAMES)
+  lines = ['| ratio | dense | ' + ' | '.join(METHOD_NAMES.values()) + ' |',
+           '|---:|' + '---|' * len(columns)]
+  for ratio, row in accuracy_table(results, model).items():
+    means = {c: row[c][0] for c in METHOD_NAMES if row[c] is not None}
+    best = max(means, key=means.get) if means else None
+    cells = []
+    for c in columns:
+      cell = fmt_cell(row[c], row['diverged'].get(c), with_n)
+      cells.append(f'**{cell}**' if c == best else cell)
+    lines.append(f'| {ratio:g}× | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def passive_decay_exponent(model, budget, steps_per_epoch=60_000 // 256):
@@ -541,14 +562,9 @@ def write(results_dir, plan=None):
     epochs = next(r['epochs'] for r in results if r['model'] == model)
     lines += [f'## {model}: accuracy vs compression', '',
               f"Dense {epochs['dense']} epochs, pruning phase "
-              f"{epochs['prune']} epochs. Mean ± std over seeds.", '',
-              '| ratio | dense | GSM | magnitude + FT | gradual magnitude |',
-              '|---:|---|---|---|---|']
-    for ratio, row in accuracy_table(results, model).items():
-      lines.append(f'| {ratio:g}× | ' + ' | '.join(
-          fmt_cell(row[c], row['diverged'].get(c)) for c in (
-              'dense', 'gsm', 'magnitude_ft', 'gradual_magnitude')) + ' |')
-    lines.append('')
+              f"{epochs['prune']} epochs. Mean ± std over seeds; the best "
+              'pruning method in bold.', '']
+    lines += accuracy_table_lines(results, model) + ['']
   lines += ['![accuracy vs ratio](' + f'{name}/accuracy_vs_ratio.png)', '']
   lines += ['## Paper Table 1 analogue (GSM, base → pruned)', '',
             '| model | ratio | base | pruned | kept weights | paper (MNIST) |',

@@ -101,6 +101,10 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
           '85.00 ± 7.07 (n=2); diverged in 1 of 3')
   assert report.fmt_cell(None, 2) == 'diverged in 2 of 2'
   assert report.fmt_cell(row['gradual_magnitude'], 0) == '70.00 (n=1)'
+  # The table bolds the best method's mean (GSM's 85 over gradual's 70).
+  assert report.accuracy_table_lines(results, 'lenet5', with_n=False)[2] == (
+      '| 10× | 90.00 ± 0.00 | **85.00 ± 7.07; diverged in 1 of 3** | – | '
+      '70.00 (n=1) |')
   lines = report.findings_lines(results, {})
   assert any('GSM diverged (non-finite loss and weights) in 1 of 3 seeds'
              in l for l in lines)

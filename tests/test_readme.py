@@ -1,13 +1,20 @@
-"""The README's quickstart runs and prunes to the ratio it asks for."""
+"""The README's quickstart runs and prunes to the ratio it asks for, and its
+benchmark tables are those of the committed results."""
 
 import contextlib
 import io
 import pathlib
 import re
 
+import pytest
+
+from benchmarks import report
+
+ROOT = pathlib.Path(__file__).parent.parent
+
 
 def test_readme_quickstart_runs():
-  readme = (pathlib.Path(__file__).parent.parent / 'README.md').read_text()
+  readme = (ROOT / 'README.md').read_text()
   code = re.search(r'```python\n(.*?)```', readme, re.S).group(1)
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -15,3 +22,12 @@ def test_readme_quickstart_runs():
   assert 'compression (prunable weights): 60.0x' in out.getvalue()
   first = out.getvalue().splitlines()[0].split()
   assert int(first[0]) == 238_200 // 60
+
+
+@pytest.mark.parametrize('model', ['lenet300', 'lenet5'])
+def test_readme_quotes_the_benchmark_tables(model):
+  # A rerun that changes a result must change the README's quote too.
+  readme = (ROOT / 'README.md').read_text()
+  results = report.load(str(ROOT / 'benchmarks' / 'results'))
+  table = '\n'.join(report.accuracy_table_lines(results, model, with_n=False))
+  assert table in readme, f'README.md should quote this {model} table:\n{table}'
