@@ -94,13 +94,18 @@ def load_tuning(results_dir):
 
 
 def best_learning_rates(tuning):
-  """{(model, ratio, method): (best lr, its validation accuracy)}."""
+  """{(model, ratio, method): (best lr, its validation accuracy)}.
+
+  Diverged points are never picked; of points with equal accuracy the
+  smaller lr wins, whatever their order in ``tuning``.
+  """
   best = {}
   for r in tuning:
     if diverged(r):
       continue
     key = (r['model'], r['ratio'], r['method'])
-    if key not in best or r['pruned_accuracy'] > best[key][1]:
+    if key not in best or ((r['pruned_accuracy'], -r['learning_rate']) >
+                           (best[key][1], -best[key][0])):
       best[key] = (r['learning_rate'], r['pruned_accuracy'])
   return best
 

@@ -183,6 +183,11 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
   assert report.best_learning_rates(tuning) == {
       ('lenet5', 125.0, 'gsm'): (0.03, 0.8),
       ('lenet5', 10.0, 'gsm'): (0.01, 0.7)}
+  # A tie goes to the smaller lr, in either order.
+  tied = [point('gsm', 0.02, 0.6), point('gsm', 0.01, 0.6)]
+  for order in (tied, tied[::-1]):
+    assert report.best_learning_rates(order) == {
+        ('lenet5', 125.0, 'gsm'): (0.01, 0.6)}
   results = [dict(model='lenet5', ratio=125.0, method='gsm'),  # ran at 0.03
              dict(model='lenet5', ratio=10.0, method='gsm',
                   learning_rate=0.01),
