@@ -180,7 +180,8 @@ def tuning_lines(tuning, results, default_lr):
                    f" ({100 * run['accuracy_before_prune']:.2f})")
     lines.append(f'| {model} | {ratio:g}× | {METHOD_NAMES[method]} | '
                  + ' | '.join(cells) + ' |')
-  lines.append('')
+  lines += ['', 'Each method\'s best lr on validation:', '']
+  lines += best_lr_table_lines(tuning) + ['']
   used = learning_rates_used(results, default_lr)
   for model, ratio, method in swept:
     text = f'- {model} {ratio:g}× {METHOD_NAMES[method]}: '
@@ -311,6 +312,26 @@ def passive_decay_exponent(model, budget, steps_per_epoch=60_000 // 256):
   lrs = schedule(np.arange(budget['prune_epochs'] * steps_per_epoch))
   return float(np.sum(np.asarray(lrs, np.float64))) * (
       g.weight_decay / (1 - g.momentum))
+
+
+def best_lr_table_lines(tuning):
+  """Markdown lines: each method's best lr on validation per swept (model,
+  ratio); the README quotes them (``tests/test_readme.py`` checks it)."""
+  best = best_learning_rates(tuning)
+  lines = ['| model | ratio | ' + ' | '.join(METHOD_NAMES.values()) + ' |',
+           '|---|---:|' + '---:|' * len(METHOD_NAMES)]
+  for model, ratio in sorted({(r['model'], r['ratio']) for r in tuning}):
+    cells = []
+    for method in METHOD_NAMES:
+      if (model, ratio, method) in best:
+        cells.append(f'{best[(model, ratio, method)][0]:g}')
+      elif any(r['model'] == model and r['ratio'] == ratio and
+               r['method'] == method for r in tuning):
+        cells.append('diverged')
+      else:
+        cells.append('–')
+    lines.append(f'| {model} | {ratio:g}× | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def best_lr_summary(tuning):

@@ -203,6 +203,9 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
   assert ('- lenet5 125× magnitude + FT: diverged at every learning rate of '
           'the sweep.') in lines
   assert report.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
+  assert report.best_lr_table_lines(tuning)[2:] == [
+      '| lenet5 | 10× | 0.01 | – | – |',
+      '| lenet5 | 125× | 0.03 | diverged | – |']
   assert report.best_lr_summary(tuning) == (
       'lenet5 125×: 0.03 for every method; lenet5 10×: 0.01 for every method')
   tuning.append(point('magnitude_ft', 0.01, 0.6))
