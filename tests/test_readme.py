@@ -31,3 +31,10 @@ def test_readme_quotes_the_benchmark_tables(model):
   results = report.load(str(ROOT / 'benchmarks' / 'results'))
   table = '\n'.join(report.accuracy_table_lines(results, model, with_n=False))
   assert table in readme, f'README.md should quote this {model} table:\n{table}'
+
+
+def test_readme_quotes_the_best_learning_rates():
+  readme = (ROOT / 'README.md').read_text()
+  tuning = report.load_tuning(str(ROOT / 'benchmarks' / 'results'))
+  table = '\n'.join(report.best_lr_table_lines(tuning))
+  assert table in readme, f'README.md should quote this table:\n{table}'
