@@ -318,18 +318,17 @@ def best_lr_table_lines(tuning):
   """Markdown lines: each method's best lr on validation per swept (model,
   ratio); the README quotes them (``tests/test_readme.py`` checks it)."""
   best = best_learning_rates(tuning)
+  swept = {(r['model'], r['ratio'], r['method']) for r in tuning}
   lines = ['| model | ratio | ' + ' | '.join(METHOD_NAMES.values()) + ' |',
            '|---|---:|' + '---:|' * len(METHOD_NAMES)]
   for model, ratio in sorted({(r['model'], r['ratio']) for r in tuning}):
     cells = []
     for method in METHOD_NAMES:
-      if (model, ratio, method) in best:
-        cells.append(f'{best[(model, ratio, method)][0]:g}')
-      elif any(r['model'] == model and r['ratio'] == ratio and
-               r['method'] == method for r in tuning):
-        cells.append('diverged')
-      else:
-        cells.append('–')
+      key = (model, ratio, method)
+      if key in best:
+        cells.append(f'{best[key][0]:g}')
+      else:  # diverged at every point, or not swept
+        cells.append('diverged' if key in swept else '–')
     lines.append(f'| {model} | {ratio:g}× | ' + ' | '.join(cells) + ' |')
   return lines
 

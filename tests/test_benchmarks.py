@@ -62,6 +62,10 @@ def test_quick_benchmark_and_notebook(tmp_path):
                     if c.cell_type == 'code' for o in c.outputs)
   assert '6 runs in' in printed and '60x' in printed
   assert 'best on validation' in printed and 'gradual_magnitude' in printed
+  tables = ''.join(o.get('data', {}).get('text/markdown', '')
+                   for c in notebook.cells if c.cell_type == 'code'
+                   for o in c.outputs)  # the accuracy tables
+  assert '| 10× |' in tables and '| 60× |' in tables
   images = [o for c in notebook.cells if c.cell_type == 'code'
             for o in c.outputs if 'image/png' in o.get('data', {})]
   assert len(images) == 2
