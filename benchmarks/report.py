@@ -333,23 +333,6 @@ def best_lr_table_lines(tuning):
   return lines
 
 
-def best_lr_summary(tuning):
-  """'lenet300 60×: 0.03 for every method; …' from the sweeps."""
-  by_sweep = {}
-  for (model, ratio, method), (lr, _) in best_learning_rates(tuning).items():
-    by_sweep.setdefault((model, ratio), {})[method] = lr
-  parts = []
-  for (model, ratio), best in sorted(by_sweep.items(),
-                                     key=lambda kv: (kv[0][0], -kv[0][1])):
-    if len(set(best.values())) == 1:
-      parts.append(f'{model} {ratio:g}×: {next(iter(best.values())):g} for '
-                   'every method')
-    else:
-      parts.append(f'{model} {ratio:g}×: ' + ', '.join(
-          f'{METHOD_NAMES[m]} {lr:g}' for m, lr in sorted(best.items())))
-  return '; '.join(parts)
-
-
 def stale_lr_text(results, tuning, default_lr):
   """'.' or ', except …' naming comparison runs not at their sweep's best."""
   used = learning_rates_used(results, default_lr)
@@ -443,8 +426,9 @@ def findings_lines(results, plan, tuning=(), default_lr=0.03):
               'better before the prune but the passive weights still carry '
               'part of the function, which the final prune removes; three '
               'times the epochs at 1e-2 shrink that cost but then overfit.'
-              + (' Each method\'s best peak lr on validation: '
-                 f'{best_lr_summary(tuning)}. At those ratios the comparison '
+              + (' Each method\'s best peak lr on validation is in the '
+                 'table of "Fairness: learning-rate sweep on a validation '
+                 'split" below. At those ratios the comparison '
                  'trains each method at its own best, so the lr handicaps '
                  'none of them there' + stale_lr_text(results, tuning,
                                                       default_lr)
