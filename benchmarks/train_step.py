@@ -1,7 +1,7 @@
 """Training-step time (forward, backward, update): GSM vs dense momentum SGD.
 
 Usage: python -m benchmarks.train_step [--repeats 100] [--dense-steps 235]
-           [--methods interpolate,bisect] [--json out.json]
+           [--pruning-steps 0] [--methods interpolate,bisect] [--json out.json]
 
 The jitted step of the examples (`examples.train.make_train_step`), batch
 256 of Fashion-MNIST, for LeNet-300-100 (GSM at 60x) and LeNet-5 (125x).
@@ -11,7 +11,10 @@ the pruning phase's settings (``config.gsm``). SGD is the same chain
 without GSM's mask (`examples.train.sgd_with_decay`). Each timed step takes
 a new batch and both states move on, alternating GSM and SGD on the same
 batches, so the scores GSM ranks are those of real training, where the
-pruning phase starts. (Until 2026-11-22 this benchmark repeated one random
+pruning phase starts, or with ``--pruning-steps`` that many steps into it
+(untimed steps of every optimizer; 468 passes the learning-rate warm-up
+of one epoch and reaches the peak rate, where the threshold moves more
+from step to step). (Until 2026-11-22 this benchmark repeated one random
 batch from a fresh model; at commit 176f1cd that gave 1.46x after 30
 repeats and 1.42x after 200 for LeNet-300, close to this benchmark's
 bisect column.)
@@ -75,9 +78,10 @@ def fixed_threshold_mask(threshold: float, ratio: float | None = None
     chosen = [i for i, f in enumerate(flags) if f]
     scores = gsm_optax.taylor_scores([grads[i] for i in chosen],
                                      [leaves[i] for i in chosen])
-    if ratio is not None:
+    if ratio is not None:  # GSM's search, from the last step's threshold
       key, n = gsm_optax.global_threshold(
-          scores, int(sum(t.size for t in scores) // ratio))
+          scores, int(sum(t.size for t in scores) // ratio),
+          guess=state.threshold)
       return updates, gsm_optax.KeepTopTaylorState(
           gsm_optax.key_to_score(key, jnp.float32), n.astype(jnp.int32))
     for i, t in zip(chosen, scores):
@@ -108,7 +112,8 @@ def batches(images, labels, batch_size, seed):
       yield images[idx], labels[idx]
 
 
-def time_case(config, repeats, dense_steps, methods, parts=False):
+def time_case(config, repeats, dense_steps, methods, parts=False,
+              pruning_steps=0):
   """Median seconds of the SGD step and of GSM's per route (and with
   ``parts`` of the two partial steps), after a dense start: ``{'sgd': s,
   'interpolate': s, ...}``."""
@@ -133,13 +138,14 @@ def time_case(config, repeats, dense_steps, methods, parts=False):
       runs[name] = make_step(config, tx, dense)
   states = {name: s for name, (_, (_, s)) in runs.items()}
   times = {name: [] for name in runs}
-  for i in range(repeats + 3):
+  untimed = pruning_steps + 3  # the first calls compile
+  for i in range(untimed + repeats):
     x, y = next(data)
     for name, (step, _) in runs.items():
       start = time.perf_counter()
       states[name], (loss, _) = step(states[name], x, y, key)
       jax.block_until_ready(loss)
-      if i >= 3:  # the first calls compile
+      if i >= untimed:
         times[name].append(time.perf_counter() - start)
   return {name: statistics.median(t) for name, t in times.items()}
 
@@ -148,6 +154,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--repeats', type=int, default=100)
   parser.add_argument('--dense-steps', type=int, default=235)
+  parser.add_argument('--pruning-steps', type=int, default=0)
   parser.add_argument('--models', default='lenet300,lenet5')
   parser.add_argument('--methods', default='interpolate,bisect')
   parser.add_argument('--parts', action='store_true')
@@ -157,7 +164,8 @@ def main():
   columns = methods + (['mask', 'search'] if args.parts else [])
   rows = []
   print(f'jax {jax.__version__}, {jax.devices()[0].device_kind}, batch 256, '
-        f'{args.dense_steps} dense steps, {args.repeats} timed steps')
+        f'{args.dense_steps} dense steps, {args.pruning_steps} untimed '
+        f'pruning steps, {args.repeats} timed steps')
   print(f"{'model':<10} {'ratio':>6} {'sgd step':>10} " + ' '.join(
       f'{m + " / sgd":>17}' for m in columns))
   for name, config_name, ratio in CASES:
@@ -167,12 +175,13 @@ def main():
         f'examples.configs.{config_name}').get_config()
     config.ratio = ratio
     seconds = time_case(config, args.repeats, args.dense_steps, methods,
-                        args.parts)
+                        args.parts, args.pruning_steps)
     print(f"{name:<10} {ratio:>5g}x {seconds['sgd'] * 1e3:>8.2f}ms " +
           ' '.join(f"{seconds[m] / seconds['sgd']:>16.3f}x" for m in columns),
           flush=True)
     rows.append({'model': name, 'ratio': ratio, 'seconds': seconds,
-                 'repeats': args.repeats, 'dense_steps': args.dense_steps})
+                 'repeats': args.repeats, 'dense_steps': args.dense_steps,
+                 'pruning_steps': args.pruning_steps})
   if args.json:
     with open(args.json, 'w') as f:
       json.dump({'jax': jax.__version__, 'rows': rows}, f, indent=1)

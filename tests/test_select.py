@@ -112,11 +112,19 @@ def test_count_kernels_agree_with_numpy(shape):
   rng = np.random.default_rng(0)
   t = np.abs(rng.standard_normal(shape)).astype(np.float32)
   t.reshape(-1)[::7] = 0.5  # ties at a candidate
-  for value in (0.5, float(np.median(t)), 3.0, 1e-30, 100.0):
+  # Non-finite and denormal scores count by their keys: NaN above +inf
+  # above every finite score, a denormal below every normal one.
+  t.reshape(-1)[3::101] = np.nan
+  t.reshape(-1)[5::103] = np.inf
+  t.reshape(-1)[9::107] = 1e-40
+  keys = t.view(np.int32)
+  for value in (0.5, float(np.nanmedian(t)), 3.0, 1e-30, 100.0,
+                float(np.finfo(np.float32).tiny), 3e38):
+    expected = np.sum(keys >= np.float32(value).view(np.int32))
     for kernel in (select._count_leaf, select._count_leaf_cpu):
       count = jax.jit(kernel, static_argnames='dtype')(
           jnp.asarray(t), jnp.float32(value), dtype=jnp.int32)
-      assert int(count) == np.sum(t >= np.float32(value)), (kernel, value)
+      assert int(count) == expected, (kernel, value)
 
 
 def _compiled_search(shape, method='interpolate'):
@@ -154,6 +162,10 @@ def wide_scores(kind, rng, n=20000):
   elif kind == 'denormal_answer':  # normal scores above denormal ones
     x = np.where(rng.random(n) < 0.05, rng.random(n),
                  rng.integers(1, 9, n) * 1e-45)
+  elif kind == 'with_nonfinite':  # a few NaN and inf above log-normal scores
+    x = np.exp(5 * rng.standard_normal(n))
+    x[rng.random(n) < 0.002] = np.nan
+    x[rng.random(n) < 0.002] = np.inf
   else:
     raise ValueError(kind)
   x = x.astype(np.float32)
@@ -162,7 +174,7 @@ def wide_scores(kind, rng, n=20000):
 
 @pytest.mark.parametrize('kind', ['lognormal', 'uniform', 'two_clusters',
                                   'ties_at_answer', 'mostly_zero',
-                                  'denormal_answer'])
+                                  'denormal_answer', 'with_nonfinite'])
 @pytest.mark.parametrize('passes', [1, 3, None])
 def test_interpolate_is_exact_before_and_after_it_bisects(
     kind, passes, monkeypatch):
@@ -179,6 +191,49 @@ def test_interpolate_is_exact_before_and_after_it_bisects(
     key, n = f(scores, q)
     assert int(key) == expected, q
     assert int(n) == np.sum(all_keys >= expected), q
+
+
+GUESSES = (0.0, -1.0, 1e-40, float(np.finfo(np.float32).tiny), 1e-6, 0.3,
+           1.0, 1e30, 3.4e38, np.inf, np.nan)
+
+
+@pytest.mark.parametrize('kind', ['lognormal', 'two_clusters', 'ties_at_answer',
+                                  'mostly_zero', 'denormal_answer',
+                                  'with_nonfinite'])
+def test_interpolate_result_does_not_depend_on_its_guess(kind):
+  # keep_top_taylor starts the search from the last step's threshold: a
+  # good, bad or invalid start must give the same key and count.
+  scores = wide_scores(kind, np.random.default_rng(4))
+  keys = np.sort(np.concatenate([np.asarray(s).ravel().view(np.int32)
+                                 for s in scores]))[::-1]
+  f = jax.jit(lambda s, q, g: gsm_optax.global_threshold(
+      s, q, 'interpolate', guess=g))
+  for q in (1, 37, 333, 2000, 6667, 19999):
+    answer = float(keys[q - 1].view(np.float32))
+    for guess in GUESSES + (answer, answer * 1.01, answer * 0.99):
+      key, n = f(scores, q, jnp.float32(guess))
+      assert int(key) == keys[q - 1], (q, guess)
+      assert int(n) == np.sum(keys >= keys[q - 1]), (q, guess)
+
+
+@pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
+                                  'denormal_only', 'nonfinite'])
+@pytest.mark.parametrize('method', gsm_optax.SELECTION_METHODS)
+def test_mask_key_masks_the_scores_at_or_above_the_threshold(kind, method):
+  # The mask compares keys with mask_key, which may lie below the
+  # threshold; it must select exactly the scores >= the threshold.
+  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  scores = adversarial_scores(kind, np.random.default_rng(7))
+  all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
+                             for s in scores])
+  for q in (1, 2, 17, 100, 236, 237):
+    top = jax.jit(select.select_top_q, static_argnums=(1, 2))(
+        scores, q, method)
+    expected = numpy_kth_key(scores, q)
+    assert int(top.threshold_key) == expected
+    np.testing.assert_array_equal(all_keys >= int(top.mask_key),
+                                  all_keys >= expected)
+    assert int(top.num_active) == np.sum(all_keys >= expected)
 
 
 @pytest.mark.parametrize('rows, cols', [(40, 50), (32, 64)])

@@ -4,13 +4,14 @@ Three routes give the *identical* threshold:
 
 * ``'interpolate'`` (default): a search that counts ``score >= candidate``
   over all scores once per pass and picks each candidate from the counts so
-  far: first from the mean score, then by regula falsi (Illinois variant) on
-  the logarithm of the count against the score's bit pattern. On the real
+  far: first a guess (`keep_top_taylor` passes the last step's threshold)
+  or the mean score, then by regula falsi (Illinois variant) on the
+  logarithm of the count against the score's bit pattern. On the real
   scores of LeNet-300-100 it needs 8 to 10 passes on average, where
   bisection needs 19 to 24 (`benchmarks/search_passes.py`). After 16 passes
   it bisects what is left, so it never needs more than 16 + 31 passes.
-  Non-finite scores, or a Q-th largest score below the smallest normal
-  number, go to the ``'bisect'`` route.
+  A Q-th largest score below the smallest normal number, or not finite,
+  goes to the ``'bisect'`` route.
 * ``'bisect'``: a search of at most 31 passes (63 for float64)
   on the bit pattern of the scores. For non-negative IEEE floats the bit
   pattern, read as an integer "key", orders exactly like the value, with NaN
@@ -25,7 +26,10 @@ The two searches count per leaf and add the counts up, so no concatenated
 copy of the scores is built; Q may be traced; and when the arrays are
 sharded, each pass is a local count plus an all-reduce of one scalar per
 leaf (on XLA:CPU, of one count per row for a matrix split along its last
-axis, see `_count_leaf_cpu`), never a gather.
+axis, see `_count_leaf_cpu`), never a gather. When a search stops at a key
+reached by exactly Q scores, that key already masks the right Q scores
+(`TopQ.mask_key`); the pass that finds the least of them, the threshold's
+value, is not on the update's path.
 
 Each count compares the scores as floats against the candidate's value and
 sums the 0/1 results in float. On XLA:CPU (jax 0.10.2, LeNet-300's scores)
@@ -34,15 +38,17 @@ before, and faster than summing integer comparisons of the keys; stopping
 early gained another 1.14x (`benchmarks.step_overhead` times whole steps).
 On XLA:CPU a matrix's 0/1 results are summed as a product with a vector of
 ones, which XLA fuses with the comparison (`_count_leaf_cpu`). The integer
-keys are made only where they are compared, never written out. A
-float comparison orders like the keys for finite scores against a normal
-candidate, also under XLA:CPU's flush-to-zero (a denormal score reads as 0,
-still below). Otherwise (inf or NaN among the scores, or a denormal
-candidate), exact integer comparisons of the keys are used.
+keys are made only where they are compared, never written out. Against a
+normal finite candidate the float comparison orders like the keys for every
+score: ``not (score < candidate)`` counts NaN and inf as above, and under
+XLA:CPU's flush-to-zero a denormal score reads as 0, still below
+(`_at_least_value`). Against other candidates (denormal, zero, or not
+finite: the bisection's first bits), exact integer comparisons of the keys
+are used.
 """
 
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -114,11 +120,24 @@ def _count_exact(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
 
 
 def _count_float(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
-  """count(score >= value(key)), summed in float, exact for guarded inputs."""
+  """count(key(score) >= key), summed in float: exact for a normal finite
+  key whatever the scores, and for leaves that `_exact_reduction_axes` can
+  count."""
   value = key_to_score(key, scores[0].dtype)
   return sum(jax.lax.platform_dependent(
       t, value, cpu=functools.partial(_count_leaf_cpu, dtype=key.dtype),
       default=functools.partial(_count_leaf, dtype=key.dtype)) for t in scores)
+
+
+def _at_least_value(t: jax.Array, value: jax.Array) -> jax.Array:
+  """``key(t) >= key(value)`` for a normal, finite ``value``, in float.
+
+  Written as ``not (t < value)`` so that a NaN score, whose key is above
+  every other, counts as above, like +inf; a denormal score, read as 0
+  under flush-to-zero, stays below. So the float count is exact for any
+  scores, finite or not, against a normal finite candidate.
+  """
+  return jnp.logical_not(t < value)
 
 
 def _count_leaf(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
@@ -126,7 +145,7 @@ def _count_leaf(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
   # The 0/1 results as bfloat16 (exact), summed in the scores' dtype: on
   # XLA:CPU, which writes them out before reducing, a narrower array made
   # a pass about a quarter faster (benchmarks/search_kernels.py).
-  step = (t >= value).astype(jnp.bfloat16)
+  step = _at_least_value(t, value).astype(jnp.bfloat16)
   # Reduce trailing axes while each partial count is exactly representable,
   # then add the partial counts as integers.
   axes = _exact_reduction_axes(t.shape, t.dtype)
@@ -157,7 +176,7 @@ def _count_leaf_cpu(t: jax.Array, value: jax.Array, dtype) -> jax.Array:
   shape = _fast_matrix_shape(t.shape)
   if shape is None:
     return _count_leaf(t, value, dtype)
-  rows = (t >= value).astype(jnp.float32).reshape(shape)
+  rows = _at_least_value(t, value).astype(jnp.float32).reshape(shape)
   per_row = jnp.ones((shape[1],), jnp.float32) @ rows.T
   return jnp.sum(per_row.astype(dtype))
 
@@ -196,19 +215,26 @@ def _float_kernel_floor(score_dtype) -> int:
   return int(np.array(tiny, score_dtype).view(_key_dtype(score_dtype)))
 
 
-def _bisect_key(scores: Sequence[jax.Array], q) -> tuple[jax.Array, jax.Array]:
+class TopQ(NamedTuple):
+  """Where the Q largest scores start, as keys (see `score_keys`)."""
+  mask_key: jax.Array  # key >= mask_key selects exactly the scores >= threshold
+  num_active: jax.Array  # count(key >= threshold_key), >= Q (ties kept)
+  threshold_key: jax.Array  # the Q-th largest key
+
+
+def _bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
   score_dtype = scores[0].dtype
   key_dtype = _key_dtype(score_dtype)
   nbits = 8 * key_dtype.itemsize - 1  # the sign bit of |x| is always 0
-  # Any inf or NaN turns the sum of t * 0 into NaN: one fast reduction.
-  all_finite = jnp.isfinite(sum(jnp.sum(t * 0) for t in scores))
-  can_use_float = all_finite & _all_leaves_countable_in_float(scores)
-  floor_key = jnp.asarray(_float_kernel_floor(score_dtype), key_dtype)
+  floor_key, inf_key = _float_key_range(score_dtype)
+  countable = _all_leaves_countable_in_float(scores)
   total = sum(t.size for t in scores)
   q = jnp.asarray(q, key_dtype)
 
   def count(candidate):
-    return jax.lax.cond(can_use_float & (candidate >= floor_key),
+    if not countable:
+      return _count_exact(scores, candidate)
+    return jax.lax.cond((candidate >= floor_key) & (candidate < inf_key),
                         lambda c: _count_float(scores, c),
                         lambda c: _count_exact(scores, c), candidate)
 
@@ -227,37 +253,55 @@ def _bisect_key(scores: Sequence[jax.Array], q) -> tuple[jax.Array, jax.Array]:
   init = (jnp.zeros((), jnp.int32), jnp.zeros((), key_dtype),
           jnp.asarray(total, key_dtype))
   _, prefix, n_prefix = jax.lax.while_loop(undecided, set_next_bit, init)
-  # Exactly Q keys reach the prefix: the Q-th largest is the least of them.
-  # Stopping there trades the remaining passes (about a third of them on
-  # real scores, see benchmarks/search_passes.py) for one taking a minimum.
-  key = jax.lax.cond(
-      n_prefix == q,
-      lambda p: jax.lax.cond(can_use_float & (p >= floor_key),
-                             lambda p: _least_at_least_float(scores, p),
-                             lambda p: _least_at_least(scores, p), p),
-      lambda p: p, prefix)
-  return key, n_prefix
+  # Exactly Q keys reach the prefix: the Q-th largest is the least of them,
+  # and the prefix selects the same Q. Stopping there saves the remaining
+  # passes (about a third of them on real scores, see
+  # benchmarks/search_passes.py); the pass taking the minimum is needed
+  # only for the threshold's value, not for the mask.
+  key = jax.lax.cond(n_prefix == q, lambda p: _least_at_least(scores, p),
+                     lambda p: p, prefix)
+  return TopQ(prefix, n_prefix, key)
+
+
+def _float_key_range(score_dtype) -> tuple[jax.Array, jax.Array]:
+  """The keys of the smallest normal number and of +inf: the float counts
+  and minima are exact for candidates from the first up to the second."""
+  key_dtype = _key_dtype(score_dtype)
+  inf_key = np.array(np.inf, score_dtype).view(key_dtype)
+  return (jnp.asarray(_float_kernel_floor(score_dtype), key_dtype),
+          jnp.asarray(inf_key, key_dtype))
 
 
 def _least_at_least(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
-  """The smallest key ``>= key`` over all arrays (one must exist)."""
-  top = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)
-  return functools.reduce(jnp.minimum, [
-      jnp.min(jnp.where(k >= key, k, top), initial=top)
-      for k in score_keys(scores)])
+  """The smallest key ``>= key`` over all arrays (one must exist).
 
-
-def _least_at_least_float(scores: Sequence[jax.Array],
-                          key: jax.Array) -> jax.Array:
-  """`_least_at_least` for finite scores and a normal key, in float.
-
-  On XLA:CPU a float minimum took half the time of an integer one.
+  In float where that is exact, since on XLA:CPU a float minimum took half
+  the time of an integer one: against a normal finite key, the least
+  finite score at or above its value has the least key, because NaN
+  (skipped) and inf lie above every finite key. Otherwise (a denormal key,
+  or no finite score reaches it) the keys are compared as integers.
   """
-  value = key_to_score(key, scores[0].dtype)
-  least = functools.reduce(jnp.minimum, [
-      jnp.min(jnp.where(t >= value, t, jnp.inf), initial=jnp.inf)
-      for t in scores])
-  return jax.lax.bitcast_convert_type(least, key.dtype)
+  floor_key, inf_key = _float_key_range(scores[0].dtype)
+
+  def exact(key):
+    top = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)
+    return functools.reduce(jnp.minimum, [
+        jnp.min(jnp.where(k >= key, k, top), initial=top)
+        for k in score_keys(scores)])
+
+  def in_float(key):
+    value = key_to_score(key, scores[0].dtype)
+    least = functools.reduce(jnp.minimum, [
+        jnp.min(jnp.where(t >= value, t, jnp.inf), initial=jnp.inf)
+        for t in scores])
+    return jax.lax.cond(jnp.isfinite(least),
+                        lambda k: jax.lax.bitcast_convert_type(least, k.dtype),
+                        exact, key)
+
+  if not _all_leaves_countable_in_float(scores):
+    return exact(key)
+  return jax.lax.cond((key >= floor_key) & (key < inf_key), in_float, exact,
+                      key)
 
 
 # The interpolation search: its second candidate assumes that the number of
@@ -271,35 +315,35 @@ _TAIL_EXPONENT = 1.5
 _INTERPOLATION_PASSES = 16
 
 
-def _interpolate_key(scores: Sequence[jax.Array],
-                     q) -> tuple[jax.Array, jax.Array]:
+def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
   """The Q-th largest key by regula falsi on log(count) against the key.
 
   The search keeps ``lo < hi`` with ``count(key >= lo) >= Q`` (``n_lo``)
   and ``count(key >= hi) < Q`` (``n_hi``). It starts from ``lo`` = the
-  smallest normal number, ``hi`` = +inf and the mean score as the first
-  candidate. While ``lo`` or ``hi`` is still where it started, the next
-  candidate moves from the last one as if ``log(count)`` fell with slope
-  ``_TAIL_EXPONENT`` in ``log(score)`` (the key is ``2**nmant *
-  log2(score)`` up to a piecewise linear error), or with the slope measured
-  between the last two candidates, within limits; once both ends moved, it
-  interpolates ``log(count)`` linearly between them, halving the weight of
-  an end kept twice in a row (Illinois). It stops when ``n_lo == Q`` (the
-  least key ``>= lo`` is the answer, one more pass) or ``hi == lo + 1``.
-  Scores must be finite for the float counts; if they are not, or if the
-  answer is below the smallest normal number (``lo`` never moved), the
-  search hands over to `_bisect_key`.
+  smallest normal number, ``hi`` = +inf and a first candidate: ``guess``
+  if it is a normal finite number (`keep_top_taylor` passes the last
+  step's threshold), else the mean score (one more pass). While ``lo`` or
+  ``hi`` is still where it started, the next candidate moves from the last
+  one as if ``log(count)`` fell with slope ``_TAIL_EXPONENT`` in
+  ``log(score)`` (the key is ``2**nmant * log2(score)`` up to a piecewise
+  linear error), or with the slope measured between the last two
+  candidates, within limits; once both ends moved, it interpolates
+  ``log(count)`` linearly between them, halving the weight of an end kept
+  twice in a row (Illinois). It stops when ``n_lo == Q`` (then ``lo``
+  selects the same Q scores as the answer, the least key ``>= lo``, which
+  one more pass finds for the threshold's value) or ``hi == lo + 1``.
+  Every candidate is normal and finite, so the float counts are exact
+  whatever the scores (see `_at_least_value`). If the answer is below the
+  smallest normal number (``lo`` never moved) or not finite (``hi`` never
+  moved), the search hands over to `_bisect_key`.
   """
   score_dtype = scores[0].dtype
   key_dtype = _key_dtype(score_dtype)
   info = np.finfo(score_dtype)
-  floor_key = jnp.asarray(_float_kernel_floor(score_dtype), key_dtype)
-  inf_key = jnp.asarray(np.array(np.inf, score_dtype).view(key_dtype),
-                        key_dtype)
+  if not _all_leaves_countable_in_float(scores):
+    return _bisect_key(scores, q)
+  floor_key, inf_key = _float_key_range(score_dtype)
   total = sum(t.size for t in scores)
-  # One pass: a sum is finite only if every score is; it also gives the mean.
-  score_sum = sum(jnp.sum(t) for t in scores)
-  usable = jnp.isfinite(score_sum) & _all_leaves_countable_in_float(scores)
   q = jnp.asarray(q, key_dtype)
   keys_per_efold = np.asarray(2.0**info.nmant / np.log(2.0), score_dtype)
   one = jnp.ones((), score_dtype)
@@ -313,7 +357,7 @@ def _interpolate_key(scores: Sequence[jax.Array],
 
   def searching(carry):
     lo, n_lo, hi = carry[1], carry[2], carry[3]
-    return usable & (n_lo != q) & (hi - lo > 1)
+    return (n_lo != q) & (hi - lo > 1)
 
   def next_pass(carry):
     i, lo, n_lo, hi, n_hi, candidate, kept, w_lo, w_hi, last, n_last = carry
@@ -349,30 +393,49 @@ def _interpolate_key(scores: Sequence[jax.Array],
     return (i + 1, lo, n_lo, hi, n_hi, lo + offset, kept, w_lo, w_hi,
             candidate, n)
 
-  mean_key = jax.lax.bitcast_convert_type(
-      (score_sum / total).astype(score_dtype), key_dtype)
+  first = _first_candidate(scores, guess, floor_key, inf_key)
   init = (jnp.zeros((), jnp.int32), floor_key, jnp.asarray(total, key_dtype),
-          inf_key, jnp.zeros((), key_dtype), mean_key,
-          jnp.zeros((), jnp.int32), one, one, mean_key,
+          inf_key, jnp.zeros((), key_dtype), first,
+          jnp.zeros((), jnp.int32), one, one, first,
           jnp.zeros((), key_dtype))
-  lo, n_lo = jax.lax.while_loop(searching, next_pass, init)[1:3]
+  _, lo, n_lo, hi = jax.lax.while_loop(searching, next_pass, init)[:4]
 
   def finish(lo, n_lo):
-    key = jax.lax.cond(n_lo == q, lambda k: _least_at_least_float(scores, k),
+    key = jax.lax.cond(n_lo == q, lambda k: _least_at_least(scores, k),
                        lambda k: k, lo)
-    return key, n_lo
+    return TopQ(lo, n_lo, key)
 
-  return jax.lax.cond(lo == floor_key,
+  return jax.lax.cond((lo == floor_key) | (hi == inf_key),
                       lambda lo, n_lo: _bisect_key(scores, q),
                       finish, lo, n_lo)
+
+
+def _first_candidate(scores, guess, floor_key, inf_key) -> jax.Array:
+  """``guess``'s key if it is a normal finite number, else the mean's key.
+
+  The mean costs a pass over all scores; a guess near the answer (the last
+  step's threshold) saves it and, on LeNet-300, a pass or two of the search.
+  """
+  score_dtype = scores[0].dtype
+
+  def mean_key():
+    total = sum(t.size for t in scores)
+    mean = (sum(jnp.sum(t) for t in scores) / total).astype(score_dtype)
+    return jax.lax.bitcast_convert_type(mean, floor_key.dtype)
+
+  if guess is None:
+    return mean_key()
+  guess_key = jax.lax.bitcast_convert_type(
+      jnp.asarray(guess).astype(score_dtype), floor_key.dtype)
+  return jax.lax.cond((guess_key >= floor_key) & (guess_key < inf_key),
+                      lambda: guess_key, mean_key)
 
 
 def _all_leaves_countable_in_float(scores) -> bool:
   return all(_exact_reduction_axes(t.shape, t.dtype) for t in scores)
 
 
-def _top_k_key(scores: Sequence[jax.Array],
-               q) -> tuple[jax.Array, jax.Array]:
+def _top_k_key(scores: Sequence[jax.Array], q) -> TopQ:
   if isinstance(q, jax.core.Tracer):
     raise ValueError(
         "method='top_k' needs a static number of weights to keep (a Python "
@@ -380,11 +443,32 @@ def _top_k_key(scores: Sequence[jax.Array],
         "use method='interpolate' or method='bisect'.")
   flat = jnp.concatenate([k.reshape(-1) for k in score_keys(scores)])
   key = jax.lax.top_k(flat, int(q))[0][-1]
-  return key, _count_exact(scores, key)
+  return TopQ(key, _count_exact(scores, key), key)
+
+
+def select_top_q(scores: Sequence[jax.Array], q, method: str = 'interpolate',
+                 guess=None) -> TopQ:
+  """`global_threshold` with the key that masks: see `TopQ`.
+
+  ``mask_key`` may lie below the threshold when no score lies between the
+  two; comparing keys with it then selects the same scores, and the
+  update need not wait for the pass that finds the threshold's value.
+  ``guess`` (for ``'interpolate'``; the others ignore it) is where the
+  search starts, e.g. the last step's threshold.
+  """
+  if method not in METHODS:
+    raise ValueError(f'`method` must be one of {METHODS}; got {method!r}.')
+  scores = list(scores)
+  if method == 'top_k':
+    return _top_k_key(scores, q)
+  if method == 'bisect':
+    return _bisect_key(scores, q)
+  return _interpolate_key(scores, q, guess)
 
 
 def global_threshold(scores: Sequence[jax.Array], q,
-                     method: str = 'interpolate') -> tuple[jax.Array, jax.Array]:
+                     method: str = 'interpolate',
+                     guess=None) -> tuple[jax.Array, jax.Array]:
   """The Q-th largest score over all arrays, and how many scores reach it.
 
   Args:
@@ -394,6 +478,10 @@ def global_threshold(scores: Sequence[jax.Array], q,
       ``'interpolate'`` and ``'bisect'``.
     method: ``'interpolate'`` (default), ``'bisect'`` (both sort-free) or
       ``'top_k'``; all give the same result (see the module docstring).
+    guess: optional, for ``'interpolate'``: a score near the answer (say the
+      last step's threshold) to start the search from; a guess that is not
+      a positive normal finite number is ignored. It changes how many passes
+      the search makes, never its result.
 
   Returns:
     ``(threshold_key, num_at_least)``: the Q-th largest score as an integer
@@ -407,11 +495,5 @@ def global_threshold(scores: Sequence[jax.Array], q,
     >>> float(key_to_score(key, jnp.float32)), int(n)
     (2.0, 2)
   """
-  if method not in METHODS:
-    raise ValueError(f'`method` must be one of {METHODS}; got {method!r}.')
-  scores = list(scores)
-  if method == 'top_k':
-    return _top_k_key(scores, q)
-  if method == 'bisect':
-    return _bisect_key(scores, q)
-  return _interpolate_key(scores, q)
+  top = select_top_q(scores, q, method, guess)
+  return top.threshold_key, top.num_active
