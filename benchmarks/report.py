@@ -13,7 +13,8 @@ METHOD_NAMES = {'gsm': 'GSM', 'magnitude_ft': 'magnitude + FT',
                 'gradual_magnitude': 'gradual magnitude'}
 
 
-SPEED_FILES = ('step_overhead.json', 'train_step.json')
+TRAIN_STEP_FILES = ('train_step.json', 'train_step_peak_lr.json')
+SPEED_FILES = ('step_overhead.json',) + TRAIN_STEP_FILES
 
 
 def load(results_dir):
@@ -65,23 +66,27 @@ def speed_lines(results_dir):
       lines.append(f"| {row['tree']} | {row['params']:,} | "
                    f"{sec['sgd'] * 1e3:.2f} ms | " + ' | '.join(
                        f"{sec[m] / sec['sgd']:.1f}×" for m in methods) + ' |')
-  path = os.path.join(results_dir, 'train_step.json')
-  if os.path.exists(path):
-    data = json.load(open(path))
-    methods = [m for m in data['rows'][0]['seconds'] if m != 'sgd']
+  rows = [row for name in TRAIN_STEP_FILES
+          if os.path.exists(os.path.join(results_dir, name))
+          for row in json.load(open(os.path.join(results_dir, name)))['rows']]
+  if rows:
+    methods = [m for m in rows[0]['seconds'] if m != 'sgd']
     lines += ['', '## Speed: training step, GSM vs dense SGD (target ≤ 1.15×)',
               '', '`python -m benchmarks.train_step --json '
-              'benchmarks/results/train_step.json` (batch 256 of '
+              'benchmarks/results/train_step.json` and, 468 steps into the '
+              'pruning phase (past its one-epoch learning-rate warm-up), '
+              '`python -m benchmarks.train_step --pruning-steps 468 --json '
+              'benchmarks/results/train_step_peak_lr.json` (batch 256 of '
               'Fashion-MNIST from a model trained dense for '
-              f"{data['rows'][0]['dense_steps']} steps; "
-              f"{data['rows'][0]['repeats']} steps timed, GSM and SGD "
-              'alternated on the same batches; medians):', '',
-              '| model | ratio | SGD step | ' + ' | '.join(
-                  f'GSM {m} / SGD' for m in methods) + ' |',
-              '|---|---:|---:|' + '---:|' * len(methods)]
-    for row in data['rows']:
+              f"{rows[0]['dense_steps']} steps; {rows[0]['repeats']} steps "
+              'timed, GSM and SGD alternated on the same batches; medians):',
+              '', '| model | ratio | timed from pruning step | SGD step | ' +
+              ' | '.join(f'GSM {m} / SGD' for m in methods) + ' |',
+              '|---|---:|---:|---:|' + '---:|' * len(methods)]
+    for row in rows:
       sec = row['seconds']
       lines.append(f"| {row['model']} | {row['ratio']:g}× | "
+                   f"{row.get('pruning_steps', 0)} | "
                    f"{sec['sgd'] * 1e3:.2f} ms | " + ' | '.join(
                        f"{sec[m] / sec['sgd']:.2f}×" for m in methods) + ' |')
   return lines

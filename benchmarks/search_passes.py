@@ -13,22 +13,28 @@ each of ``--ratios``, the passes over all scores of NumPy re-statements of
 gsm_optax's two searches:
 
 * `bisect_passes`: ``method='bisect'``, with its early stop;
-* `interpolate_passes`: ``method='interpolate'`` (the default).
+* `interpolate_passes`: ``method='interpolate'`` (the default), started
+  from the mean score (``global_threshold`` without a guess: GSM's first
+  step) and from the previous step's Q-th largest score (what
+  `keep_top_taylor` does from its second step on).
 
 It also prints how far the Q-th largest score moves between steps at 60x,
 and times gsm_optax's two searches (jitted ``global_threshold`` on the
-three kernels' scores, at Q = N / 60) on every 10th step: medians of 20
-calls per step, then the median and range over those steps.
-(Before commit 1c40722 it also simulated a search warm-started from the
-previous step's threshold: 14.0 passes on average, at most 27.)
+three kernels' scores, at Q = N / 60), and the default one started from
+the previous step's threshold, on every 10th step from the 10th: medians
+of 20 calls per step, then the median and range over those steps.
+(Before commit 1c40722 it also simulated a bisection warm-started from
+the previous step's threshold: 14.0 passes on average, at most 27.)
 """
 
 import argparse
+import functools
 
 import numpy as np
 
 _TOP = 0x7f800000  # key of +inf: above every finite score
 _TINY = 0x00800000  # key of the smallest normal float32
+WARM = 'interpolate from last threshold'
 
 
 def _counter(keys):
@@ -62,16 +68,20 @@ def bisect_passes(keys, q):
   return prefix, passes
 
 
-def interpolate_passes(keys, q, tail_exponent=1.5, interpolation_passes=16):
+def interpolate_passes(keys, q, tail_exponent=1.5, interpolation_passes=16,
+                       start=None):
   """gsm_optax's ``method='interpolate'``, in float64 arithmetic.
 
   Regula falsi (Illinois) on log(count) against the key between the
-  smallest normal number and +inf, first candidate the mean score, steps
+  smallest normal number and +inf, first candidate ``start`` (a key; the
+  previous step's answer) if it is a normal finite number, else the mean
+  score, steps
   along an assumed or measured slope while an end has not moved, bisection
   after ``interpolation_passes`` passes, and `bisect_passes` when the answer
-  lies below the smallest normal number. Like `bisect_passes` it does not count
-  the pass that both searches make first (a sum that checks that every
-  score is finite; here it also gives the mean).
+  lies below the smallest normal number. From the mean, it does not count
+  the pass that computes the mean. (Until 2026-11-28 both searches made a
+  first pass, a sum that checked that every score was finite, not counted
+  either.)
 
   Returns:
     ``(key, passes)``, as `bisect_passes`; keys must be finite scores.
@@ -79,8 +89,11 @@ def interpolate_passes(keys, q, tail_exponent=1.5, interpolation_passes=16):
   count = _counter(keys)
   floor, total = _TINY, keys.size
   keys_per_efold = 2.0**23 / np.log(2.0)
-  mean = np.float32(keys.view(np.float32).astype(np.float64).mean())
-  candidate = int(np.array(mean, np.float32).view(np.int32))
+  if start is not None and floor <= start < _TOP:
+    candidate = int(start)
+  else:
+    mean = np.float32(keys.view(np.float32).astype(np.float64).mean())
+    candidate = int(np.array(mean, np.float32).view(np.int32))
   lo, n_lo, hi, n_hi = floor, total, _TOP, 0
   kept, w_lo, w_hi, passes = 0, 1.0, 1.0, 0
 
@@ -155,10 +168,11 @@ def main():
   previous, moves = None, []
   q60 = sum(w.size for w in jax.tree.leaves(nnx.state(model, nnx.Param))
             if w.ndim >= 2) // 60
-  searches = {m: jax.jit(lambda s, m=m: gsm_optax.global_threshold(
-      s, q60, m)) for m in ('interpolate', 'bisect')}
-  seconds = {m: [] for m in searches}
-  passes = {(r, m): [] for r in ratios for m in ('bisect', 'interpolate')}
+  searches = {m: jax.jit(lambda s, g, m=m: gsm_optax.global_threshold(
+      s, q60, m, guess=g)) for m in ('interpolate', 'bisect')}
+  seconds = {m: [] for m in (*searches, WARM)}
+  passes = {(r, m): [] for r in ratios for m in ('bisect', 'interpolate', WARM)}
+  last_key = {}  # per ratio: the previous step's answer
   for step_index in range(args.steps):
     batch = rng.choice(len(images), config.batch_size, replace=False)
     kernels = [np.asarray(w, np.float32) for w in
@@ -169,19 +183,27 @@ def main():
     leaves = [np.abs(np.asarray(g, np.float32) * w) for g, w in
               zip([g for g in jax.tree.leaves(grads) if g.ndim >= 2], kernels)]
     scores = np.concatenate([t.ravel() for t in leaves])
-    if step_index % 10 == 0:
+    if step_index % 10 == 0 and previous is not None:
       for method, search in searches.items():
         seconds[method].append(search_kernels.median_us(
-            search, [jnp.asarray(t) for t in leaves], repeats=20))
+            search, [jnp.asarray(t) for t in leaves], None, repeats=20))
+      seconds[WARM].append(search_kernels.median_us(
+          searches['interpolate'], [jnp.asarray(t) for t in leaves],
+          jnp.float32(previous), repeats=20))
     keys = scores.view(np.int32)
     descending = np.sort(keys)[::-1]
     for ratio in ratios:
       q = int(scores.size // ratio)
       for method, search in (('bisect', bisect_passes),
-                             ('interpolate', interpolate_passes)):
+                             ('interpolate', interpolate_passes),
+                             (WARM, functools.partial(
+                                 interpolate_passes,
+                                 start=last_key.get(ratio)))):
         key, n = search(keys, q)
         assert key == descending[q - 1], (method, ratio)
-        passes[ratio, method].append(n)
+        if method != WARM or ratio in last_key:
+          passes[ratio, method].append(n)
+      last_key[ratio] = int(descending[q - 1])
     threshold = descending[scores.size // 60 - 1].view(np.float32)
     if previous is not None:
       moves.append(abs(threshold / previous - 1))
@@ -191,12 +213,12 @@ def main():
         f'90th percentile {np.percentile(moves, 90):.1%}')
   print('passes over all scores (mean, max), Q = N / ratio:')
   for (ratio, method), n in passes.items():
-    print(f'  {ratio:g}x {method:<12} {np.mean(n):5.1f} {max(n):3d}')
+    print(f'  {ratio:g}x {method:<32} {np.mean(n):5.1f} {max(n):3d}')
   print(f'search time at 60x on {len(seconds["bisect"])} steps '
         f'({jax.devices()[0].device_kind}): median (min-max) over steps')
   for method, t in seconds.items():
     t = np.array(t)
-    print(f'  {method:<12} {np.median(t):6.0f} us ({t.min():.0f}-'
+    print(f'  {method:<32} {np.median(t):6.0f} us ({t.min():.0f}-'
           f'{t.max():.0f})')
 
 

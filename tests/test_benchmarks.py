@@ -169,6 +169,11 @@ def test_search_pass_counters_find_the_exact_key(kind):
       # is not a normal number (0 here), the bisect route after that.
       most = limit + 32 + (32 if expected < 0x00800000 else 0)
       assert key == expected and 1 <= passes <= most
+    # From the previous step's answer (GSM's start), near or far, or from
+    # a start that is not a normal finite number (then from the mean).
+    for start in (expected, expected + 5000, expected - 2**23, 0, 0x7f800000):
+      key, passes = search_passes.interpolate_passes(keys, q, start=start)
+      assert key == expected and 1 <= passes <= 16 + 32 + 32
 
 
 def test_sweep_table_names_diverged_points_and_never_picks_them():

@@ -11,7 +11,8 @@ from gsm_optax._src import select
 
 
 class KeepTopTaylorState(NamedTuple):
-  """Threshold and number of active weights of the last step (for logging)."""
+  """Threshold and number of active weights of the last step (for logging;
+  the next step's search starts from the threshold)."""
   threshold: jax.Array  # float32 scalar: the Q-th largest |g * w|
   num_active: jax.Array  # int32 scalar: weights whose gradient passed (>= Q)
 
@@ -28,7 +29,9 @@ def keep_top_taylor(ratio: float,
     B = T \ge (\text{Q-th largest value of } T), \qquad g \leftarrow B \odot g
 
   recomputed every step, ties kept. If fewer than Q scores are non-zero the
-  threshold is 0 and every gradient passes (as in the official code).
+  threshold is 0 and every gradient passes (as in the official code). The
+  exact search starts from the last step's threshold, kept in the state;
+  the start changes its number of passes, never the mask.
   Non-prunable leaves pass unchanged. Chain it before weight decay and
   momentum (see `gsm`) or before any other optimizer.
 
