@@ -66,9 +66,9 @@ def speed_lines(results_dir):
       lines.append(f"| {row['tree']} | {row['params']:,} | "
                    f"{sec['sgd'] * 1e3:.2f} ms | " + ' | '.join(
                        f"{sec[m] / sec['sgd']:.1f}×" for m in methods) + ' |')
-  rows = [row for name in TRAIN_STEP_FILES
-          if os.path.exists(os.path.join(results_dir, name))
-          for row in json.load(open(os.path.join(results_dir, name)))['rows']]
+  paths = [os.path.join(results_dir, name) for name in TRAIN_STEP_FILES]
+  rows = [row for path in paths if os.path.exists(path)
+          for row in json.load(open(path))['rows']]
   if rows:
     methods = [m for m in rows[0]['seconds'] if m != 'sgd']
     lines += ['', '## Speed: training step, GSM vs dense SGD (target ≤ 1.15×)',

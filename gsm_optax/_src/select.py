@@ -204,17 +204,6 @@ def _exact_reduction_axes(shape, dtype) -> tuple[int, ...]:
   return tuple(axes)
 
 
-def _float_kernel_floor(score_dtype) -> int:
-  """Smallest key for which the float count is exact: the smallest normal.
-
-  Under flush-to-zero a denormal operand reads as 0: a denormal candidate
-  would count every score, also the smaller ones. Against a normal candidate
-  a denormal score reads as 0 and stays below, as it should.
-  """
-  tiny = np.finfo(score_dtype).tiny
-  return int(np.array(tiny, score_dtype).view(_key_dtype(score_dtype)))
-
-
 class TopQ(NamedTuple):
   """Where the Q largest scores start, as keys (see `score_keys`)."""
   mask_key: jax.Array  # key >= mask_key selects exactly the scores >= threshold
@@ -265,11 +254,16 @@ def _bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
 
 def _float_key_range(score_dtype) -> tuple[jax.Array, jax.Array]:
   """The keys of the smallest normal number and of +inf: the float counts
-  and minima are exact for candidates from the first up to the second."""
+  and minima are exact for candidates from the first up to the second.
+
+  Under flush-to-zero a denormal operand reads as 0: a denormal candidate
+  would count every score, also the smaller ones. Against a normal candidate
+  a denormal score reads as 0 and stays below, as it should.
+  """
   key_dtype = _key_dtype(score_dtype)
+  tiny_key = np.array(np.finfo(score_dtype).tiny, score_dtype).view(key_dtype)
   inf_key = np.array(np.inf, score_dtype).view(key_dtype)
-  return (jnp.asarray(_float_kernel_floor(score_dtype), key_dtype),
-          jnp.asarray(inf_key, key_dtype))
+  return jnp.asarray(tiny_key, key_dtype), jnp.asarray(inf_key, key_dtype)
 
 
 def _least_at_least(scores: Sequence[jax.Array], key: jax.Array) -> jax.Array:
@@ -393,7 +387,7 @@ def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
     return (i + 1, lo, n_lo, hi, n_hi, lo + offset, kept, w_lo, w_hi,
             candidate, n)
 
-  first = _first_candidate(scores, guess, floor_key, inf_key)
+  first = _first_candidate(scores, total, guess, floor_key, inf_key)
   init = (jnp.zeros((), jnp.int32), floor_key, jnp.asarray(total, key_dtype),
           inf_key, jnp.zeros((), key_dtype), first,
           jnp.zeros((), jnp.int32), one, one, first,
@@ -410,7 +404,7 @@ def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
                       finish, lo, n_lo)
 
 
-def _first_candidate(scores, guess, floor_key, inf_key) -> jax.Array:
+def _first_candidate(scores, total, guess, floor_key, inf_key) -> jax.Array:
   """``guess``'s key if it is a normal finite number, else the mean's key.
 
   The mean costs a pass over all scores; a guess near the answer (the last
@@ -419,7 +413,6 @@ def _first_candidate(scores, guess, floor_key, inf_key) -> jax.Array:
   score_dtype = scores[0].dtype
 
   def mean_key():
-    total = sum(t.size for t in scores)
     mean = (sum(jnp.sum(t) for t in scores) / total).astype(score_dtype)
     return jax.lax.bitcast_convert_type(mean, floor_key.dtype)
 
