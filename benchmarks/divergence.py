@@ -61,8 +61,7 @@ def make_step(graphdef, tx, config):
   def step(params, opt_state, images, labels):
     value, grads = jax.value_and_grad(loss)(params, images, labels)
     updates, opt_state = tx.update(grads, opt_state, params)
-    threshold = train.find_state(opt_state,
-                                 gsm_optax.KeepTopTaylorState).threshold
+    threshold = gsm_optax.find_mask_state(opt_state).threshold
     active = {k: jnp.sum(jnp.abs(grads[k]['kernel'][...] *
                                  params[k]['kernel'][...]) >= threshold)
               for k in KERNELS}
@@ -130,7 +129,7 @@ def print_gradient_shares(graphdef, params, data, config, ratios, n=10):
 
 
 def layer_stats(params, opt_state):
-  momentum = train.find_state(opt_state, optax.TraceState).trace
+  momentum = optax.tree_utils.tree_get(opt_state, 'trace')
   out = {}
   for k in KERNELS:
     w = np.asarray(params[k]['kernel'][...])

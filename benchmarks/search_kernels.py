@@ -67,17 +67,15 @@ def multi_count(k):
 def matrix_count(t, keys, value, key):
   """The searches' count on XLA:CPU, on the scores as rows of 200."""
   del keys, key
-  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
-  return select._count_leaf_cpu(  # pylint: disable=protected-access
-      t.reshape(-1, 200), value, jnp.int32)
+  from gsm_optax._src import counting_cpu  # pylint: disable=import-outside-toplevel
+  return counting_cpu.count_matrix(t.reshape(-1, 200), value, jnp.int32)
 
 
 def reduction_count(t, keys, value, key):
   """The searches' count elsewhere (other arrays, other backends)."""
   del keys, key
-  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
-  return select._count_leaf(  # pylint: disable=protected-access
-      t, value, jnp.int32)
+  from gsm_optax._src import counting  # pylint: disable=import-outside-toplevel
+  return counting.count_leaf(t, value, jnp.int32)
 
 
 PASSES = {

@@ -102,8 +102,10 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
                          weight_decay=g.weight_decay, nesterov=g.nesterov,
                          method=config.method)
   warmup = g.ratio_warmup_epochs * steps_per_epoch
-  ratio = lambda step: 1.0 / gsm_optax.cubic_keep_fraction(
-      step, config.ratio, 0, warmup)
+  # 1 / (kept fraction) in float32 can end just above C: end on C itself.
+  ratio = lambda step: jnp.where(
+      step >= warmup, config.ratio,
+      1.0 / gsm_optax.cubic_keep_fraction(step, config.ratio, 0, warmup))
   return optax.inject_hyperparams(
       gsm_optax.gsm, static_args=('nesterov', 'method'))(
           learning_rate=lr, ratio=ratio, momentum=g.momentum,
@@ -360,16 +362,9 @@ def evaluate(model, data, config, mesh=None):
   return total / count
 
 
-def find_state(opt_state, kind):
-  """The first ``kind`` state in a (possibly nested) optax state, or None."""
-  return next((s for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda s: isinstance(s, kind))
-               if isinstance(s, kind)), None)
-
-
 def mask_stats(optimizer):
   """Threshold and active count of GSM's mask state (None in other phases)."""
-  found = find_state(optimizer.opt_state, gsm_optax.KeepTopTaylorState)
+  found = gsm_optax.find_mask_state(optimizer.opt_state)
   if found is None:
     return {}
   return {'num_active': int(found.num_active[...]),

@@ -6,23 +6,29 @@ from gsm_optax._src.fixed_mask import FixedMaskState
 from gsm_optax._src.gradual import cubic_keep_fraction
 from gsm_optax._src.gradual import gradual_magnitude_pruning
 from gsm_optax._src.gradual import GradualMagnitudeState
+from gsm_optax._src.mask import find_mask_state
 from gsm_optax._src.mask import keep_top_taylor
 from gsm_optax._src.mask import KeepTopTaylorState
+from gsm_optax._src.official import official_num_to_keep
+from gsm_optax._src.official import official_prunable
+from gsm_optax._src.official import official_weight_decay_mask
 from gsm_optax._src.prunable import default_prunable
 from gsm_optax._src.prune import prune
+from gsm_optax._src.ratio import num_to_keep
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
-from gsm_optax._src.select import global_threshold
-from gsm_optax._src.select import key_to_score
-from gsm_optax._src.select import METHODS as SELECTION_METHODS
-from gsm_optax._src.select import score_keys
-from gsm_optax._src.select import taylor_scores
+from gsm_optax._src.keys import key_to_score
+from gsm_optax._src.keys import score_keys
+from gsm_optax._src.keys import taylor_scores
+from gsm_optax._src.search import global_threshold
+from gsm_optax._src.search import METHODS as SELECTION_METHODS
 
 __version__ = '0.1.0'
 
 __all__ = (
     'default_prunable',
+    'find_mask_state',
     'fixed_mask',
     'FixedMaskState',
     'cubic_keep_fraction',
@@ -34,6 +40,10 @@ __all__ = (
     'KeepTopTaylorState',
     'key_to_score',
     'LeafSparsity',
+    'num_to_keep',
+    'official_num_to_keep',
+    'official_prunable',
+    'official_weight_decay_mask',
     'prune',
     'score_keys',
     'SELECTION_METHODS',

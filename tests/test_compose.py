@@ -138,8 +138,38 @@ def test_traced_ratio_gives_exact_q_despite_float32_rounding():
                             jnp.float32)}
   update = jax.jit(lambda r: gsm_optax.keep_top_taylor(r).update(
       grads, gsm_optax.keep_top_taylor(5.0).init(params), params)[1])
-  one_fifth = jnp.float32(0.2)  # 1 / 0.2f = 4.9999999 in float32
+  one_fifth = jnp.float32(0.2)  # 1 / 0.2f rounds to 5.0 in float32
   assert int(update(1.0 / one_fifth).num_active) == 266_000 // 5
   for ratio in (3.0, 7.0, 60.0, 125.0):
     assert int(update(jnp.float32(ratio)).num_active) == int(
         np.floor(266_000 / ratio))
+
+
+def test_find_mask_state_under_every_wrapper():
+  params, grad_fn = problem()
+  g = grad_fn(params)
+  wrappers = {
+      'plain': gsm_optax.gsm(0.1, 6.0),
+      'inject_hyperparams': optax.inject_hyperparams(gsm_optax.gsm)(
+          learning_rate=0.1, ratio=6.0),
+      'multi_steps': optax.MultiSteps(gsm_optax.gsm(0.1, 6.0), 1),
+      'apply_if_finite': optax.apply_if_finite(gsm_optax.gsm(0.1, 6.0), 3),
+      'chain': optax.chain(optax.clip_by_global_norm(1.0),
+                           gsm_optax.gsm(0.1, 6.0)),
+      'mask_alone': gsm_optax.keep_top_taylor(6.0),
+  }
+  for name, tx in wrappers.items():
+    _, state = tx.update(g, tx.init(params), params)
+    found = gsm_optax.find_mask_state(state)
+    assert isinstance(found, gsm_optax.KeepTopTaylorState), name
+    assert int(found.num_active) == 72 // 6, name
+    assert float(found.threshold) > 0, name
+  assert gsm_optax.find_mask_state(optax.sgd(0.1).init(params)) is None
+
+  model = MLP(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optax.MultiSteps(
+      gsm_optax.gsm(0.05, 8.0), 1), wrt=nnx.Param)
+  grads = nnx.grad(lambda m: jnp.mean(m(jnp.ones((4, 8))) ** 2))(model)
+  optimizer.update(model, grads)
+  found = gsm_optax.find_mask_state(optimizer.opt_state)
+  assert int(found.num_active[...]) == (8 * 16 + 16 * 2) // 8

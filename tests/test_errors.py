@@ -1,7 +1,11 @@
 """Bad input gets an error that names the argument and the fix."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 import gsm_optax
@@ -71,6 +75,83 @@ def test_prune_refuses_non_finite_weights(bad):
                      r'apply_if_finite'):
     gsm_optax.prune(params, 2.0)
   # Only prunable leaves are ranked: a NaN bias is not the prune's business.
-  pruned, _ = gsm_optax.prune({'w': PARAMS['w'], 'b': PARAMS['b'].at[0].set(
-      bad)}, 2.0)
+  with pytest.warns(UserWarning, match='tie at the threshold'):
+    pruned, _ = gsm_optax.prune({'w': PARAMS['w'], 'b': PARAMS['b'].at[0].set(
+        bad)}, 2.0)
   assert int(jnp.sum(pruned['w'] != 0)) == 20  # ties at 1 are all kept
+
+
+@pytest.mark.parametrize('ratio', ['60', None, [60.0], jnp.ones(2), True])
+def test_ratio_that_is_not_a_real_number(ratio):
+  with pytest.raises(ValueError, match=r'`ratio` must be a real number'):
+    gsm_optax.gsm(0.1, ratio)
+  with pytest.raises(ValueError, match=r'`ratio` must be a real number'):
+    gsm_optax.prune(PARAMS, ratio)
+
+
+def test_ratio_schedule_points_to_inject_hyperparams():
+  schedule = optax.linear_schedule(1.0, 4.0, 10)
+  with pytest.raises(ValueError, match=r'`ratio`.*callable.*inject_hyperparams'):
+    gsm_optax.gsm(0.1, schedule)
+  # The way that works: the schedule is evaluated every step.
+  tx = optax.inject_hyperparams(gsm_optax.gsm)(learning_rate=0.1,
+                                               ratio=schedule)
+  _, state = tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+  assert int(gsm_optax.find_mask_state(state).num_active) == 20
+
+
+def test_per_element_prunable_mask_is_refused():
+  prunable = {'w': np.ones((4, 5), bool), 'b': False}
+  with pytest.raises(ValueError, match=r"`prunable` gives an array of shape "
+                     r"\(4, 5\) for \['w'\].*one bool per leaf"):
+    gsm_optax.gsm(0.1, 2.0, prunable=prunable).init(PARAMS)
+
+
+def test_integer_params_are_refused():
+  params = {'w': jnp.ones((4, 5)), 'n': jnp.array([3, 4])}
+  grads = jax.grad(lambda p: jnp.sum(p['w'] ** 2), allow_int=True)(params)
+  assert grads['n'].dtype == jax.dtypes.float0
+  for tx in (gsm_optax.gsm(0.1, 2.0),
+             gsm_optax.gradual_magnitude_pruning(2.0, 0, 10)):
+    with pytest.raises(ValueError, match=r"floating-point parameters only; "
+                       r"\['n'\] has dtype int32.*wrt=nnx.Param"):
+      tx.init(params)
+  tx = gsm_optax.gsm(0.1, 2.0)
+  state = tx.init({'w': params['w'], 'n': jnp.zeros(2)})
+  with pytest.raises(ValueError, match=r"\['n'\] has dtype int32"):
+    tx.update(grads, state, params)
+
+
+def test_nan_ratio_injected_after_init_raises_when_the_step_runs():
+  tx = optax.inject_hyperparams(gsm_optax.gsm)(learning_rate=0.1, ratio=2.0)
+  state = tx.init(PARAMS)
+  grads = {'w': jnp.arange(20.0).reshape(4, 5), 'b': jnp.ones(5)}
+  step = jax.jit(tx.update)
+  _, ok = step(grads, state, PARAMS)
+  assert int(gsm_optax.find_mask_state(ok).num_active) == 10
+  for bad in (float('nan'), 0.5, 21.0):
+    state.hyperparams['ratio'] = jnp.asarray(bad)
+    with pytest.raises(Exception, match=r'`ratio` reached .* inside a jitted '
+                       r'step.*1 <= C <= 20'):
+      jax.block_until_ready(step(grads, state, PARAMS))
+    # Outside jit the injected value is concrete and checked at once.
+    with pytest.raises(ValueError, match=r'`ratio`'):
+      tx.update(grads, state, PARAMS)
+
+
+def test_prune_warns_when_ties_defeat_the_ratio():
+  with pytest.warns(UserWarning, match=r'prune kept 20 non-zero weights, not '
+                    r'Q = 5: 15 more tie at the threshold \|w\| = 1.*'
+                    r'ratio is 1.00x'):
+    pruned, _ = gsm_optax.prune(PARAMS, 4.0)
+  assert gsm_optax.sparsity_report(pruned).compression == 1.0
+  # Ties among zeros cost nothing: no warning when at most Q are non-zero.
+  sparse = {'w': jnp.zeros((4, 5)).at[0, :2].set(1.0), 'b': PARAMS['b']}
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    gsm_optax.prune(sparse, 4.0)
+
+
+def test_unknown_prune_count():
+  with pytest.raises(ValueError, match=r"`count` must be one of"):
+    gsm_optax.prune(PARAMS, 2.0, count='ceil')

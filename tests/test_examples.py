@@ -64,8 +64,21 @@ def test_every_config_trains(name, tmp_path):
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
   records = [json.loads(l) for l in lines]
   assert [r['phase'] for r in records] == ['dense', 'gsm']
-  assert records[1]['num_active'] == report['prunable_weights'] // 5
+  # Ties at the threshold are kept, so at least Q are active; exactly the
+  # scores at or above the threshold is checked in test_gsm.py.
+  assert records[1]['num_active'] >= report['prunable_weights'] // 5
   assert np.isfinite(records[1]['loss'])
+
+
+def count_top_magnitudes(arrays, q):
+  """How many weights reach the q-th largest |w|: what a prune keeps."""
+  mags = np.concatenate([np.abs(np.asarray(a)).ravel() for a in arrays])
+  return int(np.sum(mags >= np.sort(mags)[-q]))
+
+
+def kernels_of(model):
+  return [x for x in jax.tree.leaves(nnx.state(model, nnx.Param))
+          if x.ndim >= 2]
 
 
 def write_idx(path, array):
@@ -156,15 +169,18 @@ def test_report_totals_on_a_tiny_run(tmp_path):
   config = tiny_config('lenet300_fmnist')
   config.ratio = 60.0
   report = train.train_and_evaluate(config, str(tmp_path))
+  before = train.Snapshots(str(tmp_path)).load('gsm', config)
+  kept = count_top_magnitudes(kernels_of(before), 266_200 // 60)  # ties kept
+  assert kept >= 266_200 // 60
   assert report['prunable_weights'] == 266_200
-  assert report['kept_weights'] == 266_200 // 60
-  assert report['compression'] == pytest.approx(266_200 / (266_200 // 60))
+  assert report['kept_weights'] == kept
+  assert report['compression'] == pytest.approx(266_200 / kept)
   assert report['sparsity']['total_size'] == 266_610
   leaves = report['sparsity']['leaves']
   biases = sum(l['nonzero'] for l in leaves if not l['prunable'])
   assert biases <= 410  # biases are never pruned (a dead unit's may stay 0)
-  assert report['sparsity']['total_nonzero'] == 266_200 // 60 + biases
-  assert sum(l['nonzero'] for l in leaves if l['prunable']) == 266_200 // 60
+  assert report['sparsity']['total_nonzero'] == kept + biases
+  assert sum(l['nonzero'] for l in leaves if l['prunable']) == kept
   assert (tmp_path / 'layer_density.png').stat().st_size > 1000
 
 
@@ -178,8 +194,9 @@ def test_lottery_tickets_stay_inside_their_masks(tmp_path):
   snapshots = train.Snapshots(str(tmp_path))
   init = nnx.state(models.create_model('lenet300', 10, config.seed), nnx.Param)
   for ticket, source in (('ticket_gsm', 'gsm'), ('ticket_magnitude', 'dense')):
-    _, masks = gsm_optax.prune(
-        nnx.state(snapshots.load(source, config), nnx.Param), config.ratio)
+    source_model = snapshots.load(source, config)
+    _, masks = gsm_optax.prune(nnx.state(source_model, nnx.Param),
+                               config.ratio)
     trained = nnx.state(snapshots.load(ticket, config), nnx.Param)
     kept = 0
     for p, m, p0 in zip(jax.tree.leaves(trained), jax.tree.leaves(masks),
@@ -189,7 +206,7 @@ def test_lottery_tickets_stay_inside_their_masks(tmp_path):
       if p.ndim >= 2:
         kept += m.sum()
         assert np.any(p[m] != p0[m])  # retrained from the initial weights
-    assert kept == 266_200 // 5
+    assert kept == count_top_magnitudes(kernels_of(source_model), 266_200 // 5)
 
 
 @pytest.mark.parametrize('pruning', ['magnitude_ft', 'gradual_magnitude'])
@@ -202,11 +219,16 @@ def test_baselines_start_from_a_shared_dense_model(pruning, tmp_path):
   report = train.train_and_evaluate(config, str(tmp_path / pruning))
   assert report['dense_accuracy'] == dense['dense_accuracy']
   assert report['pruning'] == pruning
-  # The baseline's own training already left exactly Q non-zero kernels.
+  # The baseline's own training already left Q non-zero kernels (more only
+  # by ties at its last threshold); magnitude + FT's fixed mask is the prune
+  # of the shared dense model.
   model = train.Snapshots(str(tmp_path / pruning)).load(pruning, config)
-  kernels = [x for x in jax.tree.leaves(nnx.state(model, nnx.Param))
-             if x.ndim >= 2]
-  assert sum(int(np.count_nonzero(k)) for k in kernels) == 266_200 // 5
+  nonzero = sum(int(np.count_nonzero(k)) for k in kernels_of(model))
+  assert nonzero >= 266_200 // 5
+  if pruning == 'magnitude_ft':
+    dense_model = train.Snapshots(str(tmp_path / 'gsm')).load('dense', config)
+    assert nonzero == count_top_magnitudes(kernels_of(dense_model),
+                                           266_200 // 5)
   records = [json.loads(l) for l in open(tmp_path / pruning / 'metrics.jsonl')]
   assert [r['phase'] for r in records] == [pruning] * 2  # no dense epochs
 
@@ -232,7 +254,8 @@ def test_gsm_ratio_warmup_reaches_the_final_ratio(tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   active = [r['num_active'] for r in records if r['phase'] == 'gsm']
-  assert active[0] > active[-1] == 266_200 // 5  # dense-ish, then Q
+  assert active[0] > active[-1] >= 266_200 // 5  # dense-ish, then Q (+ ties)
+  assert active[-1] < 266_200 // 4
 
 
 def test_a_diverged_run_is_reported_as_such_not_pruned(tmp_path):

@@ -31,7 +31,8 @@ def test_prune_keeps_q_largest_magnitudes_globally(ratio, method):
 
 def test_prune_keeps_ties():
   params = {'w': jnp.array([[3.0, 1.0], [1.0, 1.0]])}
-  pruned, _ = gsm_optax.prune(params, ratio=2.0)  # Q = 2, three tied at 1
+  with pytest.warns(UserWarning, match='2 more tie at the threshold'):
+    pruned, _ = gsm_optax.prune(params, ratio=2.0)  # Q = 2, three tied at 1
   np.testing.assert_array_equal(pruned['w'], params['w'])
 
 
@@ -76,3 +77,57 @@ def test_fixed_mask_keeps_pruned_weights_at_zero_under_sgd_with_decay():
   assert np.all(np.asarray(p['w'])[np.asarray(masks['w'])] !=
                 np.asarray(pruned['w'])[np.asarray(masks['w'])])
   assert np.all(p['b'] != pruned['b'])  # non-prunable leaves keep training
+
+
+def official_final_prune(params, nonzero_ratio):
+  """The official get_mask_by_magnitude, restated in NumPy."""
+  ranked = [v for v in params.values() if np.ndim(v) in (2, 4)]
+  all_abs = np.concatenate([np.abs(v).ravel() for v in ranked])
+  num_zero = int(len(all_abs) * (1 - nonzero_ratio))
+  thresh = sorted(all_abs)[num_zero]
+  return {k: (np.abs(v) >= thresh) if np.ndim(v) in (2, 4) else
+          np.ones(np.shape(v), bool) for k, v in params.items()}
+
+
+@pytest.mark.parametrize('ratio', [60.0, 7.0, 3.0, 125.0, 1.0, 300.0])
+def test_official_count_and_prunable_reproduce_the_official_prune(ratio):
+  rng = np.random.default_rng(3)
+  params = {'fc': rng.normal(size=(300, 100)).astype(np.float32),
+            'conv': rng.normal(size=(3, 3, 8, 16)).astype(np.float32),
+            'conv1d': rng.normal(size=(5, 8, 16)).astype(np.float32),
+            'bias': rng.normal(size=(100,)).astype(np.float32)}
+  expected = official_final_prune(params, 1 / ratio)
+  _, masks = gsm_optax.prune(params, ratio, count='official',
+                             prunable=gsm_optax.official_prunable)
+  for k in params:
+    np.testing.assert_array_equal(masks[k], expected[k], err_msg=k)
+  n = 300 * 100 + 3 * 3 * 8 * 16
+  kept = sum(int(masks[k].sum()) for k in ('fc', 'conv'))
+  assert kept == gsm_optax.official_num_to_keep(n, ratio)
+  # The default keeps floor(N / C): one fewer when C does not divide N.
+  _, floor_masks = gsm_optax.prune(params, ratio,
+                                   prunable=gsm_optax.official_prunable)
+  floor_kept = sum(int(floor_masks[k].sum()) for k in ('fc', 'conv'))
+  assert floor_kept == n // int(ratio)
+  assert kept - floor_kept == (0 if n % int(ratio) == 0 else 1)
+
+
+def test_official_count_on_lenet300_is_one_more_than_floor():
+  assert gsm_optax.official_num_to_keep(266_200, 60.0) == 4437
+  assert gsm_optax.num_to_keep(266_200, 60.0) == 4436
+
+
+def test_official_recipes_name_the_official_leaves():
+  params = {'Conv_0': {'kernel': np.ones((3, 3, 2, 4)), 'bias': np.ones(4)},
+            'Conv1d': {'kernel': np.ones((3, 2, 4))},
+            'bn1': {'scale': np.ones(4)}, 'BN_2': {'scale': np.ones(4)},
+            'LayerNorm_0': {'scale': np.ones(4)},
+            'Dense_0': {'kernel': np.ones((4, 2))}}
+  assert gsm_optax.official_prunable(params) == {
+      'Conv_0': {'kernel': True, 'bias': False}, 'Conv1d': {'kernel': False},
+      'bn1': {'scale': False}, 'BN_2': {'scale': False},
+      'LayerNorm_0': {'scale': False}, 'Dense_0': {'kernel': True}}
+  assert gsm_optax.official_weight_decay_mask(params) == {
+      'Conv_0': {'kernel': True, 'bias': False}, 'Conv1d': {'kernel': True},
+      'bn1': {'scale': False}, 'BN_2': {'scale': False},
+      'LayerNorm_0': {'scale': True}, 'Dense_0': {'kernel': True}}

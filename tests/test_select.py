@@ -108,7 +108,10 @@ def test_large_leaf_counts_exactly(shape):
                                    (40, 20000), (3, 3, 64, 64), (1000,),
                                    (1, 1, 256, 128), (1, 64, 1, 100)])
 def test_count_kernels_agree_with_numpy(shape):
-  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  # The portable count and the XLA:CPU matrix count both run here on CPU.
+  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src import counting
+  from gsm_optax._src import counting_cpu
   rng = np.random.default_rng(0)
   t = np.abs(rng.standard_normal(shape)).astype(np.float32)
   t.reshape(-1)[::7] = 0.5  # ties at a candidate
@@ -121,10 +124,23 @@ def test_count_kernels_agree_with_numpy(shape):
   for value in (0.5, float(np.nanmedian(t)), 3.0, 1e-30, 100.0,
                 float(np.finfo(np.float32).tiny), 3e38):
     expected = np.sum(keys >= np.float32(value).view(np.int32))
-    for kernel in (select._count_leaf, select._count_leaf_cpu):
+    kernels = [counting.count_leaf]
+    if counting_cpu.matrix_shape(shape) is not None:
+      kernels.append(counting_cpu.count_matrix)
+    for kernel in kernels:
       count = jax.jit(kernel, static_argnames='dtype')(
           jnp.asarray(t), jnp.float32(value), dtype=jnp.int32)
       assert int(count) == expected, (kernel, value)
+    key = jnp.float32(value).view(jnp.int32)
+    assert int(jax.jit(counting.count_float)([jnp.asarray(t)], key)) == expected
+
+
+def test_cpu_matrix_count_takes_the_kernel_matrices():
+  from gsm_optax._src import counting_cpu  # pylint: disable=import-outside-toplevel
+  assert counting_cpu.matrix_shape((784, 300)) == (784, 300)
+  assert counting_cpu.matrix_shape((1, 1, 256, 128)) == (256, 128)
+  for other in ((3, 3, 64, 64), (1000,), (31, 100), (100, 10), (40, 20000)):
+    assert counting_cpu.matrix_shape(other) is None
 
 
 def _compiled_search(shape, method='interpolate'):
@@ -179,9 +195,9 @@ def wide_scores(kind, rng, n=20000):
 def test_interpolate_is_exact_before_and_after_it_bisects(
     kind, passes, monkeypatch):
   # passes=1 or 3: the search bisects after so many interpolation passes.
-  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src import search  # pylint: disable=import-outside-toplevel
   if passes is not None:
-    monkeypatch.setattr(select, '_INTERPOLATION_PASSES', passes)
+    monkeypatch.setattr(search, '_INTERPOLATION_PASSES', passes)
   scores = wide_scores(kind, np.random.default_rng(3))
   all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
                              for s in scores])
@@ -222,12 +238,12 @@ def test_interpolate_result_does_not_depend_on_its_guess(kind):
 def test_mask_key_masks_the_scores_at_or_above_the_threshold(kind, method):
   # The mask compares keys with mask_key, which may lie below the
   # threshold; it must select exactly the scores >= the threshold.
-  from gsm_optax._src import select  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src import search  # pylint: disable=import-outside-toplevel
   scores = adversarial_scores(kind, np.random.default_rng(7))
   all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
                              for s in scores])
   for q in (1, 2, 17, 100, 236, 237):
-    top = jax.jit(select.select_top_q, static_argnums=(1, 2))(
+    top = jax.jit(search.select_top_q, static_argnums=(1, 2))(
         scores, q, method)
     expected = numpy_kth_key(scores, q)
     assert int(top.threshold_key) == expected

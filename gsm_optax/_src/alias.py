@@ -33,6 +33,12 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
   scale_by_learning_rate)``. After training, `prune` with the same ratio
   zeroes the passive weights.
 
+  Differences from the official code, by default: every leaf with
+  ``ndim >= 2`` is ranked (official: 2-D and 4-D only, see
+  `official_prunable`), and the ranked leaves are the decayed ones
+  (official: every name without "bias" or "bn", see
+  `official_weight_decay_mask`). The step itself is the same.
+
   Args:
     learning_rate: a float or an optax schedule.
     ratio: the global compression ratio C >= 1.

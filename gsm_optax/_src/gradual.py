@@ -4,11 +4,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import select
+from gsm_optax._src import ratio as ratio_lib
+from gsm_optax._src import keys
+from gsm_optax._src import search
 
 
 class GradualMagnitudeState(NamedTuple):
@@ -69,7 +70,7 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
     for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
   """
-  prunable_lib.validate_ratio(ratio)
+  ratio_lib.validate_ratio(ratio)
   if end_step < begin_step or update_every < 1:
     raise ValueError('`end_step` must be >= `begin_step` and `update_every` '
                      f'>= 1; got {begin_step}, {end_step}, {update_every}.')
@@ -77,7 +78,8 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
   def init_fn(params):
     flags = prunable_lib.resolve_prunable(params, prunable)
     leaves, treedef = jax.tree.flatten(params)
-    prunable_lib.num_to_keep(sum(x.size for x, f in zip(leaves, flags) if f),
+    prunable_lib.check_float_params(params, 'gradual_magnitude_pruning')
+    ratio_lib.num_to_keep(sum(x.size for x, f in zip(leaves, flags) if f),
                              ratio)
     masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
     return GradualMagnitudeState(jnp.zeros((), jnp.int32),
@@ -100,19 +102,19 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     at_end = state.count >= end_step
 
     def magnitude_masks():
-      mags = select.magnitude_scores(new_weights)
+      mags = keys.magnitude_scores(new_weights)
       groups = [mags] if global_ranking else [[m] for m in mags]
       masks = []
       for group in groups:
         n = sum(m.size for m in group)
-        final_q = max(int(np.floor(n / np.float64(ratio))), 1)
+        final_q = jnp.maximum(ratio_lib.floor_divide(n, ratio), 1)
         # float32 rounding can put floor(n * keep) one below final_q just
         # before the end; the final update would then rank more weights than
         # are nonzero, its threshold would be 0 and every weight would revive.
         q = jnp.where(at_end, final_q, jnp.maximum(
             jnp.floor(n * keep).astype(jnp.int32), final_q))
-        key, _ = select.global_threshold(group, jnp.clip(q, 1, n))
-        masks += select.at_least(group, key)
+        key, _ = search.global_threshold(group, jnp.clip(q, 1, n))
+        masks += keys.at_least(group, key)
       # A pruned weight is exactly zero: a tie at threshold 0 never revives it.
       return [m & ((w != 0) | c) for m, w, c in zip(masks, new_weights,
                                                      current)]

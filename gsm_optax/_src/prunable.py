@@ -48,7 +48,8 @@ def resolve_prunable(params: Any, prunable: PrunableSpec) -> list[bool]:
         'params (or a callable returning one); got structure '
         f'{jax.tree.structure(tree)} for params structure {params_def}. '
         'Pass `prunable=None` to rank every leaf with ndim >= 2.') from e
-  flags = [bool(f) for f in flags]
+  flags = [_leaf_flag(f, path) for f, path in zip(
+      flags, _leaf_paths(params))]
   if not any(flags):
     raise ValueError(
         '`prunable` marks no parameter as prunable, so GSM has nothing to '
@@ -57,34 +58,36 @@ def resolve_prunable(params: Any, prunable: PrunableSpec) -> list[bool]:
   return flags
 
 
-def validate_ratio(ratio: float) -> None:
-  """Raises a clear error when a concrete compression ratio is below 1."""
-  if isinstance(ratio, jax.core.Tracer) or callable(ratio):
-    return
-  if not np.all(np.isfinite(ratio)) or np.any(np.asarray(ratio) < 1):
+def _leaf_flag(flag: Any, path: str) -> bool:
+  """One leaf's flag as a bool, or a ValueError for a per-element mask."""
+  if np.ndim(flag) != 0:
     raise ValueError(
-        f'`ratio` is the global compression ratio C >= 1 (keep N / C weights); '
-        f'got {ratio}. Use e.g. ratio=10.0 to keep one weight in ten.')
+        f'`prunable` gives an array of shape {np.shape(flag)} for {path}; it '
+        'takes one bool per leaf (the whole array is ranked or not). To keep '
+        'some weights of a leaf dense, split it into two parameters, or chain '
+        '`gsm_optax.fixed_mask` to freeze an element-wise pattern.')
+  return bool(flag)
 
 
-def num_to_keep(num_prunable: int, ratio: Any) -> Any:
-  """Q = floor(N / C), the number of weights GSM keeps active.
+def _leaf_paths(params: Any) -> list[str]:
+  return [jax.tree_util.keystr(path) for path, _ in
+          jax.tree_util.tree_flatten_with_path(params)[0]]
 
-  Concrete ratios are checked here (Q must be at least 1); a traced ratio (for
-  instance under `optax.inject_hyperparams`) gives a traced Q, clipped to
-  [1, N] because an error cannot be raised inside `jit`. Float32 cannot
-  resolve N / C exactly (about 1e-7 relative), so a relative slack of 2**-20
-  makes an N / C that is an integer in exact arithmetic (say C = 1 / 0.2f)
-  give that integer rather than one less.
+
+def check_float_params(params: Any, who: str) -> None:
+  """Raises a clear error for a parameter that is not floating point.
+
+  Optax's chains add float updates to every leaf: an integer leaf would be
+  truncated by `optax.apply_updates` and a ``float0`` gradient (from
+  ``jax.grad(..., allow_int=True)``) breaks momentum.
   """
-  if isinstance(ratio, jax.core.Tracer):
-    q = jax.numpy.floor(num_prunable / ratio * (1 + 2**-20)).astype(
-        jax.numpy.int32)
-    return jax.numpy.clip(q, 1, num_prunable)
-  validate_ratio(ratio)
-  q = int(np.floor(num_prunable / np.float64(ratio)))
-  if q < 1:
-    raise ValueError(
-        f'`ratio`={ratio} keeps floor({num_prunable} / {ratio}) = 0 of the '
-        f'{num_prunable} prunable weights. Use ratio <= {num_prunable}.')
-  return q
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = getattr(leaf, 'dtype', None)
+    if dtype is None or not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
+      raise ValueError(
+          f'{who} trains floating-point parameters only; '
+          f'{jax.tree_util.keystr(path)} has dtype {dtype}. Give the optimizer '
+          'only the trainable float leaves (with Flax NNX: '
+          '`nnx.Optimizer(model, tx, wrt=nnx.Param)`; with optax: '
+          '`optax.partition` or `optax.masked` around it), and keep integer '
+          'state such as step counters out of the params.')

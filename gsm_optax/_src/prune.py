@@ -1,17 +1,24 @@
 """Final global magnitude prune: keep the Q largest |w|, zero the rest."""
 
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from gsm_optax._src import official
 from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import select
+from gsm_optax._src import ratio as ratio_lib
+from gsm_optax._src import keys
+from gsm_optax._src import search
+
+COUNTS = ('floor', 'official')
 
 
 def prune(params: Any, ratio: float,
           prunable: prunable_lib.PrunableSpec = None,
-          method: str = 'interpolate') -> tuple[Any, Any]:
+          method: str = 'interpolate',
+          count: str = 'floor') -> tuple[Any, Any]:
   """Keeps the ``floor(N / ratio)`` largest-magnitude prunable weights.
 
   The ranking is global over all prunable leaves (ties kept), as in the
@@ -19,12 +26,27 @@ def prune(params: Any, ratio: float,
   After GSM training the passive weights are already near zero, so this
   prune needs no fine-tuning.
 
+  Differences from the official code: by default Q = ``floor(N / C)``, the
+  count the training step keeps active. The official final prune keeps
+  ``N - int(N * (1 - 1/C))`` weights (``count='official'``), which is
+  ``ceil(N / C)``, one more, when C does not divide N. The official code
+  also ranks only 2-D and 4-D tensors: pass
+  ``prunable=gsm_optax.official_prunable`` for that.
+
+  Ties at the threshold are kept. When they keep more non-zero weights than
+  Q (say, many weights of equal magnitude), the ratio is not reached and a
+  `UserWarning` says so; break the ties (e.g. with tiny noise) if exactly Q
+  matters.
+
   Args:
     params: a pytree of arrays.
     ratio: the global compression ratio C >= 1.
     prunable: which leaves are ranked (see `keep_top_taylor`).
     method: selection route, ``'interpolate'``, ``'bisect'`` or ``'top_k'``
       (same result).
+    count: ``'floor'`` (default) keeps ``floor(N / ratio)`` weights;
+      ``'official'`` keeps the official final prune's
+      ``N - int(N * (1 - 1/ratio))``.
 
   Raises:
     ValueError: if a prunable weight is NaN or infinite (training diverged;
@@ -42,19 +64,40 @@ def prune(params: Any, ratio: float,
     >>> pruned['w'].tolist()
     [[0.0, -4.0], [3.0, 0.0]]
   """
+  if count not in COUNTS:
+    raise ValueError(f'`count` must be one of {COUNTS}; got {count!r}.')
   flags = prunable_lib.resolve_prunable(params, prunable)
   leaves, treedef = jax.tree.flatten(params)
   chosen = [i for i, f in enumerate(flags) if f]
-  q = prunable_lib.num_to_keep(sum(leaves[i].size for i in chosen), ratio)
+  n = sum(leaves[i].size for i in chosen)
+  q = ratio_lib.num_to_keep(n, ratio)
+  if count == 'official':
+    q = official.official_num_to_keep(n, ratio)
   _check_finite([leaves[i] for i in chosen])
-  magnitudes = select.magnitude_scores([leaves[i] for i in chosen])
-  key, _ = select.global_threshold(magnitudes, q, method)
+  magnitudes = keys.magnitude_scores([leaves[i] for i in chosen])
+  key, _ = search.global_threshold(magnitudes, q, method)
   masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
-  for i, keep in zip(chosen, select.at_least(magnitudes, key)):
+  for i, keep in zip(chosen, keys.at_least(magnitudes, key)):
     masks[i] = keep
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
+  _warn_if_ties_defeat_ratio([pruned[i] for i in chosen], q, n, key)
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
+
+
+def _warn_if_ties_defeat_ratio(kept_leaves, q, n, key):
+  if any(isinstance(x, jax.core.Tracer) for x in kept_leaves + [key]):
+    return
+  nonzero = sum(int(jnp.count_nonzero(x)) for x in kept_leaves)
+  if nonzero > q:
+    threshold = float(keys.key_to_score(key, jnp.float32 if key.dtype ==
+                                          jnp.int32 else jnp.float64))
+    warnings.warn(
+        f'prune kept {nonzero:,} non-zero weights, not Q = {q:,}: '
+        f'{nonzero - q:,} more tie at the threshold |w| = {threshold:g}, and '
+        f'ties are kept. The achieved ratio is {n / nonzero:.2f}x. Break the '
+        'ties (e.g. add tiny noise to the weights) if exactly Q matters.',
+        stacklevel=3)
 
 
 def _check_finite(leaves):
