@@ -2,7 +2,7 @@
 # The main job: LeNet-300-100, GSM at 60x on Fashion-MNIST, end to end.
 # Installs gsm-optax with its example extras and, on Debian/Ubuntu, the
 # dataset-fashion-mnist package when no data is present (elsewhere TFDS
-# downloads Fashion-MNIST). Extra arguments go to examples.main.
+# downloads Fashion-MNIST). Extra arguments go to examples.paper.main.
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m pip install -q ".[examples]"
@@ -13,5 +13,5 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
 fi
 data_dir=()
 [ -d /usr/share/datasets/fashion-mnist ] || data_dir=(--config.data_dir=)
-exec python3 -m examples.main --config examples/configs/lenet300_fmnist.py \
+exec python3 -m examples.paper.main --config examples/paper/configs/lenet300_fmnist.py \
   --workdir "${WORKDIR:-runs/demo}" "${data_dir[@]}" "$@"

@@ -6,6 +6,9 @@ from gsm_optax._src.fixed_mask import FixedMaskState
 from gsm_optax._src.gradual import cubic_keep_fraction
 from gsm_optax._src.gradual import gradual_magnitude_pruning
 from gsm_optax._src.gradual import GradualMagnitudeState
+from gsm_optax._src.keys import key_to_score
+from gsm_optax._src.keys import score_keys
+from gsm_optax._src.keys import taylor_scores
 from gsm_optax._src.mask import find_mask_state
 from gsm_optax._src.mask import keep_top_taylor
 from gsm_optax._src.mask import KeepTopTaylorState
@@ -18,9 +21,6 @@ from gsm_optax._src.ratio import num_to_keep
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
-from gsm_optax._src.keys import key_to_score
-from gsm_optax._src.keys import score_keys
-from gsm_optax._src.keys import taylor_scores
 from gsm_optax._src.search import global_threshold
 from gsm_optax._src.search import METHODS as SELECTION_METHODS
 

@@ -1,13 +1,24 @@
-"""The benchmark harness and its notebook stay runnable (--quick, synthetic)."""
+"""The benchmark harness and its notebook stay runnable (--quick, synthetic).
+
+Long because it covers every part of the harness (the accuracy plan, its
+decisions and rendering, the speed benchmarks, the research diagnostics),
+each with a small test; split by part if it grows further.
+"""
 
 import json
 import os
 import subprocess
 import sys
 
+from nbclient import NotebookClient
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from benchmarks.accuracy import plan
+from benchmarks.accuracy import report
+from benchmarks.accuracy import results as results_lib
+from benchmarks.accuracy import run
+from benchmarks.accuracy import sweep_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_benchmark_and_notebook(tmp_path):
   results = tmp_path / 'results_quick'
   subprocess.run(
-      [sys.executable, '-m', 'benchmarks.run', '--quick', '--dataset',
+      [sys.executable, '-m', 'benchmarks.accuracy.run', '--quick', '--dataset',
        'synthetic', '--results', str(results), '--runs', str(tmp_path / 'runs')],
       cwd=ROOT, check=True, env={**os.environ, 'XLA_FLAGS': ''})
   names = sorted(p.name for p in results.glob('*.json'))
@@ -72,21 +83,19 @@ def test_quick_benchmark_and_notebook(tmp_path):
 
 
 def test_a_slice_without_its_dense_model_says_which_run_to_do_first(tmp_path):
-  from benchmarks import run  # pylint: disable=import-outside-toplevel
   with pytest.raises(FileNotFoundError, match='run ratio 10 of this seed'):
-    run.run_all(run.QUICK, str(tmp_path / 'results'), str(tmp_path / 'runs'),
+    run.run_all(plan.QUICK, str(tmp_path / 'results'), str(tmp_path / 'runs'),
                 'synthetic', seeds=[0], ratios=[60.0],
                 methods=('magnitude_ft',))
   assert not list((tmp_path / 'results').glob('*.json'))
   with pytest.raises(FileNotFoundError, match='run its GSM run at lr 0.01'):
-    run.run_tuning(run.TUNING_QUICK, run.QUICK, str(tmp_path / 'results'),
+    run.run_tuning(plan.TUNING_QUICK, plan.QUICK, str(tmp_path / 'results'),
                    str(tmp_path / 'runs'), 'synthetic',
                    methods=('gsm',), learning_rates=[0.03])
   assert not list((tmp_path / 'results' / 'tuning').glob('*.json'))
 
 
 def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
-  from benchmarks import report  # pylint: disable=import-outside-toplevel
 
   def run(method, seed, acc, **extra):
     return dict(model='lenet5', ratio=10.0, method=method, seed=seed,
@@ -96,7 +105,7 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   results = [run('gsm', 0, 0.1, diverged=True), run('gsm', 1, 0.8),
              run('gsm', 2, 0.9, diverged=False),
              run('gradual_magnitude', 0, 0.7)]
-  row = report.accuracy_table(results, 'lenet5')[10.0]
+  row = results_lib.accuracy_table(results, 'lenet5')[10.0]
   mean, std, n = row['gsm']
   assert (round(mean, 6), n) == (85.0, 2)  # 10% (diverged) left out
   assert row['diverged'] == {'gsm': 1, 'magnitude_ft': 0,
@@ -117,7 +126,6 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
 
 
 def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):
-  from benchmarks import report  # pylint: disable=import-outside-toplevel
   (tmp_path / 'diagnostics').mkdir()
   (tmp_path / 'diagnostics' / 'd.json').write_text(json.dumps(dict(
       question='Stable at 1e-2?', date='2026-11-21', command='python -m x',
@@ -134,9 +142,10 @@ def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):
 
 def test_dead_units_counts_relu_units_that_never_fire():
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from benchmarks import dead_units  # pylint: disable=import-outside-toplevel
-  from examples import models  # pylint: disable=import-outside-toplevel
-  from examples.configs import lenet5_fmnist  # pylint: disable=import-outside-toplevel
+
+  from examples.paper import models  # pylint: disable=import-outside-toplevel
+  from examples.paper.configs import lenet5_fmnist  # pylint: disable=import-outside-toplevel
+  from research.lenet5_divergence import dead_units  # pylint: disable=import-outside-toplevel
   config = lenet5_fmnist.get_config()
   model = models.create_model('lenet5', 10, seed=0)
   images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
@@ -151,7 +160,8 @@ def test_dead_units_counts_relu_units_that_never_fire():
 @pytest.mark.parametrize('kind', ['random', 'ties', 'zeros'])
 def test_search_pass_counters_find_the_exact_key(kind):
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from benchmarks import search_passes  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.speed import search_passes  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   scores = {'random': rng.exponential(size=5000),
             'ties': rng.integers(0, 20, size=5000).astype(float),
@@ -177,7 +187,6 @@ def test_search_pass_counters_find_the_exact_key(kind):
 
 
 def test_sweep_table_names_diverged_points_and_never_picks_them():
-  from benchmarks import report  # pylint: disable=import-outside-toplevel
 
   def point(method, lr, acc, ratio=125.0, **extra):
     return dict(model='lenet5', ratio=ratio, seed=0, method=method,
@@ -189,20 +198,20 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
             point('magnitude_ft', 0.1, 0.1, diverged=True),
             point('gsm', 0.01, 0.7, ratio=10.0),
             point('gsm', 0.03, 0.1, ratio=10.0, diverged=True)]
-  assert report.best_learning_rates(tuning) == {
+  assert results_lib.best_learning_rates(tuning) == {
       ('lenet5', 125.0, 'gsm'): (0.03, 0.8),
       ('lenet5', 10.0, 'gsm'): (0.01, 0.7)}
   # A tie goes to the smaller lr, in either order.
   tied = [point('gsm', 0.02, 0.6), point('gsm', 0.01, 0.6)]
   for order in (tied, tied[::-1]):
-    assert report.best_learning_rates(order) == {
+    assert results_lib.best_learning_rates(order) == {
         ('lenet5', 125.0, 'gsm'): (0.01, 0.6)}
   results = [dict(model='lenet5', ratio=125.0, method='gsm'),  # ran at 0.03
              dict(model='lenet5', ratio=10.0, method='gsm',
                   learning_rate=0.01),
              dict(model='lenet5', ratio=125.0, method='magnitude_ft',
                   learning_rate=0.03)]
-  lines = report.tuning_lines(tuning, results, 0.03)
+  lines = sweep_report.tuning_lines(tuning, results, 0.03)
   assert ('| lenet5 | 125× | GSM | 50.00 (50.00) | **80.00** (80.00) | '
           'diverged |') in lines
   assert '| lenet5 | 10× | GSM | **70.00** (70.00) | diverged | – |' in lines
@@ -211,12 +220,12 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
   assert '- lenet5 10× GSM: best lr 0.01, used in the comparison.' in lines
   assert ('- lenet5 125× magnitude + FT: diverged at every learning rate of '
           'the sweep.') in lines
-  assert report.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
-  assert report.best_lr_table_lines(tuning)[2:] == [
+  assert results_lib.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
+  assert sweep_report.best_lr_table_lines(tuning)[2:] == [
       '| lenet5 | 10× | 0.01 | – | – |',
       '| lenet5 | 125× | 0.03 | diverged | – |']
   tuning.append(point('magnitude_ft', 0.01, 0.6))
-  assert report.best_lr_table_lines(tuning)[3] == (
+  assert sweep_report.best_lr_table_lines(tuning)[3] == (
       '| lenet5 | 125× | 0.03 | 0.01 | – |')
   diverged_runs = [dict(model='lenet5', ratio=10.0, method='gsm',
                         learning_rate=0.01, diverged=True),
@@ -229,20 +238,19 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
       'GSM trains stably at this ratio.',
       '- lenet5 30×: GSM at lr 0.03 (no sweep at this ratio).']
   # magnitude + FT's best at 125× is now 0.01, its comparison ran at 0.03.
-  assert report.stale_lr_text(results, tuning, 0.03) == (
+  assert sweep_report.stale_lr_text(results, tuning, 0.03) == (
       ", except where the comparison has not yet been rerun at the sweep's "
       'best: lenet5 125× magnitude + FT (best 0.01, ran at 0.03).')
-  assert report.stale_lr_text(results[:2], tuning, 0.03) == '.'
+  assert sweep_report.stale_lr_text(results[:2], tuning, 0.03) == '.'
   results[0]['learning_rate'] = 0.01  # the comparison ignored the sweep
-  assert report.stale_lr_text(results[:2], tuning, 0.03) == (
+  assert sweep_report.stale_lr_text(results[:2], tuning, 0.03) == (
       ", except where the comparison has not yet been rerun at the sweep's "
       'best: lenet5 125× GSM (best 0.03, ran at 0.01).')
   assert ('- lenet5 125× GSM: best lr 0.03; NOT what the comparison used: '
-          'lr 0.01.') in report.tuning_lines(tuning, results, 0.03)
+          'lr 0.01.') in sweep_report.tuning_lines(tuning, results, 0.03)
 
 
 def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
-  from benchmarks import run  # pylint: disable=import-outside-toplevel
   tuning = {'lenet5': (dict(ratio=10.0, seed=0,
                             learning_rates=(0.01, 0.02, 0.03),
                             holdout_fraction=1 / 6),)}
@@ -259,32 +267,32 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
     write_point(lr, accuracies[lr], False)
   with pytest.raises(FileNotFoundError, match='lenet5_r10_gsm_lr0.03.json is '
                      'missing; run --part tuning first'):
-    run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
+    results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
   # The most accurate point diverged elsewhere, so it is never picked.
   write_point(0.03, 0.9, True)
-  assert run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0,
+  assert results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0,
                                       'gsm') == 0.02
   # A ratio without a sweep trains at the config's lr.
-  assert run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 30.0,
-                                      'gsm') == run.default_learning_rate(
+  assert results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 30.0,
+                                      'gsm') == plan.default_learning_rate(
                                           'lenet5') == 0.03
   for lr in (0.01, 0.02):
     write_point(lr, 0.1, True)
   with pytest.raises(ValueError, match='diverged at every lr'):
-    run.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
+    results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0, 'gsm')
   # A result is reused only if it was trained at the lr asked for.
   path = tmp_path / 'r.json'
-  assert not run.has_result(str(path), 0.03, 0.03)
+  assert not results_lib.has_result(str(path), 0.03, 0.03)
   path.write_text(json.dumps(dict(pruned_accuracy=0.5)))  # before the field
-  assert run.has_result(str(path), 0.03, 0.03)
-  assert not run.has_result(str(path), 0.01, 0.03)
+  assert results_lib.has_result(str(path), 0.03, 0.03)
+  assert not results_lib.has_result(str(path), 0.01, 0.03)
   path.write_text(json.dumps(dict(learning_rate=0.01)))
-  assert run.has_result(str(path), 0.01, 0.03)
+  assert results_lib.has_result(str(path), 0.01, 0.03)
 
 
 def test_search_kernels_times_every_pass_and_route():
   out = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.search_kernels', '--size', '6000',
+      [sys.executable, '-m', 'benchmarks.speed.search_kernels', '--size', '6000',
        '--repeats', '2'], cwd=ROOT, check=True, capture_output=True,
       text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
   assert 'bfloat16 summed in float32 (the searches)' in out
@@ -295,16 +303,16 @@ def test_search_kernels_times_every_pass_and_route():
 
 
 def test_divergence_step_counts_the_active_weights_per_kernel():
-  import numpy as np  # pylint: disable=import-outside-toplevel
   import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
-  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
-  from benchmarks import run  # pylint: disable=import-outside-toplevel
-  from examples import models  # pylint: disable=import-outside-toplevel
-  from examples import train  # pylint: disable=import-outside-toplevel
-  config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', 10.0, 0,
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from examples.paper import models  # pylint: disable=import-outside-toplevel
+  from examples.paper import phases  # pylint: disable=import-outside-toplevel
+  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
+  config = plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm', 10.0, 0,
                            None, None, lottery=False)
   graphdef, params = nnx.split(models.create_model('lenet5', 10, 0))
-  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=4)
+  tx = phases.gsm_with_ratio_warmup(config, steps_per_epoch=4)
   opt_state = tx.init(params)
   step = divergence.make_step(graphdef, tx, config)
   rng = np.random.default_rng(0)
@@ -322,13 +330,13 @@ def test_divergence_step_counts_the_active_weights_per_kernel():
 
 
 def test_divergence_unranked_kernels_take_the_full_gradient():
+  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
-  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
-  from benchmarks import run  # pylint: disable=import-outside-toplevel
-  from examples import models  # pylint: disable=import-outside-toplevel
-  config = run.make_config('lenet5', run.FULL['lenet5'], 'gsm', 10.0, 0,
+
+  from examples.paper import models  # pylint: disable=import-outside-toplevel
+  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
+  config = plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm', 10.0, 0,
                            None, None, lottery=False)
   config.gsm.weight_decay = 0.0  # so that only the gradient moves a weight
   _, params = nnx.split(models.create_model('lenet5', 10, 0))
@@ -352,7 +360,8 @@ def test_divergence_unranked_kernels_take_the_full_gradient():
 
 def test_train_step_parts_mask_without_search_and_search_without_mask():
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from benchmarks import train_step  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.speed import train_step  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   params = {'w': rng.normal(size=(30, 20)).astype(np.float32),
             'b': rng.normal(size=(20,)).astype(np.float32)}
@@ -377,7 +386,8 @@ def test_train_step_parts_mask_without_search_and_search_without_mask():
 
 def test_gradient_shares_through_the_two_masks():
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from benchmarks import divergence  # pylint: disable=import-outside-toplevel
+
+  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
   grads = np.array([3.0, 1.0, 0.1, 2.0])
   weights = np.array([1.0, 5.0, 10.0, 0.1])
   # |g*w| = 3, 5, 1, 0.2 -> top 2: indices 1, 0 (g**2 = 1 + 9 of 14.01);
@@ -391,8 +401,9 @@ def test_step_overhead_times_every_call_on_the_same_inputs():
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.speed import step_overhead  # pylint: disable=import-outside-toplevel
   import gsm_optax  # pylint: disable=import-outside-toplevel
-  from benchmarks import step_overhead  # pylint: disable=import-outside-toplevel
   params = {'w': jnp.arange(12.0).reshape(3, 4), 'b': jnp.ones(4)}
   grads = jax.tree.map(jnp.ones_like, params)
   tx = gsm_optax.gsm(0.1, 2.0, momentum=0.9)

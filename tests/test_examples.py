@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from examples import input_pipeline
-from examples import models
-from examples import train
+from examples.paper import checkpoints
+from examples.paper import data
+from examples.paper import input_pipeline
+from examples.paper import models
+from examples.paper import phases
+from examples.paper import train
 
 CONFIGS = ['lenet300_fmnist', 'lenet5_fmnist', 'resnet56_cifar10',
            'densenet40_cifar10', 'resnet50_imagenet']
@@ -40,7 +43,7 @@ def test_model_output_shape_and_parameter_count(name, shape, classes,
 
 
 def tiny_config(name, tmp_path=None):
-  config = importlib.import_module(f'examples.configs.{name}').get_config()
+  config = importlib.import_module(f'examples.paper.configs.{name}').get_config()
   if config.dataset in ('mnist', 'fashion_mnist'):
     config.dataset = 'synthetic'  # TFDS datasets use tfds.testing.mock_data
   config.batch_size = 4
@@ -116,23 +119,23 @@ def test_holdout_evaluates_on_the_training_tail_never_on_test():
   config.holdout_fraction = 0.25
   images, labels = input_pipeline.load_split(config, 'train')
   test_images, _ = input_pipeline.load_split(config, 'test')
-  data = train.InMemoryData(config)
-  assert data.images.shape[0] == 36 and data.steps_per_epoch == 9
-  np.testing.assert_array_equal(data.images, images[:36])
-  np.testing.assert_array_equal(data.test_images, images[36:])
-  np.testing.assert_array_equal(data.test_labels, labels[36:])
-  assert data.test_images.shape != test_images.shape or not np.array_equal(
-      data.test_images, test_images)
+  held = data.InMemoryData(config)
+  assert held.images.shape[0] == 36 and held.steps_per_epoch == 9
+  np.testing.assert_array_equal(held.images, images[:36])
+  np.testing.assert_array_equal(held.test_images, images[36:])
+  np.testing.assert_array_equal(held.test_labels, labels[36:])
+  assert held.test_images.shape != test_images.shape or not np.array_equal(
+      held.test_images, test_images)
   config.holdout_fraction = 1.0
   with pytest.raises(ValueError, match='holdout_fraction'):
-    train.InMemoryData(config)
+    data.InMemoryData(config)
 
 
 def final_params(workdir):
   with open(os.path.join(workdir, 'report.json')) as f:
     report = json.load(f)
   model = models.create_model('lenet300', 10, 0)
-  train.Checkpoints(workdir).restore(4, model)
+  checkpoints.Checkpoints(workdir).restore(4, model)
   return report, nnx.state(model, nnx.Param)
 
 
@@ -143,17 +146,17 @@ def test_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
   train.train_and_evaluate(config, full)
 
   resumed = str(tmp_path / 'resumed')
-  original = train.append_jsonl
+  original = checkpoints.append_jsonl
   calls = []
   def crash_after_three_epochs(path, record):
     original(path, record)
     calls.append(record)
     if len(calls) == 3:  # in the middle of the GSM phase
       raise KeyboardInterrupt
-  monkeypatch.setattr(train, 'append_jsonl', crash_after_three_epochs)
+  monkeypatch.setattr(checkpoints, 'append_jsonl', crash_after_three_epochs)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train, 'append_jsonl', original)
+  monkeypatch.setattr(checkpoints, 'append_jsonl', original)
   train.train_and_evaluate(config, resumed)
 
   (report_a, params_a), (report_b, params_b) = final_params(full), final_params(
@@ -169,7 +172,7 @@ def test_report_totals_on_a_tiny_run(tmp_path):
   config = tiny_config('lenet300_fmnist')
   config.ratio = 60.0
   report = train.train_and_evaluate(config, str(tmp_path))
-  before = train.Snapshots(str(tmp_path)).load('gsm', config)
+  before = checkpoints.Snapshots(str(tmp_path)).load('gsm', config)
   kept = count_top_magnitudes(kernels_of(before), 266_200 // 60)  # ties kept
   assert kept >= 266_200 // 60
   assert report['prunable_weights'] == 266_200
@@ -191,7 +194,7 @@ def test_lottery_tickets_stay_inside_their_masks(tmp_path):
   report = train.train_and_evaluate(config, str(tmp_path))
   assert report['ticket_accuracy'] is not None
   assert report['ticket_magnitude_accuracy'] is not None
-  snapshots = train.Snapshots(str(tmp_path))
+  snapshots = checkpoints.Snapshots(str(tmp_path))
   init = nnx.state(models.create_model('lenet300', 10, config.seed), nnx.Param)
   for ticket, source in (('ticket_gsm', 'gsm'), ('ticket_magnitude', 'dense')):
     source_model = snapshots.load(source, config)
@@ -222,11 +225,11 @@ def test_baselines_start_from_a_shared_dense_model(pruning, tmp_path):
   # The baseline's own training already left Q non-zero kernels (more only
   # by ties at its last threshold); magnitude + FT's fixed mask is the prune
   # of the shared dense model.
-  model = train.Snapshots(str(tmp_path / pruning)).load(pruning, config)
+  model = checkpoints.Snapshots(str(tmp_path / pruning)).load(pruning, config)
   nonzero = sum(int(np.count_nonzero(k)) for k in kernels_of(model))
   assert nonzero >= 266_200 // 5
   if pruning == 'magnitude_ft':
-    dense_model = train.Snapshots(str(tmp_path / 'gsm')).load('dense', config)
+    dense_model = checkpoints.Snapshots(str(tmp_path / 'gsm')).load('dense', config)
     assert nonzero == count_top_magnitudes(kernels_of(dense_model),
                                            266_200 // 5)
   records = [json.loads(l) for l in open(tmp_path / pruning / 'metrics.jsonl')]
@@ -277,11 +280,11 @@ def test_ratio_warmup_uses_the_configured_selection_route():
   config = tiny_config('lenet300_fmnist')
   config.gsm.ratio_warmup_epochs = 2
   config.method = 'top_k'  # needs a static ratio, so it must refuse here
-  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=2)
+  tx = phases.gsm_with_ratio_warmup(config, steps_per_epoch=2)
   params = {'w': jnp.ones((4, 4))}
   with pytest.raises(ValueError, match="method='top_k' needs a static"):
     jax.jit(tx.update)(params, tx.init(params), params)
   config.method = 'interpolate'
-  tx = train.gsm_with_ratio_warmup(config, steps_per_epoch=2)
+  tx = phases.gsm_with_ratio_warmup(config, steps_per_epoch=2)
   updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
   assert updates['w'].shape == (4, 4)

@@ -1,13 +1,15 @@
 """Example training data-parallel and FSDP over 8 virtual CPU devices."""
 
-import jax
 import flax.nnx as nnx
+import jax
 import numpy as np
 import pytest
-
-from examples import models
-from examples import train
 from test_examples import tiny_config
+
+from examples.paper import checkpoints
+from examples.paper import models
+from examples.paper import phases
+from examples.paper import train
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 def final_params(config, workdir):
   report = train.train_and_evaluate(config, workdir)
   model = models.create_model(config.model, config.num_classes, config.seed)
-  train.Checkpoints(workdir).restore(
+  checkpoints.Checkpoints(workdir).restore(
       config.dense.epochs + config.gsm.epochs, model)
   return nnx.state(model, nnx.Param), report
 
@@ -44,7 +46,7 @@ def compiled_epoch(mode):
   config.batch_size, config.sharding = 8, mode
   mesh = train.sharding.make_mesh(config)
   model = models.create_model(config.model, 10, 0)
-  phase = train.make_phases(config, 2, None)[1]  # the GSM phase
+  phase = phases.make_phases(config, 2, None)[1]  # the GSM phase
   optimizer = nnx.Optimizer(model, phase.make_tx(), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   state, shardings = train.sharding.place(state, mesh, mode)

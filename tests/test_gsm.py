@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from reference import gsm_reference_step
 
 import gsm_optax
-from reference import gsm_reference_step
 
 
 def make_problem(seed=0):

@@ -8,7 +8,9 @@ import re
 
 import pytest
 
-from benchmarks import report
+from benchmarks.accuracy import report
+from benchmarks.accuracy import results as results_lib
+from benchmarks.accuracy import sweep_report
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -28,13 +30,13 @@ def test_readme_quickstart_runs():
 def test_readme_quotes_the_benchmark_tables(model):
   # A rerun that changes a result must change the README's quote too.
   readme = (ROOT / 'README.md').read_text()
-  results = report.load(str(ROOT / 'benchmarks' / 'results'))
+  results = results_lib.load(str(ROOT / 'benchmarks' / 'results' / 'accuracy'))
   table = '\n'.join(report.accuracy_table_lines(results, model, with_n=False))
   assert table in readme, f'README.md should quote this {model} table:\n{table}'
 
 
 def test_readme_quotes_the_best_learning_rates():
   readme = (ROOT / 'README.md').read_text()
-  tuning = report.load_tuning(str(ROOT / 'benchmarks' / 'results'))
-  table = '\n'.join(report.best_lr_table_lines(tuning))
+  tuning = results_lib.load_tuning(str(ROOT / 'benchmarks' / 'results' / 'accuracy'))
+  table = '\n'.join(sweep_report.best_lr_table_lines(tuning))
   assert table in readme, f'README.md should quote this table:\n{table}'

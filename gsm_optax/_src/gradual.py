@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gsm_optax._src import keys
 from gsm_optax._src import prunable as prunable_lib
 from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import keys
 from gsm_optax._src import search
 
 

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gsm_optax._src import keys
 from gsm_optax._src import prunable as prunable_lib
 from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import keys
 from gsm_optax._src import search
 
 
@@ -22,7 +22,7 @@ class KeepTopTaylorState(NamedTuple):
 def keep_top_taylor(ratio: float,
                     prunable: prunable_lib.PrunableSpec = None,
                     method: str = 'interpolate') -> optax.GradientTransformation:
-  r"""Passes the gradient only to the Q weights with the largest |g * w|.
+  r"""Passes the gradient only to the Q weights with the largest ``|g * w|``.
 
   The mask of Global Sparse Momentum SGD: with ``T = |g * w|`` over all
   prunable leaves together and ``Q = floor(N / ratio)``,

@@ -1,15 +1,15 @@
 """Final global magnitude prune: keep the Q largest |w|, zero the rest."""
 
-import warnings
 from typing import Any
+import warnings
 
 import jax
 import jax.numpy as jnp
 
+from gsm_optax._src import keys
 from gsm_optax._src import official
 from gsm_optax._src import prunable as prunable_lib
 from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import keys
 from gsm_optax._src import search
 
 COUNTS = ('floor', 'official')

@@ -36,7 +36,6 @@ import numpy as np
 
 from gsm_optax._src import counting
 from gsm_optax._src import keys
-from gsm_optax._src.keys import key_to_score
 
 METHODS = ('interpolate', 'bisect', 'top_k')
 
@@ -92,7 +91,7 @@ def bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
   # Exactly Q keys reach the prefix: the Q-th largest is the least of them,
   # and the prefix selects the same Q. Stopping there saves the remaining
   # passes (about a third of them on real scores, see
-  # benchmarks/search_passes.py); the pass taking the minimum is needed
+  # benchmarks/speed/search_passes.py); the pass taking the minimum is needed
   # only for the threshold's value, not for the mask.
   key = jax.lax.cond(n_prefix == q, lambda p: counting.least_at_least(scores, p),
                      lambda p: p, prefix)

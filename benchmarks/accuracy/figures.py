@@ -1,0 +1,76 @@
+"""The accuracy benchmark's figures, drawn from `results`' tables."""
+
+import numpy as np
+
+from benchmarks.accuracy import results as results_lib
+
+
+def plot_accuracy(results, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  models = sorted({r['model'] for r in results})
+  fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6),
+                           squeeze=False)
+  for ax, model in zip(axes[0], models):
+    table = results_lib.accuracy_table(results, model)
+    ratios = sorted(table)
+    for column, style in (('dense', 'k--'), ('gsm', 'o-'),
+                          ('magnitude_ft', 's-'), ('gradual_magnitude', '^-')):
+      pts = [(r, table[r][column]) for r in ratios if table[r][column]]
+      if not pts:
+        continue
+      x = [p[0] for p in pts]
+      y = np.array([p[1][0] for p in pts])
+      e = np.array([p[1][1] for p in pts])
+      ax.errorbar(x, y, yerr=e, fmt=style, capsize=3,
+                  label=results_lib.METHOD_NAMES.get(column, column))
+    ax.set_xscale('log')
+    ax.set_xlabel('compression ratio (log)')
+    ax.set_ylabel('test accuracy (%)')
+    ax.set_title(f'{model} on Fashion-MNIST, after the final prune '
+                 '(no fine-tuning)', fontsize=9)
+    ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def plot_layer_density(results, path, cases=(('lenet300', 60.0),
+                                             ('lenet5', 125.0))):
+  """Per-layer density found by GSM vs by global magnitude (seed 0)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  found = []
+  for model, ratio in cases:
+    pair = {r['method']: r for r in results if r['model'] == model and
+            r['ratio'] == ratio and r['seed'] == 0}
+    if 'gsm' in pair and 'magnitude_ft' in pair:
+      found.append((model, ratio, pair))
+  if not found:
+    return False
+  fig, axes = plt.subplots(1, len(found), figsize=(5 * len(found), 3.6),
+                           squeeze=False)
+  for ax, (model, ratio, pair) in zip(axes[0], found):
+    layers = [l for l in pair['gsm']['sparsity']['leaves'] if l['prunable']]
+    names = [l['path'].strip("[]'").replace("']['", '.') for l in layers]
+    x = np.arange(len(layers))
+    for offset, method in ((-0.2, 'gsm'), (0.2, 'magnitude_ft')):
+      dens = [100 * l['density'] for l in pair[method]['sparsity']['leaves']
+              if l['prunable']]
+      ax.bar(x + offset, dens, width=0.4, label=(
+          'GSM' if method == 'gsm' else 'global magnitude of the dense model'))
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
+    ax.set_yscale('log')
+    ax.set_ylabel('density (% kept, log)')
+    ax.set_title(f'{model} at {ratio:g}x: layer-wise density', fontsize=10)
+    ax.legend(fontsize=8)
+  _save(fig, path)
+  return True
+
+
+def _save(fig, path):
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,124 @@
+"""Batches for training and evaluation, each process loading only its share.
+
+In-memory datasets (MNIST-sized, from idx files or TFDS) are kept on the
+device and batches gathered there; streamed ones (ImageNet) are read and
+augmented on the host. `global_batch` assembles the processes' shares into
+arrays split over the mesh.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from examples.paper import input_pipeline
+from examples.paper import sharding
+
+
+class InMemoryData:
+  """A small dataset kept on the device; batches are gathered there."""
+
+  def __init__(self, config):
+    images, labels = input_pipeline.load_split(config, 'train')
+    holdout = int(round(config.get('holdout_fraction', 0.0) * len(images)))
+    if holdout:  # evaluate on the last training examples, never on test
+      if not 0 < holdout < len(images):
+        raise ValueError(f'config.holdout_fraction='
+                         f'{config.holdout_fraction} must be in (0, 1).')
+      self.test_images, self.test_labels = images[-holdout:], labels[-holdout:]
+      images, labels = images[:-holdout], labels[:-holdout]
+    else:
+      self.test_images, self.test_labels = input_pipeline.load_split(
+          config, 'test')
+    self.images, self.labels = jnp.asarray(images), jnp.asarray(labels)
+    self.batch_size = config.batch_size
+    self.steps_per_epoch = len(images) // config.batch_size
+
+  def train_batches(self, key):
+    """This process's share of the epoch's batches, in an order from ``key``."""
+    order = _shuffled_batches(key, self.images.shape[0], self.steps_per_epoch,
+                              self.batch_size)
+    for i in range(self.steps_per_epoch):
+      yield _gather(self.images, self.labels, process_share(order[i]))
+
+  def test_batches(self, batch_size):
+    for i in range(0, len(self.test_images), batch_size):
+      share = process_share(np.arange(i, min(i + batch_size,
+                                             len(self.test_images))))
+      yield self.test_images[share], self.test_labels[share]
+
+
+def process_share(indices):
+  """The slice of a global batch that this process loads (multi-host)."""
+  n = len(indices) // jax.process_count()
+  return indices[jax.process_index() * n:(jax.process_index() + 1) * n]
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _shuffled_batches(key, num_examples, steps, batch_size):
+  order = jax.random.permutation(key, num_examples)
+  return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+@jax.jit
+def _gather(images, labels, indices):
+  return images[indices], labels[indices]
+
+
+class StreamedData:
+  """A large TFDS dataset (ImageNet) read and augmented on the host."""
+
+  def __init__(self, config):
+    self.train = input_pipeline.data_source(config.dataset, 'train')
+    self.test = input_pipeline.data_source(config.dataset, 'validation')
+    self.size = config.image_shape[0]
+    self.batch_size = config.batch_size
+    self.steps_per_epoch = len(self.train) // config.batch_size
+
+  def train_batches(self, key):
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    order = rng.permutation(len(self.train))
+    for i in range(self.steps_per_epoch):
+      yield input_pipeline.load_batch(self.train, process_share(
+          order[i * self.batch_size:(i + 1) * self.batch_size]), self.size,
+                                      rng)
+
+  def test_batches(self, batch_size):
+    for i in range(0, len(self.test), batch_size):
+      yield input_pipeline.load_batch(self.test, process_share(
+          np.arange(i, min(i + batch_size, len(self.test)))), self.size)
+
+
+def load_data(config):
+  if config.dataset in input_pipeline.STREAMED:
+    if config.get('holdout_fraction'):
+      raise ValueError('config.holdout_fraction is for in-memory datasets; '
+                       f'{config.dataset} has its own validation split.')
+    return StreamedData(config)
+  return InMemoryData(config)
+
+
+def global_batch(arrays, mesh, pad=False):
+  """Assembles each process's share into arrays split over the mesh.
+
+  With ``pad``, the share is padded to a multiple of the local devices with
+  zeros (images) and -1 (labels, which no prediction matches).
+  """
+  if mesh is None:
+    return arrays
+  target = sharding.batch_sharding(mesh)
+  if pad:
+    local = mesh.size // jax.process_count()
+    images, labels = (np.asarray(x) for x in arrays)
+    missing = -len(images) % local
+    arrays = (np.concatenate([images, np.zeros((missing, *images.shape[1:]),
+                                               images.dtype)]),
+              np.concatenate([labels, np.full(missing, -1, labels.dtype)]))
+  return tuple(_to_global(x, target) for x in arrays)
+
+
+def _to_global(x, target):
+  if isinstance(x, jax.Array) and jax.process_count() == 1:
+    return jax.device_put(x, target)  # stays on the devices
+  return jax.make_array_from_process_local_data(target, np.asarray(x))

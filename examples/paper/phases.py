@@ -1,0 +1,149 @@
+"""The phases of an experiment: dense, pruning (GSM or a baseline), tickets.
+
+Each phase is a name, an epoch count and the optimizer to train it with;
+`train.train_and_evaluate` runs them in order from one code path.
+"""
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from examples.paper import models
+import gsm_optax
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One stage of training.
+
+  ``make_tx`` builds the optimizer when the phase runs (a ticket's mask comes
+  from earlier phases); ``start_from``, if given, resets the model when the
+  phase starts (a ticket rewinds to the initial weights).
+  """
+  name: str
+  epochs: int
+  make_tx: Callable[[], optax.GradientTransformation]
+  start_from: Optional[Callable[[nnx.Module], None]] = None
+
+
+def learning_rate_schedule(phase_config, steps_per_epoch):
+  """Linear warm-up, then x0.1 at each of ``decay_epochs`` (as the paper),
+  counted from the end of the warm-up (`optax.join_schedules` restarts the
+  step count there)."""
+  warmup = phase_config.warmup_epochs * steps_per_epoch
+  boundaries = {int(e * steps_per_epoch): 0.1 for e in phase_config.decay_epochs}
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, phase_config.learning_rate, max(warmup, 1)),
+       optax.piecewise_constant_schedule(phase_config.learning_rate,
+                                         boundaries)], [max(warmup, 1)])
+
+
+def sgd_with_decay(phase_config, steps_per_epoch):
+  """Momentum SGD with weight decay on the kernels (the paper's base run)."""
+  return optax.chain(
+      optax.add_decayed_weights(phase_config.weight_decay,
+                                mask=gsm_optax.default_prunable),
+      optax.sgd(learning_rate_schedule(phase_config, steps_per_epoch),
+                phase_config.momentum, phase_config.nesterov))
+
+
+def pruning_phase(config, steps_per_epoch, snapshots):
+  """The phase that prunes: GSM, or a baseline with the same budget.
+
+  Every method gets the same epochs and learning-rate schedule
+  (``config.gsm``) and starts from the same dense model.
+  """
+  g = config.gsm
+  if config.pruning == 'gsm':
+    return Phase('gsm', g.epochs, lambda: gsm_with_ratio_warmup(
+        config, steps_per_epoch))
+  if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
+    mask = snapshot_mask(snapshots, 'dense', config)
+    return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
+        gsm_optax.fixed_mask(mask()), sgd_with_decay(g, steps_per_epoch)),
+                 start_from=lambda model: apply_mask(model, mask()))
+  if config.pruning == 'gradual_magnitude':  # Zhu & Gupta 2017
+    total = g.epochs * steps_per_epoch
+    return Phase('gradual_magnitude', g.epochs, lambda: optax.chain(
+        sgd_with_decay(g, steps_per_epoch),
+        gsm_optax.gradual_magnitude_pruning(
+            config.ratio, begin_step=0,
+            end_step=int(config.gradual.end_fraction * total),
+            update_every=config.gradual.update_every,
+            global_ranking=config.gradual.global_ranking)))
+  raise ValueError("config.pruning must be 'gsm', 'magnitude_ft' or "
+                   f"'gradual_magnitude'; got {config.pruning!r}.")
+
+
+def gsm_with_ratio_warmup(config, steps_per_epoch):
+  """GSM; with ``gsm.ratio_warmup_epochs``, the kept fraction goes from 1
+  to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
+  g = config.gsm
+  lr = learning_rate_schedule(g, steps_per_epoch)
+  if not g.ratio_warmup_epochs:
+    return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
+                         weight_decay=g.weight_decay, nesterov=g.nesterov,
+                         method=config.method)
+  warmup = g.ratio_warmup_epochs * steps_per_epoch
+  # 1 / (kept fraction) in float32 can end just above C: end on C itself.
+  ratio = lambda step: jnp.where(
+      step >= warmup, config.ratio,
+      1.0 / gsm_optax.cubic_keep_fraction(step, config.ratio, 0, warmup))
+  return optax.inject_hyperparams(
+      gsm_optax.gsm, static_args=('nesterov', 'method'))(
+          learning_rate=lr, ratio=ratio, momentum=g.momentum,
+          weight_decay=g.weight_decay, nesterov=g.nesterov,
+          method=config.method)
+
+
+def make_phases(config, steps_per_epoch, snapshots):
+  """dense -> pruning, then (lottery mode) the pruned and magnitude tickets."""
+  d = config.dense
+  phases = [
+      Phase('dense', 0 if config.dense_from else d.epochs,
+            lambda: sgd_with_decay(d, steps_per_epoch)),
+      pruning_phase(config, steps_per_epoch, snapshots),
+  ]
+  if not config.lottery:
+    return phases
+  # Table 4: mask by global magnitude of the trained dense weights, or of the
+  # GSM-trained weights; apply it to the initial weights; retrain with the
+  # base schedule and the loss gradient masked.
+  for name, source in (('ticket_' + config.pruning, config.pruning),
+                       ('ticket_magnitude', 'dense')):
+    ticket_mask = snapshot_mask(snapshots, source, config)
+    phases.append(Phase(
+        name, d.epochs,
+        make_tx=lambda m=ticket_mask: optax.chain(
+            gsm_optax.fixed_mask(m()), sgd_with_decay(d, steps_per_epoch)),
+        start_from=lambda model, m=ticket_mask: rewind(model, m(), config)))
+  return phases
+
+
+def snapshot_mask(snapshots, name, config):
+  """A cached loader of the global magnitude mask (at ``config.ratio``) of
+  the model saved at the end of phase ``name``; loaded when first needed."""
+  @functools.cache
+  def mask():
+    params = nnx.state(snapshots.load(name, config), nnx.Param)
+    return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+  return mask
+
+
+def apply_mask(model, masks):
+  """Zeroes the parameters of ``model`` where ``masks`` is False."""
+  params = nnx.state(model, nnx.Param)
+  nnx.update(model, jax.tree.map(
+      lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks))
+
+
+def rewind(model, masks, config):
+  """Resets ``model`` to its initial weights with ``masks`` applied."""
+  nnx.update(model, nnx.state(
+      models.create_model(config.model, config.num_classes, config.seed)))
+  apply_mask(model, masks)

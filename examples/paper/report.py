@@ -1,0 +1,39 @@
+"""The run's report: the summary table and the per-layer density figure."""
+
+
+def format_report(summary, report) -> str:
+  def pct(x):
+    return 'n/a' if x is None else f'{100 * x:.2f}%'
+  return '\n'.join([
+      '',
+      f"== {summary['model']} on {summary['dataset']}, "
+      f"{summary['pruning']} at {summary['ratio']:g}x ==",
+      f"dense accuracy:                 {pct(summary['dense_accuracy'])}",
+      f"accuracy before the prune:      "
+      f"{pct(summary['accuracy_before_prune'])}",
+      f"pruned accuracy (no fine-tune): {pct(summary['pruned_accuracy'])}",
+      f"kept {summary['kept_weights']:,} of {summary['prunable_weights']:,} "
+      f"prunable weights: {summary['compression']:.1f}x",
+      *([f"lottery tickets retrained from init: {summary['pruning']} "
+         f"{pct(summary['ticket_accuracy'])}, magnitude "
+         f"{pct(summary['ticket_magnitude_accuracy'])}"]
+        if summary['ticket_accuracy'] is not None else []),
+      '', str(report)])
+
+
+def plot_density(report, path, title):
+  """Bar chart of the density of every prunable layer."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  rows = [l for l in report.leaves if l.prunable]
+  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 2), 3.5))
+  ax.bar(range(len(rows)), [100 * l.density for l in rows])
+  ax.set_xticks(range(len(rows)))
+  ax.set_xticklabels([l.path.replace("']['", '.').strip("[]'")
+                      for l in rows], rotation=60, ha='right', fontsize=7)
+  ax.set_ylabel('density (% weights kept)')
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
