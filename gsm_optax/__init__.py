@@ -23,6 +23,13 @@ from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
 from gsm_optax._src.search import global_threshold
 from gsm_optax._src.search import METHODS as SELECTION_METHODS
+from gsm_optax._src.sparse import sparse_apply
+from gsm_optax._src.sparse import sparse_forward
+from gsm_optax._src.sparse import SparseKernel
+from gsm_optax._src.sparse import to_dense
+from gsm_optax._src.sparse import to_sparse
+from gsm_optax._src.sparse_io import load_sparse
+from gsm_optax._src.sparse_io import save_sparse
 
 __version__ = '0.1.0'
 
@@ -40,14 +47,21 @@ __all__ = (
     'KeepTopTaylorState',
     'key_to_score',
     'LeafSparsity',
+    'load_sparse',
     'num_to_keep',
     'official_num_to_keep',
     'official_prunable',
     'official_weight_decay_mask',
     'prune',
+    'save_sparse',
     'score_keys',
     'SELECTION_METHODS',
     'sparsity_report',
+    'sparse_apply',
+    'sparse_forward',
+    'SparseKernel',
     'SparsityReport',
     'taylor_scores',
+    'to_dense',
+    'to_sparse',
 )

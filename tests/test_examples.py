@@ -1,4 +1,9 @@
-"""The Flax examples: models, configs, input pipeline, resume, report."""
+"""The Flax examples: models, configs, input pipeline, resume, report.
+
+Long because it tests the whole paper harness end to end (every config,
+the data, resume, the report and the deployed files, the baselines); the
+sharded and multi-process runs have files of their own.
+"""
 
 import gzip
 import importlib
@@ -19,6 +24,7 @@ from examples.paper import input_pipeline
 from examples.paper import models
 from examples.paper import phases
 from examples.paper import train
+import gsm_optax
 
 CONFIGS = ['lenet300_fmnist', 'lenet5_fmnist', 'resnet56_cifar10',
            'densenet40_cifar10', 'resnet50_imagenet']
@@ -184,6 +190,18 @@ def test_report_totals_on_a_tiny_run(tmp_path):
   assert biases <= 410  # biases are never pruned (a dead unit's may stay 0)
   assert report['sparsity']['total_nonzero'] == kept + biases
   assert sum(l['nonzero'] for l in leaves if l['prunable']) == kept
+  # The pruned model is saved twice: an orbax snapshot and the sparse file,
+  # which loads back bit for bit.
+  deploy = report['deploy']
+  path = tmp_path / deploy['sparse_file']
+  assert deploy['sparse_file_bytes'] == path.stat().st_size
+  assert deploy['sparse_file_bytes'] * 25 < deploy['dense_array_bytes']
+  pruned = checkpoints.Snapshots(str(tmp_path)).load('pruned', config)
+  loaded = gsm_optax.load_sparse(str(path))
+  snapshot = nnx.to_pure_dict(nnx.state(pruned))
+  for a, b in zip(jax.tree.leaves(snapshot), jax.tree.leaves(loaded)):
+    assert np.asarray(a).tobytes() == b.tobytes()
+  assert deploy['inference']['speedup'] > 0
   assert (tmp_path / 'layer_density.png').stat().st_size > 1000
 
 

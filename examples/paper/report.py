@@ -18,7 +18,25 @@ def format_report(summary, report) -> str:
          f"{pct(summary['ticket_accuracy'])}, magnitude "
          f"{pct(summary['ticket_magnitude_accuracy'])}"]
         if summary['ticket_accuracy'] is not None else []),
+      *deploy_lines(summary.get('deploy')),
       '', str(report)])
+
+
+def deploy_lines(deploy):
+  """The pruned model's files and its forward pass, dense and sparse."""
+  if not deploy:
+    return []
+  inference = deploy['inference']
+  return [
+      f"pruned model: {deploy['sparse_file']} {deploy['sparse_file_bytes']:,}"
+      f" bytes, against {deploy['dense_array_bytes']:,} bytes of dense "
+      f"arrays ({deploy['dense_array_bytes'] / deploy['sparse_file_bytes']:.0f}"
+      f"x smaller; orbax snapshot 'pruned' {deploy['pruned_snapshot_bytes']:,}"
+      ' bytes)',
+      f"forward pass, batch {inference['batch']} (median of "
+      f"{inference['repeats']}): dense {inference['dense_seconds'] * 1e3:.2f}"
+      f" ms, sparse {inference['sparse_seconds'] * 1e3:.2f} ms "
+      f"({inference['speedup']:.1f}x)"]
 
 
 def plot_density(report, path, title):

@@ -20,6 +20,7 @@ import tqdm
 
 from examples.paper import checkpoints as checkpoints_lib
 from examples.paper import data as data_lib
+from examples.paper import deploy
 from examples.paper import models
 from examples.paper import phases as phases_lib
 from examples.paper import report as report_lib
@@ -210,14 +211,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpoints.save(epoch + 1, model, optimizer)
     done = first = last
   return finish(config, workdir, snapshots.load(config.pruning, config),
-                results, data, mesh)
+                results, data, mesh, snapshots)
 
 
-def finish(config, workdir, model, results, data, mesh=None):
+def finish(config, workdir, model, results, data, mesh=None,
+           snapshots=None):
   """Final global magnitude prune, evaluation with no fine-tuning, report.
 
   A model whose parameters are not finite (training diverged) is evaluated
-  as it is, unpruned, and reported with ``diverged: True``.
+  as it is, unpruned, and reported with ``diverged: True``. Otherwise the
+  pruned model is saved (an orbax snapshot ``pruned`` and a sparse file) and
+  its forward pass timed dense and sparse (`deploy.export`).
   """
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   diverged = not all(bool(jnp.all(jnp.isfinite(x)))
@@ -248,6 +252,10 @@ def finish(config, workdir, model, results, data, mesh=None):
       'sparsity': report.to_dict(),
       'diverged': diverged,
   }
+  if snapshots is not None and not diverged:
+    batch = next(data.test_batches(config.eval_batch_size))[0]
+    summary['deploy'] = deploy.export(model, workdir, snapshots,
+                                      preprocess(batch, config))
   if jax.process_index() != 0:
     return summary
   with open(os.path.join(workdir, 'report.json'), 'w') as f:

@@ -29,12 +29,13 @@ def default_prunable(params: Any) -> Any:
   return jax.tree.map(lambda x: np.ndim(x) >= 2, params)
 
 
-def resolve_prunable(params: Any, prunable: PrunableSpec) -> list[bool]:
+def resolve_prunable(params: Any, prunable: PrunableSpec,
+                     require_any: bool = True) -> list[bool]:
   """Returns one bool per leaf of ``params`` (in ``jax.tree.leaves`` order).
 
   Raises:
     ValueError: ``prunable`` does not match the structure of ``params``, or
-      marks nothing as prunable.
+      (with ``require_any``) marks nothing as prunable.
   """
   if prunable is None:
     prunable = default_prunable
@@ -50,7 +51,7 @@ def resolve_prunable(params: Any, prunable: PrunableSpec) -> list[bool]:
         'Pass `prunable=None` to rank every leaf with ndim >= 2.') from e
   flags = [_leaf_flag(f, path) for f, path in zip(
       flags, _leaf_paths(params))]
-  if not any(flags):
+  if require_any and not any(flags):
     raise ValueError(
         '`prunable` marks no parameter as prunable, so GSM has nothing to '
         'rank. Mark at least one kernel as prunable (the default, '

@@ -7,6 +7,8 @@ import jax
 import numpy as np
 
 from gsm_optax._src import prunable as prunable_lib
+from gsm_optax._src import sparse
+from gsm_optax._src import sparse_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +19,8 @@ class LeafSparsity:
   size: int
   nonzero: int
   prunable: bool
+  nbytes: int = 0  # as a dense array
+  sparse_nbytes: int = 0  # in a `save_sparse` file (CSR if sparse enough)
 
   @property
   def density(self) -> float:
@@ -45,6 +49,16 @@ class SparsityReport:
     return sum(l.nonzero for l in self.leaves if l.prunable)
 
   @property
+  def dense_bytes(self) -> int:
+    """Bytes of all leaves as dense arrays."""
+    return sum(l.nbytes for l in self.leaves)
+
+  @property
+  def sparse_bytes(self) -> int:
+    """Bytes of the arrays in a `save_sparse` file, before deflation."""
+    return sum(l.sparse_nbytes for l in self.leaves)
+
+  @property
   def compression(self) -> float:
     """Achieved ratio over the prunable weights: N / non-zeros (inf if 0)."""
     nz = self.prunable_nonzero
@@ -60,6 +74,8 @@ class SparsityReport:
         'prunable_size': self.prunable_size,
         'prunable_nonzero': self.prunable_nonzero,
         'compression': self.compression,
+        'dense_bytes': self.dense_bytes,
+        'sparse_bytes': self.sparse_bytes,
     }
 
   def __str__(self) -> str:
@@ -77,11 +93,16 @@ class SparsityReport:
     lines.append(f'compression (prunable weights): {self.compression:.1f}x; '
                  f'all parameters: {self.total_nonzero:,} of '
                  f'{self.total_size:,} non-zero')
+    lines.append(f'bytes: {self.dense_bytes:,} dense, {self.sparse_bytes:,} '
+                 f'as sparse arrays '
+                 f'({self.dense_bytes / max(self.sparse_bytes, 1):.1f}x '
+                 'smaller)')
     return '\n'.join(lines)
 
 
 def sparsity_report(params: Any,
-                    prunable: prunable_lib.PrunableSpec = None
+                    prunable: prunable_lib.PrunableSpec = None,
+                    max_density: float = sparse.DEFAULT_MAX_DENSITY
                     ) -> SparsityReport:
   """Counts the non-zeros of every leaf and the achieved compression ratio.
 
@@ -89,6 +110,8 @@ def sparsity_report(params: Any,
     params: a pytree of arrays (e.g. after `prune`).
     prunable: which leaves count towards the compression ratio (see
       `keep_top_taylor`); default every leaf with ndim >= 2.
+    max_density: which prunable leaves `save_sparse` would store as CSR,
+      for the bytes (see `to_sparse`).
 
   Returns:
     A `SparsityReport`; ``print(report)`` shows the per-layer table,
@@ -106,8 +129,11 @@ def sparsity_report(params: Any,
   leaves = []
   for (path, x), flag in zip(with_paths, flags):
     x = np.asarray(x)
-    leaves.append(LeafSparsity(path=jax.tree_util.keystr(path),
-                               shape=tuple(x.shape), size=int(x.size),
-                               nonzero=int(np.count_nonzero(x)),
-                               prunable=flag))
+    nonzero = int(np.count_nonzero(x))
+    as_csr = (flag and x.ndim >= 2 and x.size and
+              nonzero <= max_density * x.size)
+    leaves.append(LeafSparsity(
+        path=jax.tree_util.keystr(path), shape=tuple(x.shape),
+        size=int(x.size), nonzero=nonzero, prunable=flag, nbytes=x.nbytes,
+        sparse_nbytes=sparse_io.csr_nbytes(x) if as_csr else x.nbytes))
   return SparsityReport(leaves=tuple(leaves))
