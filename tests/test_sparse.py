@@ -35,6 +35,7 @@ def example_params(rng):
       'all_zero': np.zeros((6, 6), np.float32),
       'weird': weird,  # dense leaf: NaN, -0.0, denormal kept bit for bit
       'step': np.array(7, np.int32),
+      'layers': {0: np.ones(2, np.float32), 1: {'w': np.eye(3, dtype=np.float32)}},
   }
 
 

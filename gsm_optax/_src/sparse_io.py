@@ -164,11 +164,12 @@ def _check_header(path, header):
 def _encode(tree, arrays, entries, values_dtype):
   """The tree's structure as JSON, its leaves into ``arrays``/``entries``."""
   if isinstance(tree, dict):
-    if not all(isinstance(k, str) for k in tree):
-      raise ValueError('save_sparse needs string dict keys; got '
-                       f'{list(tree)!r}.')
-    return {'dict': {k: _encode(v, arrays, entries, values_dtype)
-                     for k, v in tree.items()}}
+    if not all(isinstance(k, (str, int)) and not isinstance(k, bool)
+               for k in tree):
+      raise ValueError('save_sparse needs str or int dict keys (as Flax\'s '
+                       f'pure dicts have); got {list(tree)!r}.')
+    return {'dict': [[k, _encode(v, arrays, entries, values_dtype)]
+                     for k, v in tree.items()]}
   if isinstance(tree, (list, tuple)):
     return {type(tree).__name__: [_encode(v, arrays, entries, values_dtype)
                                   for v in tree]}
@@ -233,7 +234,7 @@ def _decode_leaf(i, entry, arrays, as_sparse):
 
 def _build(structure, leaves):
   if 'dict' in structure:
-    return {k: _build(v, leaves) for k, v in structure['dict'].items()}
+    return {k: _build(v, leaves) for k, v in structure['dict']}
   if 'list' in structure:
     return [_build(v, leaves) for v in structure['list']]
   if 'tuple' in structure:
