@@ -60,6 +60,8 @@ def tiny_config(name, tmp_path=None):
   config.dense.warmup_epochs = config.gsm.warmup_epochs = 0
   if config.image_shape[0] > 32:
     config.image_shape = (32, 32, 3)  # ResNet-50 is fully convolutional
+  if 'grain_workers' in config:
+    config.grain_workers = 0  # decode in the test's own process
   config.ratio = 5.0
   return config
 
@@ -252,20 +254,6 @@ def test_baselines_start_from_a_shared_dense_model(pruning, tmp_path):
                                            266_200 // 5)
   records = [json.loads(l) for l in open(tmp_path / pruning / 'metrics.jsonl')]
   assert [r['phase'] for r in records] == [pruning] * 2  # no dense epochs
-
-
-def test_imagenet_batches_are_cropped_and_deterministic():
-  with tfds.testing.mock_data(num_examples=6):
-    source = input_pipeline.data_source('imagenet2012', 'train')
-    a = input_pipeline.load_batch(source, [0, 3, 5], 48,
-                                  np.random.default_rng(7))
-    b = input_pipeline.load_batch(source, [0, 3, 5], 48,
-                                  np.random.default_rng(7))
-    evaluation = input_pipeline.load_batch(source, [0, 3, 5], 48)
-  assert a[0].shape == (3, 48, 48, 3) and a[0].dtype == np.uint8
-  np.testing.assert_array_equal(a[0], b[0])  # same rng, same crops
-  np.testing.assert_array_equal(a[1], evaluation[1])
-  assert evaluation[0].shape == (3, 48, 48, 3)
 
 
 def test_gsm_ratio_warmup_reaches_the_final_ratio(tmp_path):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from examples.paper import grain_pipeline
 from examples.paper import input_pipeline
 from examples.paper import sharding
 
@@ -67,27 +68,29 @@ def _gather(images, labels, indices):
 
 
 class StreamedData:
-  """A large TFDS dataset (ImageNet) read and augmented on the host."""
+  """A large TFDS dataset (ImageNet) read through Grain: decoding and
+  augmentation in ``config.grain_workers`` processes, each JAX process
+  reading its own shard (`grain_pipeline`)."""
 
   def __init__(self, config):
     self.train = input_pipeline.data_source(config.dataset, 'train')
     self.test = input_pipeline.data_source(config.dataset, 'validation')
     self.size = config.image_shape[0]
     self.batch_size = config.batch_size
+    self.workers = config.get('grain_workers', 0)
     self.steps_per_epoch = len(self.train) // config.batch_size
 
   def train_batches(self, key):
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-    order = rng.permutation(len(self.train))
-    for i in range(self.steps_per_epoch):
-      yield input_pipeline.load_batch(self.train, process_share(
-          order[i * self.batch_size:(i + 1) * self.batch_size]), self.size,
-                                      rng)
+    batches = grain_pipeline.loader(self.train, self.batch_size, self.size,
+                                    grain_pipeline.epoch_seed(key),
+                                    workers=self.workers)
+    for batch, _ in zip(batches, range(self.steps_per_epoch)):
+      yield batch['image'], batch['label']
 
   def test_batches(self, batch_size):
-    for i in range(0, len(self.test), batch_size):
-      yield input_pipeline.load_batch(self.test, process_share(
-          np.arange(i, min(i + batch_size, len(self.test)))), self.size)
+    for batch in grain_pipeline.loader(self.test, batch_size, self.size, 0,
+                                       train=False, workers=self.workers):
+      yield batch['image'], batch['label']
 
 
 def load_data(config):

@@ -1,11 +1,11 @@
 """Datasets: in memory (idx files, small TFDS datasets) or streamed (ImageNet).
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR-10) are loaded once as uint8
-arrays and kept on the device. ImageNet is read image by image from
-``tfds.data_source`` with the standard augmentation on the host: an
-Inception-style random-resized crop and a horizontal flip for training, and a
-resize of the shorter side to 256/224 of the crop plus a center crop for
-evaluation.
+arrays and kept on the device. ImageNet is read from ``tfds.data_source``
+through Grain (`grain_pipeline`) with the standard augmentation, defined
+here: an Inception-style random-resized crop and a horizontal flip for
+training, and a resize of the shorter side to 256/224 of the crop plus a
+center crop for evaluation.
 """
 
 import gzip
@@ -138,22 +138,3 @@ def center_crop(image, size):
   x = np.asarray(resized)
   top, left = (x.shape[0] - size) // 2, (x.shape[1] - size) // 2
   return x[top:top + size, left:left + size]
-
-
-def load_batch(source, indices, size, rng=None):
-  """Decodes and crops one batch; ``rng`` given: training augmentation."""
-  images, labels = [], []
-  for i in indices:
-    record = source[int(i)]
-    image = np.asarray(record['image'])
-    if image.ndim == 2 or image.shape[-1] == 1:
-      image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
-    if rng is None:
-      image = center_crop(image, size)
-    else:
-      image = random_resized_crop(image, size, rng)
-      if rng.random() < 0.5:
-        image = image[:, ::-1]
-    images.append(image)
-    labels.append(record['label'])
-  return np.stack(images).astype(np.uint8), np.asarray(labels, np.int32)

@@ -67,8 +67,25 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def place(state, mesh, mode):
-  """Puts ``state`` on the mesh; returns it and its shardings."""
+  """Puts ``state`` on the mesh; returns it and its shardings.
+
+  ``state`` holds the same values in every process (a fresh model, or one
+  restored from a checkpoint). With several processes each builds the
+  shards of its own devices from them: `jax.device_put` cannot place
+  values on another process's devices.
+  """
   if mesh is None:
     return state, None
   shardings = state_shardings(state, mesh, mode)
-  return jax.device_put(state, shardings), shardings
+  if jax.process_count() == 1:
+    return jax.device_put(state, shardings), shardings
+
+  def put(x, sharding):
+    host = np.asarray(jax.device_get(x)) if (
+        not isinstance(x, jax.Array) or x.is_fully_addressable) else None
+    if host is None:  # already global: reshard in place
+      return jax.device_put(x, sharding)
+    return jax.make_array_from_callback(host.shape, sharding,
+                                        lambda index: host[index])
+
+  return jax.tree.map(put, state, shardings), shardings

@@ -1,9 +1,9 @@
 """ResNet-50 on ImageNet (TFDS imagenet2012), GSM at 5x (paper: 75.72 -> 74.30).
 
 Needs the TFDS imagenet2012 data prepared on the host (manual download). The
-images are streamed from ``tfds.data_source`` with a random-resized crop and
-flip on the host (`examples.paper.input_pipeline.load_batch`), one process; for
-full speed a multi-worker loader (e.g. grain) is the next step.
+images are streamed from ``tfds.data_source`` through Grain, with a
+random-resized crop and flip decoded in ``grain_workers`` processes
+(`examples.paper.grain_pipeline`).
 """
 
 from examples.paper.configs import lenet300_fmnist
@@ -14,7 +14,8 @@ def get_config():
   c.model = 'resnet50'
   c.dataset = 'imagenet2012'
   c.normalize = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-  c.augment = False  # augmentation happens on the host when streaming
+  c.augment = False  # augmentation happens in the Grain pipeline
+  c.grain_workers = 8  # decoding processes per host (0: in the main process)
   c.num_classes = 1000
   c.image_shape = (224, 224, 3)
   c.batch_size = 256
