@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from examples.paper import deploy
 from examples.paper import models
 import gsm_optax
 
@@ -71,16 +72,11 @@ def median_seconds(calls, repeats):
   return {name: statistics.median(t) for name, t in times.items()}
 
 
-def directory_bytes(path):
-  return sum(os.path.getsize(os.path.join(root, f))
-             for root, _, files in os.walk(path) for f in files)
-
-
 def orbax_bytes(params, path):
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, params)
   checkpointer.wait_until_finished()
-  return directory_bytes(path)
+  return deploy.directory_bytes(path)
 
 
 def file_sizes(dense_params, params, tmp):
