@@ -21,9 +21,7 @@ import gzip
 import io
 import json
 import os
-import statistics
 import tempfile
-import time
 
 import flax.nnx as nnx
 import jax
@@ -57,19 +55,6 @@ def pruned_params(model_name, ratio, seed=0):
     return np.where(mask.reshape(x.shape), x, 0).astype(x.dtype)
 
   return graphdef, params, jax.tree_util.tree_map_with_path(keep, params)
-
-
-def median_seconds(calls, repeats):
-  """Median time of each call, alternating them, after one warm-up each."""
-  for call in calls.values():
-    jax.block_until_ready(call())
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def orbax_bytes(params, path):
@@ -118,7 +103,7 @@ def main():
       calls = {'dense': lambda x=x: dense_fn(params, x)}
       calls.update({name: lambda f=f, x=x: f(sparse_params, x)
                     for name, f in routes.items()})
-      seconds = median_seconds(calls, args.repeats)
+      seconds = deploy.median_seconds(calls, args.repeats)
       rows.append({'model': model_name, 'ratio': ratio, 'batch': batch,
                    'seconds': seconds, 'bytes': sizes})
       print(f"{model_name} {ratio:g}x batch {batch:>4}: dense "

@@ -19,6 +19,19 @@ def directory_bytes(path):
              for root, _, files in os.walk(path) for f in files)
 
 
+def median_seconds(calls, repeats):
+  """Median time of each call, alternating them, after one warm-up each."""
+  for call in calls.values():
+    jax.block_until_ready(call())
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def export(model, workdir, snapshots, images, repeats=20):
   """Saves the pruned model and times its forward pass dense and sparse.
 
@@ -46,18 +59,12 @@ def export(model, workdir, snapshots, images, repeats=20):
   matrices = lambda p: jax.tree.map(lambda x: np.ndim(x) == 2, p)
   sparse_state = gsm_optax.to_sparse(state, prunable=matrices)
   forward = lambda p, x: nnx.merge(graphdef, p)(x)
-  calls = {'dense': jax.jit(forward), 'sparse': jax.jit(
-      gsm_optax.sparse_apply(forward))}
-  args = {'dense': state, 'sparse': sparse_state}
-  times = {name: [] for name in calls}
-  for name, call in calls.items():
-    jax.block_until_ready(call(args[name], images))
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call(args[name], images))
-      times[name].append(time.perf_counter() - start)
-  dense, sparse = (statistics.median(times[n]) for n in ('dense', 'sparse'))
+  dense_fn = jax.jit(forward)
+  sparse_fn = jax.jit(gsm_optax.sparse_apply(forward))
+  seconds = median_seconds({'dense': lambda: dense_fn(state, images),
+                            'sparse': lambda: sparse_fn(sparse_state, images)},
+                           repeats)
+  dense, sparse = seconds['dense'], seconds['sparse']
   model.train()
   return {'sparse_file': SPARSE_FILE, 'sparse_file_bytes': file_bytes,
           'pruned_snapshot_bytes': directory_bytes(

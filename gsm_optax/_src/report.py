@@ -129,11 +129,10 @@ def sparsity_report(params: Any,
   leaves = []
   for (path, x), flag in zip(with_paths, flags):
     x = np.asarray(x)
-    nonzero = int(np.count_nonzero(x))
-    as_csr = (flag and x.ndim >= 2 and x.size and
-              nonzero <= max_density * x.size)
+    as_csr = sparse.stores_sparse(x, flag, max_density)
     leaves.append(LeafSparsity(
         path=jax.tree_util.keystr(path), shape=tuple(x.shape),
-        size=int(x.size), nonzero=nonzero, prunable=flag, nbytes=x.nbytes,
+        size=int(x.size), nonzero=int(np.count_nonzero(x)), prunable=flag,
+        nbytes=x.nbytes,
         sparse_nbytes=sparse_io.csr_nbytes(x) if as_csr else x.nbytes))
   return SparsityReport(leaves=tuple(leaves))

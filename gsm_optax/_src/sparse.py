@@ -96,6 +96,14 @@ def is_sparse(leaf: Any) -> bool:
   return isinstance(leaf, SparseKernel)
 
 
+def stores_sparse(leaf: Any, prunable: bool, max_density: float) -> bool:
+  """Whether `to_sparse` (and so `save_sparse`) makes ``leaf`` sparse: a
+  prunable, non-empty leaf with ``ndim >= 2`` and at most ``max_density``
+  of it non-zero."""
+  return bool(prunable and np.ndim(leaf) >= 2 and np.size(leaf) and
+              np.count_nonzero(np.asarray(leaf)) <= max_density * np.size(leaf))
+
+
 def to_sparse(params: Any, prunable: prunable_lib.PrunableSpec = None,
               max_density: float = DEFAULT_MAX_DENSITY) -> Any:
   """Turns each pruned kernel into a `SparseKernel`; other leaves stay.
@@ -127,11 +135,8 @@ def to_sparse(params: Any, prunable: prunable_lib.PrunableSpec = None,
   leaves, treedef = jax.tree.flatten(params)
   out = []
   for leaf, flag in zip(leaves, flags):
-    if (flag and np.ndim(leaf) >= 2 and np.size(leaf) and
-        np.count_nonzero(np.asarray(leaf)) <= max_density * np.size(leaf)):
-      out.append(SparseKernel.fromdense(leaf))
-    else:
-      out.append(leaf)
+    out.append(SparseKernel.fromdense(leaf)
+               if stores_sparse(leaf, flag, max_density) else leaf)
   return jax.tree.unflatten(treedef, out)
 
 
