@@ -23,11 +23,11 @@ from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
 from gsm_optax._src.search import global_threshold
 from gsm_optax._src.search import METHODS as SELECTION_METHODS
-from gsm_optax._src.sparse import sparse_apply
-from gsm_optax._src.sparse import sparse_forward
 from gsm_optax._src.sparse import SparseKernel
 from gsm_optax._src.sparse import to_dense
 from gsm_optax._src.sparse import to_sparse
+from gsm_optax._src.sparse_apply import sparse_apply
+from gsm_optax._src.sparse_apply import sparse_forward
 from gsm_optax._src.sparse_io import load_sparse
 from gsm_optax._src.sparse_io import save_sparse
 

@@ -1,176 +1,14 @@
-"""Sparse kernels: the file round trip, its errors, and sparse inference."""
-
-import io
-import json
-import os
-import zipfile
+"""Sparse inference: `to_sparse` and `sparse_apply` against the dense model."""
 
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
+from test_sparse_io import sparse_array
 
 from examples.paper import models
 import gsm_optax
-from gsm_optax._src import sparse_io
-
-
-def sparse_array(rng, shape, density, dtype=np.float32):
-  x = rng.normal(size=shape).astype(dtype)
-  return np.where(rng.random(shape) < density, x, 0).astype(dtype)
-
-
-def example_params(rng):
-  weird = np.array([[np.nan, -0.0], [np.inf, 1e-40]], np.float32)
-  return {
-      'fc': {'kernel': sparse_array(rng, (64, 32), 0.05),
-             'bias': rng.normal(size=32).astype(np.float32)},
-      'conv': {'kernel': sparse_array(rng, (3, 3, 4, 8), 0.1,
-                                      ml_dtypes.bfloat16)},
-      'half': [sparse_array(rng, (20, 10), 0.1, np.float16),
-               (np.ones((4, 4), np.float32),)],  # fully dense: stays dense
-      'empty': np.zeros((0, 5), np.float32),
-      'all_zero': np.zeros((6, 6), np.float32),
-      'weird': weird,  # dense leaf: NaN, -0.0, denormal kept bit for bit
-      'step': np.array(7, np.int32),
-      'layers': {0: np.ones(2, np.float32), 1: {'w': np.eye(3, dtype=np.float32)}},
-  }
-
-
-def assert_bit_identical(a, b):
-  la, ta = jax.tree.flatten(a)
-  lb, tb = jax.tree.flatten(b)
-  assert ta == tb
-  for x, y in zip(la, lb):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype and x.shape == y.shape
-    assert x.tobytes() == y.tobytes()
-
-
-def test_round_trip_is_bit_exact_and_keeps_the_nesting(tmp_path):
-  params = example_params(np.random.default_rng(0))
-  path = str(tmp_path / 'model.npz')
-  size = gsm_optax.save_sparse(path, params)
-  assert size == os.path.getsize(path)
-  loaded = gsm_optax.load_sparse(path)
-  assert isinstance(loaded['half'], list) and isinstance(loaded['half'][1],
-                                                         tuple)
-  assert_bit_identical(loaded, params)
-  as_sparse = gsm_optax.load_sparse(path, as_sparse=True)
-  assert isinstance(as_sparse['fc']['kernel'], gsm_optax.SparseKernel)
-  assert isinstance(as_sparse['conv']['kernel'], gsm_optax.SparseKernel)
-  assert not isinstance(as_sparse['half'][1][0], gsm_optax.SparseKernel)
-  assert_bit_identical(gsm_optax.to_dense(as_sparse), params)
-
-
-def test_indices_take_the_smallest_type_and_the_header_says_so(tmp_path):
-  params = {'w': sparse_array(np.random.default_rng(1), (300, 100), 0.02),
-            'big': np.zeros((70_000, 2), np.float32)}
-  params['big'][69_999, 1] = 1.0
-  path = tmp_path / 'm.npz'
-  gsm_optax.save_sparse(str(path), params)
-  with zipfile.ZipFile(path) as archive:
-    header = json.loads(archive.read('header.json'))
-    arrays = {n: np.load(io.BytesIO(archive.read(n))) for n in
-              archive.namelist() if n.endswith('.npy')}
-  assert header['format'] == 'gsm_optax.sparse' and header['version'] == 1
-  kinds = {e['kind'] for e in header['leaves']}
-  assert kinds == {'csr'}
-  # 'big' is leaf 0 (sorted keys): 70,000 columns need uint32 indices.
-  assert arrays['0.indices.npy'].dtype == np.uint32
-  assert arrays['1.indices.npy'].dtype == np.uint16  # 300 columns
-  nnz = int(np.count_nonzero(params['w']))
-  assert arrays['1.indptr.npy'].dtype == sparse_io.index_dtype(nnz)
-  assert arrays['1.values.npy'].nbytes == 4 * nnz
-
-
-def test_narrower_values_are_recorded_and_cast_back(tmp_path):
-  params = {'w': sparse_array(np.random.default_rng(2), (50, 40), 0.05)}
-  path = str(tmp_path / 'm.npz')
-  gsm_optax.save_sparse(path, params, values_dtype='float16')
-  with zipfile.ZipFile(path) as archive:
-    entry = json.loads(archive.read('header.json'))['leaves'][0]
-  assert entry['dtype'] == 'float32' and entry['stored_dtype'] == 'float16'
-  loaded = gsm_optax.load_sparse(path)['w']
-  assert loaded.dtype == np.float32
-  np.testing.assert_array_equal(
-      loaded, params['w'].astype(np.float16).astype(np.float32))
-  with pytest.raises(ValueError, match='`values_dtype` must be a float'):
-    gsm_optax.save_sparse(path, params, values_dtype='int8')
-
-
-def test_load_errors_name_the_file_and_the_fix(tmp_path):
-  params = example_params(np.random.default_rng(3))
-  path = str(tmp_path / 'm.npz')
-  gsm_optax.save_sparse(path, params)
-  missing = str(tmp_path / 'nope.npz')
-  with pytest.raises(FileNotFoundError, match=f'{missing}: no such file.*'
-                     'save_sparse'):
-    gsm_optax.load_sparse(missing)
-  truncated = str(tmp_path / 'truncated.npz')
-  with open(path, 'rb') as f:
-    data = f.read()
-  with open(truncated, 'wb') as f:
-    f.write(data[:len(data) // 2])
-  with pytest.raises(ValueError, match=f'{truncated}: not a readable '
-                     'gsm_optax sparse file.*save_sparse'):
-    gsm_optax.load_sparse(truncated)
-  other = str(tmp_path / 'v2.npz')
-  with zipfile.ZipFile(path) as src, zipfile.ZipFile(other, 'w') as dst:
-    for name in src.namelist():
-      content = src.read(name)
-      if name == 'header.json':
-        header = json.loads(content)
-        header['version'] = 2
-        content = json.dumps(header)
-      dst.writestr(name, content)
-  with pytest.raises(ValueError, match=f'{other}: written in format version '
-                     '2; this gsm_optax reads version 1'):
-    gsm_optax.load_sparse(other)
-  wrong = dict(params, fc={'kernel': np.zeros((32, 64), np.float32),
-                           'bias': params['fc']['bias']})
-  with pytest.raises(ValueError, match=r"m.npz: \['fc'\]\['kernel'\] has shape "
-                     r'\(64, 32\) in the file but \(32, 64\) in the model'):
-    gsm_optax.load_sparse(path, like=wrong)
-  with pytest.raises(ValueError, match='m.npz: its params have the structure'):
-    gsm_optax.load_sparse(path, like={'fc': params['fc']})
-  assert_bit_identical(gsm_optax.load_sparse(path, like=params), params)
-
-
-def test_a_failed_save_leaves_the_last_good_file(tmp_path, monkeypatch):
-  params = example_params(np.random.default_rng(4))
-  path = str(tmp_path / 'm.npz')
-  gsm_optax.save_sparse(path, params)
-  good = open(path, 'rb').read()
-
-  def broken_save(*args, **kwargs):
-    raise OSError('disk full')
-
-  monkeypatch.setattr(np, 'save', broken_save)
-  with pytest.raises(OSError, match='disk full'):
-    gsm_optax.save_sparse(path, {'w': np.ones((3, 3), np.float32)})
-  monkeypatch.undo()
-  with pytest.raises(ValueError, match='nnx.to_pure_dict'):
-    gsm_optax.save_sparse(path, {'w': object()})
-  assert open(path, 'rb').read() == good
-  assert os.listdir(tmp_path) == ['m.npz']  # no temporary file left
-
-
-def test_report_states_the_bytes_of_the_sparse_arrays(tmp_path):
-  params = example_params(np.random.default_rng(5))
-  report = gsm_optax.sparsity_report(params)
-  assert report.dense_bytes == sum(np.asarray(x).nbytes
-                                   for x in jax.tree.leaves(params))
-  path = tmp_path / 'm.npz'
-  gsm_optax.save_sparse(str(path), params)
-  with zipfile.ZipFile(path) as archive:
-    stored = sum(np.load(io.BytesIO(archive.read(n))).nbytes
-                 for n in archive.namelist() if n.endswith('.npy'))
-  assert report.sparse_bytes == stored
-  assert f'{report.dense_bytes:,} dense, {report.sparse_bytes:,}' in str(report)
-
 
 # (model, input, ratios, jitted): the LeNets' kernels are mostly matrices,
 # checked jitted at three ratios; the conv nets, whose convolutions see
@@ -245,3 +83,60 @@ def test_sparse_kernel_is_a_pytree_and_to_sparse_checks_max_density():
   assert again.shape == (4, 4) and again.nnz == 4
   with pytest.raises(ValueError, match='`max_density`'):
     gsm_optax.to_sparse({'w': np.eye(4)}, max_density=2.0)
+
+
+def test_sparse_apply_through_elementwise_ops_reductions_and_dense_kernels():
+  # Products stay transposed through elementwise ops (with scalar, row and
+  # column operands), are transposed back for anything else (reductions,
+  # comparisons), and a dense kernel after a sparse one multiplies the
+  # transposed value; 3-D inputs take the plain route. All must equal the
+  # dense function.
+  rng = np.random.default_rng(11)
+  params = {'w1': sparse_array(rng, (20, 30), 0.1),
+            'b1': rng.normal(size=30).astype(np.float32),
+            'w2': sparse_array(rng, (30, 8), 0.2),
+            'w3': rng.normal(size=(8, 5)).astype(np.float32),
+            'b3': rng.normal(size=5).astype(np.float32)}
+
+  def f(p, x, x3):
+    h = jax.nn.gelu(x @ p['w1'] + p['b1'])
+    h = jnp.where(h > 0.1, h, 0.5 * h) * x.sum(axis=1, keepdims=True)
+    h = jnp.clip(h @ p['w2'], -3.0, 3.0)
+    h = jnp.tanh(h) - h.mean(axis=0) + 2.0 ** h
+    out = jax.nn.softmax(jax.nn.relu(h) @ p['w3'] + p['b3'])
+    return out, (x3 @ p['w1']).astype(jnp.float16)
+
+  sparse_params = gsm_optax.to_sparse(params)
+  assert {k for k, v in sparse_params.items()
+          if isinstance(v, gsm_optax.SparseKernel)} == {'w1', 'w2'}
+  x = jnp.asarray(rng.normal(size=(6, 20)), jnp.float32)
+  x3 = jnp.asarray(rng.normal(size=(2, 4, 20)), jnp.float32)
+  want = f(params, x, x3)
+  for g in (gsm_optax.sparse_apply(f), jax.jit(gsm_optax.sparse_apply(f))):
+    got = g(sparse_params, x, x3)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), got) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), want)
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(np.asarray(a, np.float32),
+                                 np.asarray(b, np.float32), rtol=2e-3,
+                                 atol=1e-5)
+
+
+def test_lenet300_activations_are_transposed_once_each_way():
+  # The BCSR product gives W.T @ x.T; the evaluation keeps that layout
+  # between the layers, so the batch is transposed once in and once out
+  # (transposing around every product would show 4 or more).
+  model = models.create_model('lenet300', 10, 0)
+  graphdef, state = nnx.split(model)
+  rng = np.random.default_rng(12)
+  params = jax.tree.map(
+      lambda w: np.where(rng.random(np.shape(w)) < 0.02, w, 0).astype(w.dtype)
+      if np.ndim(w) == 2 else np.asarray(w), nnx.to_pure_dict(state))
+  forward = lambda p, x: nnx.merge(graphdef, p)(x)
+  x = jnp.zeros((256, 28, 28, 1), jnp.float32)
+  jaxpr = jax.make_jaxpr(gsm_optax.sparse_apply(forward))(
+      gsm_optax.to_sparse(params), x)
+  batch_transposes = [eqn for eqn in jaxpr.jaxpr.eqns
+                      if eqn.primitive.name == 'transpose'
+                      and 256 in eqn.outvars[0].aval.shape]
+  assert len(batch_transposes) == 2
