@@ -17,6 +17,7 @@ from gsm_optax._src.official import official_prunable
 from gsm_optax._src.official import official_weight_decay_mask
 from gsm_optax._src.prunable import default_prunable
 from gsm_optax._src.prune import prune
+from gsm_optax._src.prune import pruned_norm_share
 from gsm_optax._src.ratio import num_to_keep
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
@@ -53,6 +54,7 @@ __all__ = (
     'official_prunable',
     'official_weight_decay_mask',
     'prune',
+    'pruned_norm_share',
     'save_sparse',
     'score_keys',
     'SELECTION_METHODS',

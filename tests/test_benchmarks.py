@@ -29,17 +29,29 @@ def test_quick_benchmark_and_notebook(tmp_path):
       [sys.executable, '-m', 'benchmarks.accuracy.run', '--quick', '--dataset',
        'synthetic', '--results', str(results), '--runs', str(tmp_path / 'runs')],
       cwd=ROOT, check=True, env={**os.environ, 'XLA_FLAGS': ''})
+  methods = ('gsm', 'magnitude_ft', 'gradual_magnitude', 'gsm_smoothed')
   names = sorted(p.name for p in results.glob('*.json'))
   assert names == sorted(f'lenet300_{m}_r{r}_s0.json'
-                         for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
-                         for r in ('10', '60'))
+                         for m in methods for r in ('10', '60'))
   tuned = sorted(p.name for p in (results / 'tuning').glob('*.json'))
   assert tuned == sorted(f'lenet300_r60_{m}_lr{lr}.json'
-                         for m in ('gsm', 'magnitude_ft', 'gradual_magnitude')
-                         for lr in ('0.01', '0.03'))
+                         for m in methods for lr in ('0.01', '0.03'))
+  # The smoothed variant ran with the decay of its sweep, on validation,
+  # and logged its churn and the prune diagnostic each epoch; the paper's
+  # rule has no decay.
+  decay_run = json.load(open(results / 'tuning' / 'decay' /
+                             'lenet300_r60_d0.99_lr0.02.json'))
+  assert decay_run['evaluated_on'] == 'validation'
+  smoothed = json.load(open(results / 'lenet300_gsm_smoothed_r60_s0.json'))
+  assert smoothed['score_decay'] == 0.99
+  assert smoothed['method'] == 'gsm_smoothed'
+  assert len(smoothed['entered_per_step']) == 1  # one pruning epoch
+  assert 0 <= smoothed['pruned_norm_share'][0] <= 1
+  assert json.load(open(results / 'lenet300_gsm_r60_s0.json'))[
+      'score_decay'] is None
   # At the swept ratio each method trains with its best lr on validation;
   # at the other, with the config's.
-  for m in ('gsm', 'magnitude_ft', 'gradual_magnitude'):
+  for m in methods:
     sweep = {lr: json.load(open(results / 'tuning' /
                                 f'lenet300_r60_{m}_lr{lr:g}.json'))
              for lr in (0.01, 0.03)}
@@ -71,7 +83,7 @@ def test_quick_benchmark_and_notebook(tmp_path):
     del os.environ['GSM_RESULTS_DIR']
   printed = ''.join(o.get('text', '') for c in notebook.cells
                     if c.cell_type == 'code' for o in c.outputs)
-  assert '6 runs in' in printed and '60x' in printed
+  assert '8 runs in' in printed and '60x' in printed
   assert 'best on validation' in printed and 'gradual_magnitude' in printed
   tables = ''.join(o.get('data', {}).get('text/markdown', '')
                    for c in notebook.cells if c.cell_type == 'code'
@@ -93,6 +105,38 @@ def test_a_slice_without_its_dense_model_says_which_run_to_do_first(tmp_path):
                    str(tmp_path / 'runs'), 'synthetic',
                    methods=('gsm',), learning_rates=[0.03])
   assert not list((tmp_path / 'results' / 'tuning').glob('*.json'))
+
+
+def test_a_missing_dense_model_is_retrained_only_when_asked(tmp_path):
+  runs = tmp_path / 'runs' / 'lenet300' / 's0'
+  missing = str(runs / 'gsm_r10')
+  with pytest.raises(FileNotFoundError, match='--retrain-missing-dense'):
+    run.dense_source(missing, 'lenet300 seed 0', 'ratio 10 of this seed')
+  assert run.dense_source(missing, 'w', 'f', retrain=True) == ''  # train here
+  (runs / 'gsm_smoothed_r60' / 'phase_ends' / 'dense').mkdir(parents=True)
+  assert run.dense_source(missing, 'w', 'f', retrain=True) == str(
+      runs / 'gsm_smoothed_r60')  # a sibling's copy of the same seed
+  (runs / 'gsm_r10' / 'phase_ends' / 'dense').mkdir(parents=True)
+  assert run.dense_source(missing, 'w', 'f') == missing
+
+
+def test_smoothed_decay_is_the_best_on_validation_and_needs_every_point(
+    tmp_path):
+  results = tmp_path / 'results'
+  with pytest.raises(FileNotFoundError, match='--part decay'):
+    results_lib.smoothed_score_decay(str(results))
+  accuracies = {0.9: 0.85, 0.99: 0.87, 0.999: 0.87}  # a tie: smaller wins
+  for decay, acc in accuracies.items():
+    path = plan.decay_path(str(results), decay)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+      json.dump({'score_decay': decay, 'pruned_accuracy': acc,
+                 'diverged': False}, f)
+  assert results_lib.smoothed_score_decay(str(results)) == 0.99
+  with open(plan.decay_path(str(results), 0.9), 'w') as f:
+    json.dump({'score_decay': 0.9, 'pruned_accuracy': 0.99,
+               'diverged': True}, f)  # diverged points are never picked
+  assert results_lib.smoothed_score_decay(str(results)) == 0.99
 
 
 def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():

@@ -143,7 +143,8 @@ def final_params(workdir):
   with open(os.path.join(workdir, 'report.json')) as f:
     report = json.load(f)
   model = models.create_model('lenet300', 10, 0)
-  checkpoints.Checkpoints(workdir).restore(4, model)
+  saved = checkpoints.Checkpoints(workdir)
+  saved.restore(saved.latest_step(), model)
   return report, nnx.state(model, nnx.Param)
 
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(
 def final_params(config, workdir):
   report = train.train_and_evaluate(config, workdir)
   model = models.create_model(config.model, config.num_classes, config.seed)
-  checkpoints.Checkpoints(workdir).restore(
-      config.dense.epochs + config.gsm.epochs, model)
+  saved = checkpoints.Checkpoints(workdir)
+  saved.restore(saved.latest_step(), model)
   return nnx.state(model, nnx.Param), report
 
 

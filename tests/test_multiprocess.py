@@ -31,7 +31,8 @@ from examples.paper import train
 ROOT = pathlib.Path(__file__).parent.parent
 WORKER = pathlib.Path(__file__).parent / 'multiprocess_worker.py'
 TIMEOUT = 240
-EPOCHS = 4  # 1 dense + 3 GSM, 4 steps each
+EPOCHS = 4  # 1 dense + 3 GSM
+STEPS_PER_EPOCH = 4  # 64 examples, batches of 16
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,
@@ -82,7 +83,9 @@ def final_state(workdir, config):
   model = models.create_model(config.model, config.num_classes, config.seed)
   optimizer = nnx.Optimizer(model, train.phases_lib.pruning_phase(
       config, 4, None).make_tx(), wrt=nnx.Param)
-  checkpoints.Checkpoints(str(workdir)).restore(EPOCHS, model, optimizer)
+  saved = checkpoints.Checkpoints(str(workdir))
+  assert saved.latest_step() == EPOCHS * STEPS_PER_EPOCH
+  saved.restore(saved.latest_step(), model, optimizer)
   params = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
   mask = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(optimizer)))
   return params, mask
@@ -102,13 +105,14 @@ def test_two_processes_train_what_one_process_trains(mode, tmp_path):
     assert (r['process_index'], r['process_count']) == (i, 2)
     assert (r['device_count'], r['local_device_count']) == (8, 4)
   # Each process loaded its own half of every global batch of 16.
-  assert len(reports[0]['train_shares']) == EPOCHS * 4
+  assert len(reports[0]['train_shares']) == EPOCHS * STEPS_PER_EPOCH
   for a, b in zip(reports[0]['train_shares'], reports[1]['train_shares']):
     assert len(a) == len(b) == 8 and not set(a) & set(b)
   if mode == 'data':
     assert not reports[0]['all_gather'] and reports[0]['all_reduce']
   # Both wrote into one workdir: the last checkpoint and the report.
-  assert (tmp_path / 'multi' / 'checkpoints' / str(EPOCHS)).is_dir()
+  assert (tmp_path / 'multi' / 'checkpoints' /
+          str(EPOCHS * STEPS_PER_EPOCH)).is_dir()
   assert (tmp_path / 'multi' / 'report.json').exists()
 
   single = str(tmp_path / 'single')

@@ -7,7 +7,15 @@ The decisions (which learning rate each method trains with) are in
 import importlib
 import os
 
-METHODS = ('gsm', 'magnitude_ft', 'gradual_magnitude')
+METHODS = ('gsm', 'magnitude_ft', 'gradual_magnitude', 'gsm_smoothed')
+# 'gsm_smoothed': GSM ranking |m * w|, m an exponential average of the
+# gradient (`gsm_optax.keep_top_taylor(score_decay=d)`). Its decay d is
+# chosen on validation first (`DECAY_SWEEP`, `results.smoothed_score_decay`):
+# LeNet-300 at 60x, GSM's best lr there, seed 0.
+SCORE_DECAYS = (0.9, 0.99, 0.999)
+SCORE_DECAYS_QUICK = (0.99,)
+DECAY_SWEEP = dict(model='lenet300', ratio=60.0, learning_rate=2e-2, seed=0,
+                   holdout_fraction=1 / 6)
 LOTTERY = {'lenet300': (60.0,), 'lenet5': (125.0, 300.0)}
 CONFIGS = {'lenet300': 'lenet300_fmnist', 'lenet5': 'lenet5_fmnist'}
 
@@ -71,13 +79,25 @@ def default_learning_rate(model):
       f'examples.paper.configs.{CONFIGS[model]}').get_config().gsm.learning_rate
 
 
+def decay_path(results_dir, decay):
+  s = DECAY_SWEEP
+  return os.path.join(results_dir, 'tuning', 'decay',
+                      f"{s['model']}_r{s['ratio']:g}_d{decay:g}_lr"
+                      f"{s['learning_rate']:g}.json")
+
+
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
-                lottery=True, learning_rate=None):
+                lottery=True, learning_rate=None, score_decay=None):
   config = importlib.import_module(
       f'examples.paper.configs.{CONFIGS[model]}').get_config()
   config.seed = seed
   config.ratio = ratio
-  config.pruning = method
+  config.pruning = 'gsm' if method == 'gsm_smoothed' else method
+  if method == 'gsm_smoothed':
+    if score_decay is None:
+      raise ValueError('gsm_smoothed needs its score_decay (run the decay '
+                       'sweep first: --part decay).')
+    config.gsm.score_decay = score_decay
   config.dense.epochs = budget['dense_epochs']
   config.gsm.epochs = budget['prune_epochs']
   config.gsm.decay_epochs = budget['decay_epochs']

@@ -12,7 +12,8 @@ import numpy as np
 from benchmarks.accuracy import plan as plan_lib
 
 METHOD_NAMES = {'gsm': 'GSM', 'magnitude_ft': 'magnitude + FT',
-                'gradual_magnitude': 'gradual magnitude'}
+                'gradual_magnitude': 'gradual magnitude',
+                'gsm_smoothed': 'GSM, smoothed'}
 
 
 def load(results_dir):
@@ -56,6 +57,32 @@ def load_diagnostics(results_dir):
   and date)."""
   return [json.load(open(p)) for p in sorted(
       glob.glob(os.path.join(results_dir, 'diagnostics', '*.json')))]
+
+
+def load_decay_sweep(results_dir):
+  """The smoothed ranking's decay sweep (``tuning/decay/*.json``)."""
+  return [json.load(open(p)) for p in sorted(glob.glob(
+      os.path.join(results_dir, 'tuning', 'decay', '*.json')))]
+
+
+def smoothed_score_decay(results_dir, decays=plan_lib.SCORE_DECAYS):
+  """The decay of ``gsm_smoothed``: the best on validation of the decay
+  sweep over ``decays`` (ties: the smaller decay). Every point must have
+  been run."""
+  points = []
+  for decay in decays:
+    path = plan_lib.decay_path(results_dir, decay)
+    if not os.path.exists(path):
+      raise FileNotFoundError(
+          f'gsm_smoothed takes its decay from the decay sweep, and {path} is '
+          'missing; run --part decay first.')
+    with open(path) as f:
+      points.append(json.load(f))
+  valid = [r for r in points if not diverged(r)]
+  if not valid:
+    raise ValueError('gsm_smoothed diverged at every decay of the sweep.')
+  return max(valid, key=lambda r: (r['pruned_accuracy'],
+                                   -r['score_decay']))['score_decay']
 
 
 def best_learning_rates(tuning):

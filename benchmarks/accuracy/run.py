@@ -23,6 +23,7 @@ the figures from all results.
 """
 
 import argparse
+import glob
 import json
 import os
 
@@ -32,27 +33,62 @@ from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy.plan import METHODS
 
 
-def train_and_save(config, workdir, path, budget, **fields):
-  """Trains one run (resuming from ``workdir``) and writes its result."""
+def train_and_save(config, workdir, path, budget, method, **fields):
+  """Trains one run (resuming from ``workdir``) and writes its result, with
+  GSM's per-epoch churn and prune diagnostic where it logged them."""
   from examples.paper import train  # pylint: disable=import-outside-toplevel
   summary = train.train_and_evaluate(config, workdir)
-  summary.update(seed=config.seed, method=config.pruning,
+  summary.update(seed=config.seed, method=method,
                  epochs={'dense': budget['dense_epochs'],
                          'prune': budget['prune_epochs']},
-                 learning_rate=config.gsm.learning_rate, **fields)
+                 learning_rate=config.gsm.learning_rate,
+                 score_decay=config.gsm.get('score_decay'),
+                 **pruning_phase_curves(workdir, config.pruning), **fields)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(summary, f, indent=1)
 
 
-def require_dense(dense_dir, what, first_run):
-  """Raises unless ``dense_dir`` holds the end of a dense phase."""
-  if not os.path.isdir(os.path.join(dense_dir, 'phase_ends', 'dense')):
-    raise FileNotFoundError(f'{what}: no dense model in {dense_dir}; run '
-                            f'{first_run} first.')
+def pruning_phase_curves(workdir, phase):
+  """Per-epoch ``entered_per_step`` and ``pruned_norm_share`` of the
+  pruning phase, from the run's ``metrics.jsonl`` (empty if not logged)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(l) for l in f]
+  return {key: [r[key] for r in records if r['phase'] == phase]
+          for key in ('entered_per_step', 'pruned_norm_share')
+          if any(key in r for r in records if r['phase'] == phase)}
+
+
+def dense_source(dense_dir, what, first_run, retrain=False):
+  """Where a run takes its dense model from: ``dense_dir``. When that is
+  missing, raises, unless ``retrain`` (for a run whose shared dense model's
+  workdir is gone, its result kept): then another run of the same seed that
+  has one, or '' (train it here, from the same seed)."""
+  if has_dense(dense_dir):
+    return dense_dir
+  if not retrain:
+    raise FileNotFoundError(
+        f'{what}: no dense model in {dense_dir}; run {first_run} first (or '
+        'pass --retrain-missing-dense to train it again).')
+  parent = os.path.dirname(dense_dir)
+  others = sorted(d for d in (glob.glob(os.path.join(parent, '*'))
+                              if os.path.isdir(parent) else [])
+                  if has_dense(d))
+  if others:
+    return others[0]
+  print(f'{what}: no dense model in {dense_dir}; this run trains it again '
+        'from the same seed.', flush=True)
+  return ''
+
+
+def has_dense(workdir):
+  return os.path.isdir(os.path.join(workdir, 'phase_ends', 'dense'))
 
 
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
-            ratios=None, methods=METHODS, lottery=True, tuning=None):
+            ratios=None, methods=METHODS, lottery=True, tuning=None,
+            lr_from=None, retrain_dense=False,
+            decays=plan_lib.SCORE_DECAYS):
   """Runs every (model, seed, ratio, method) of ``plan`` without a result.
 
   ``seeds``, ``ratios`` and ``methods`` (optional) restrict the plan to a
@@ -62,14 +98,21 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
   ratios needs that run first. At a ratio swept in ``tuning`` each method
   trains with its best lr there (`comparison_learning_rate`); a result
   trained with another lr is run again, in a workdir named by its lr.
+  ``lr_from={'gsm_smoothed': 'gsm'}`` gives a method another's lr instead
+  of its own sweep's (recorded in the result); ``retrain_dense`` see
+  `dense_source`; ``decays``: the decay sweep that `gsm_smoothed`'s decay
+  comes from.
   """
+  lr_from = lr_from or {}
   os.makedirs(results_dir, exist_ok=True)
   for model, budget in plan.items():
     default_lr = plan_lib.default_learning_rate(model)
     model_ratios = budget['ratios'] if ratios is None else ratios
     lrs = {(ratio, method): results_lib.comparison_learning_rate(
-        tuning or {}, results_dir, model, ratio, method)
+        tuning or {}, results_dir, model, ratio, lr_from.get(method, method))
            for ratio in model_ratios for method in methods}
+    decay = (results_lib.smoothed_score_decay(results_dir, decays)
+             if 'gsm_smoothed' in methods else None)
     for seed in budget['seeds'] if seeds is None else seeds:
       dense_dir = os.path.join(runs_dir, model, f's{seed}',
                                f'gsm_r{budget["ratios"][0]:g}')
@@ -83,19 +126,22 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
               runs_dir, model, f's{seed}', f'{method}_r{ratio:g}' +
               ('' if lr == default_lr else f'_lr{lr:g}'))
           first = workdir == dense_dir
-          if not first:
-            require_dense(dense_dir, f'{model} seed {seed}',
-                          f'ratio {budget["ratios"][0]:g} of this seed')
+          dense_from = '' if first else dense_source(
+              dense_dir, f'{model} seed {seed}',
+              f'ratio {budget["ratios"][0]:g} of this seed', retrain_dense)
           config = plan_lib.make_config(model, budget, method, ratio, seed,
-                               '' if first else dense_dir, dataset, lottery,
-                               learning_rate=lr)
+                                        dense_from, dataset, lottery,
+                                        learning_rate=lr, score_decay=decay)
           print(f'== {model} {method} {ratio:g}x seed {seed} lr {lr:g}',
                 flush=True)
-          train_and_save(config, workdir, path, budget)
+          fields = ({'learning_rate_of': lr_from[method]}
+                    if method in lr_from else {})
+          train_and_save(config, workdir, path, budget, method, **fields)
 
 
 def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
-               methods=METHODS, learning_rates=None, ratios=None):
+               methods=METHODS, learning_rates=None, ratios=None,
+               retrain_dense=False, decays=plan_lib.SCORE_DECAYS):
   """Sweeps the pruning-phase learning rate of ``methods`` on validation.
 
   Each sweep of ``tuning[model]`` (a ratio, a seed and its learning rates)
@@ -106,6 +152,8 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
   so a slice of other points needs that run first.
   """
   os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
+  decay = (results_lib.smoothed_score_decay(results_dir, decays)
+           if 'gsm_smoothed' in methods else None)
   for model, sweeps in tuning.items():
     budget = plan[model]
     for sweep in sweeps:
@@ -124,17 +172,49 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
             continue
           workdir = os.path.join(sweep_dir, f'{method}_lr{lr:g}')
           first = workdir == dense_dir
-          if not first:
-            require_dense(dense_dir, f'{model} tuning at {ratio:g}x',
-                          'its GSM run at lr '
-                          f'{sweep["learning_rates"][0]:g}')
-          config = plan_lib.make_config(model, budget, method, ratio, sweep['seed'],
-                               '' if first else dense_dir, dataset,
-                               lottery=False, learning_rate=lr)
+          dense_from = '' if first else dense_source(
+              dense_dir, f'{model} tuning at {ratio:g}x',
+              f'its GSM run at lr {sweep["learning_rates"][0]:g}',
+              retrain_dense)
+          config = plan_lib.make_config(model, budget, method, ratio,
+                                        sweep['seed'], dense_from, dataset,
+                                        lottery=False, learning_rate=lr,
+                                        score_decay=decay)
           config.holdout_fraction = sweep['holdout_fraction']
           print(f'== tuning {model} {method} {ratio:g}x lr {lr:g}',
                 flush=True)
-          train_and_save(config, workdir, path, budget)
+          train_and_save(config, workdir, path, budget, method)
+
+
+def run_decay_sweep(tuning, plan, results_dir, runs_dir, dataset=None,
+                    decays=plan_lib.SCORE_DECAYS, retrain_dense=False):
+  """The smoothed ranking's decays (`plan.SCORE_DECAYS`) on validation, at
+  `plan.DECAY_SWEEP`, from the dense model of the learning-rate sweep at
+  that ratio (``tuning``); writes ``tuning/decay/*.json``, skipping points
+  run."""
+  s = plan_lib.DECAY_SWEEP
+  budget = plan[s['model']]
+  sweep_dir = os.path.join(runs_dir, 'tuning', s['model'],
+                           f"r{s['ratio']:g}")
+  first_lr = next(w['learning_rates'][0] for w in tuning[s['model']]
+                  if w['ratio'] == s['ratio'])
+  for decay in decays:
+    path = plan_lib.decay_path(results_dir, decay)
+    if os.path.exists(path):
+      continue
+    dense_from = dense_source(
+        os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'),
+        f"{s['model']} decay sweep",
+        f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense)
+    config = plan_lib.make_config(
+        s['model'], budget, 'gsm_smoothed', s['ratio'], s['seed'],
+        dense_from, dataset, lottery=False,
+        learning_rate=s['learning_rate'], score_decay=decay)
+    config.holdout_fraction = s['holdout_fraction']
+    print(f"== decay sweep {s['model']} {s['ratio']:g}x decay {decay:g}",
+          flush=True)
+    train_and_save(config, os.path.join(sweep_dir, f'gsm_smoothed_d{decay:g}'),
+                   path, budget, 'gsm_smoothed')
 
 
 def main():
@@ -143,9 +223,16 @@ def main():
   parser.add_argument('--quick', action='store_true')
   parser.add_argument('--models', default=None,
                       help='comma-separated subset, e.g. lenet300')
-  parser.add_argument('--part', choices=('all', 'tuning', 'comparison'),
+  parser.add_argument('--part', choices=('all', 'decay', 'tuning',
+                                          'comparison'),
                       default='all',
-                      help='the learning-rate sweep, the comparison, or both')
+                      help='the smoothed ranking\'s decay sweep, the '
+                      'learning-rate sweep, the comparison, or all three')
+  parser.add_argument('--score-decays', default=None,
+                      help='comma-separated subset of the decay sweep')
+  parser.add_argument('--learning-rate-of', default=None,
+                      help='METHOD=OTHER: METHOD trains at OTHER\'s best lr '
+                      '(e.g. gsm_smoothed=gsm, to skip its sweep)')
   parser.add_argument('--seeds', default=None,
                       help='comma-separated subset of the seeds, e.g. 1,2')
   parser.add_argument('--ratios', default=None,
@@ -157,6 +244,10 @@ def main():
   parser.add_argument('--learning-rates', default=None,
                       help='comma-separated subset of the sweep (--part '
                       'tuning), e.g. 0.01')
+  parser.add_argument('--retrain-missing-dense', action='store_true',
+                      help='train a dense model again (same seed) where '
+                      'the run that trained it kept its result but not its '
+                      'workdir')
   parser.add_argument('--no-lottery', action='store_true',
                       help='skip the lottery tickets (to save time)')
   parser.add_argument('--results', default=None)
@@ -180,15 +271,31 @@ def main():
   if set(methods) - set(METHODS):
     parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
                  f'choose from {METHODS}.')
+  lr_from = dict([args.learning_rate_of.split('=')]) if (
+      args.learning_rate_of) else None
+  decays = plan_lib.SCORE_DECAYS_QUICK if args.quick else plan_lib.SCORE_DECAYS
+  tuning = plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING
+  tuning = {m: t for m, t in tuning.items() if m in plan}
+  # The smoothed variant's decay is chosen first, from the dense model of
+  # GSM's sweep; then its learning rate.
+  smoothed = [m for m in methods if m == 'gsm_smoothed']
+  others = [m for m in methods if m != 'gsm_smoothed']
   if args.part in ('all', 'tuning'):
-    tuning = plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING
-    run_tuning({m: t for m, t in tuning.items() if m in plan}, plan,
-               results_dir, runs_dir, args.dataset, methods,
-               learning_rates, ratios)
+    run_tuning(tuning, plan, results_dir, runs_dir, args.dataset, others,
+               learning_rates, ratios, args.retrain_missing_dense, decays)
+  if args.part in ('all', 'decay') and smoothed:
+    run_decay_sweep(tuning, plan, results_dir, runs_dir, args.dataset,
+                    [float(d) for d in args.score_decays.split(',')]
+                    if args.score_decays else decays,
+                    args.retrain_missing_dense)
+  if args.part in ('all', 'tuning') and smoothed:
+    run_tuning(tuning, plan, results_dir, runs_dir, args.dataset, smoothed,
+               learning_rates, ratios, args.retrain_missing_dense, decays)
   if args.part in ('all', 'comparison'):
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
             methods, not args.no_lottery,
-            plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING)
+            plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING,
+            lr_from, args.retrain_missing_dense, decays)
   full = not args.quick and args.results is None
   report.write(results_dir, plan_lib.QUICK if args.quick else plan_lib.FULL,
                md_path=os.path.join(benchmarks_dir, 'RESULTS.md') if full

@@ -89,11 +89,20 @@ def train_epochs(model, optimizer, data, epochs, config, rng):
   steps = len(images) // config.batch_size
   for epoch in range(epochs):
     order = rng.permutation(len(images))[:steps * config.batch_size]
+    entered = 0
     for batch in order.reshape(steps, config.batch_size):
       loss = train_step(model, optimizer, images[batch], labels[batch])
-    mask = gsm_optax.find_mask_state(optimizer.opt_state)  # None when dense
-    active = '' if mask is None else f', {int(mask.num_active[...]):,} active'
-    print(f'  epoch {epoch + 1}: loss {float(loss):.4f}{active}')
+      mask = gsm_optax.find_mask_state(optimizer.opt_state)  # None if dense
+      if mask is not None:
+        entered += mask.num_entered[...]  # summed on the device, no sync
+    stats = ''
+    if mask is not None:  # churn, and what the final prune would remove
+      params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+      share = gsm_optax.pruned_norm_share(params, config.ratio)
+      stats = (f', {int(mask.num_active[...]):,} active, '
+               f'{int(entered) / steps:,.0f} entered a step, the prune would '
+               f'remove {float(share):.1%} of the weights\' norm')
+    print(f'  epoch {epoch + 1}: loss {float(loss):.4f}{stats}')
 
 
 def run(config: Config, train_data, test_data) -> dict:
@@ -116,7 +125,8 @@ def run(config: Config, train_data, test_data) -> dict:
   print(f'GSM at {config.ratio:g}x: passive weights will shrink to about '
         f'exp(-{decay:.1f}) of their size')
   tx = gsm_optax.gsm(schedule, config.ratio, momentum=config.momentum,
-                     weight_decay=config.weight_decay, nesterov=True)
+                     weight_decay=config.weight_decay, nesterov=True,
+                     track_churn=True)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   train_epochs(model, optimizer, train_data, config.gsm_epochs, config, rng)
   before = float(accuracy(model, *test_data))

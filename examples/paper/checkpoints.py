@@ -1,7 +1,10 @@
 """What a run writes as it goes: orbax checkpoints, model snapshots, metrics.
 
-Checkpoints (model and optimizer after every epoch) let a killed run resume
-exactly; snapshots keep the model at the end of each phase (the dense start
+Checkpoints let a killed run resume exactly. They are numbered by training
+step: at epoch ends (model and optimizer), and inside an epoch every
+``config.checkpoint_every_steps`` steps, where they also hold the data
+iterator's state (Grain's, for streamed datasets) and the epoch's running
+metrics, so that a resumed run continues with the next batch. Snapshots keep the model at the end of each phase (the dense start
 that the baselines share, the tickets' masks); ``metrics.jsonl`` gets one
 line per epoch, from process 0.
 """
@@ -17,30 +20,56 @@ from examples.paper import models
 
 
 class Checkpoints:
-  """Orbax checkpoints of (model, optimizer) after every epoch."""
+  """Orbax checkpoints of (model, optimizer), numbered by training step."""
 
   def __init__(self, workdir):
     self.manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, 'checkpoints')),
         options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
-  def latest_epoch(self):
+  def latest_step(self):
     return self.manager.latest_step() or 0
 
-  def save(self, epoch, model, optimizer):
-    self.manager.save(epoch, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(nnx.state(model)),
-        optimizer=ocp.args.StandardSave(nnx.state(optimizer))))
+  def save(self, step, model, optimizer, data=None, progress=None):
+    """Saves after ``step`` training steps.
+
+    Args:
+      step: training steps done.
+      model, optimizer: the NNX model and optimizer.
+      data: inside an epoch, the data iterator's orbax save args (e.g.
+        ``grain.PyGrainCheckpointSave``), if it has state.
+      progress: inside an epoch, a JSON-able dict (the running metrics).
+    """
+    items = {'model': ocp.args.StandardSave(nnx.state(model)),
+             'optimizer': ocp.args.StandardSave(nnx.state(optimizer))}
+    if data is not None:
+      items['data'] = data
+    if progress is not None:
+      items['progress'] = ocp.args.JsonSave(progress)
+    self.manager.save(step, args=ocp.args.Composite(**items))
     self.manager.wait_until_finished()
 
-  def restore(self, epoch, model, optimizer=None):
-    items = {'model': ocp.args.StandardRestore(nnx.state(model))}
+  def restore(self, step, model=None, optimizer=None, data=None,
+              progress=False):
+    """Restores what is asked for: the model and optimizer in place, the
+    data iterator's state through its orbax restore args (e.g.
+    ``grain.PyGrainCheckpointRestore``), and returns the progress dict
+    (or None)."""
+    items = {}
+    if model is not None:
+      items['model'] = ocp.args.StandardRestore(nnx.state(model))
     if optimizer is not None:
       items['optimizer'] = ocp.args.StandardRestore(nnx.state(optimizer))
-    restored = self.manager.restore(epoch, args=ocp.args.Composite(**items))
-    nnx.update(model, restored['model'])
+    if data is not None:
+      items['data'] = data
+    if progress:
+      items['progress'] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if model is not None:
+      nnx.update(model, restored['model'])
     if optimizer is not None:
       nnx.update(optimizer, restored['optimizer'])
+    return restored['progress'] if progress else None
 
 
 class Snapshots:

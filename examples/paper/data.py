@@ -8,6 +8,7 @@ arrays split over the mesh.
 
 from functools import partial
 
+import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,12 +37,18 @@ class InMemoryData:
     self.batch_size = config.batch_size
     self.steps_per_epoch = len(images) // config.batch_size
 
-  def train_batches(self, key):
-    """This process's share of the epoch's batches, in an order from ``key``."""
+  def train_batches(self, key, start=0):
+    """This process's share of the epoch's batches, in an order from
+    ``key``, from batch ``start`` on."""
     order = _shuffled_batches(key, self.images.shape[0], self.steps_per_epoch,
                               self.batch_size)
-    for i in range(self.steps_per_epoch):
+    for i in range(start, self.steps_per_epoch):
       yield _gather(self.images, self.labels, process_share(order[i]))
+
+  def checkpoint_args(self, batches, restore=False):
+    """None: the order follows from the key, the position from the step."""
+    del batches, restore
+    return None
 
   def test_batches(self, batch_size):
     for i in range(0, len(self.test_images), batch_size):
@@ -80,16 +87,39 @@ class StreamedData:
     self.workers = config.get('grain_workers', 0)
     self.steps_per_epoch = len(self.train) // config.batch_size
 
-  def train_batches(self, key):
-    batches = grain_pipeline.loader(self.train, self.batch_size, self.size,
-                                    grain_pipeline.epoch_seed(key),
-                                    workers=self.workers)
-    for batch, _ in zip(batches, range(self.steps_per_epoch)):
-      yield batch['image'], batch['label']
+  def train_batches(self, key, start=0):
+    """This process's share of the epoch's batches. From ``start > 0`` on,
+    the iterator's state must be restored first (`checkpoint_args`)."""
+    loader = grain_pipeline.loader(self.train, self.batch_size, self.size,
+                                   grain_pipeline.epoch_seed(key),
+                                   workers=self.workers)
+    return _GrainBatches(iter(loader), start)
+
+  def checkpoint_args(self, batches, restore=False):
+    """Orbax args that save (or restore) the Grain iterator's state."""
+    batches.restored |= restore
+    return (grain.PyGrainCheckpointRestore if restore else
+            grain.PyGrainCheckpointSave)(batches.iterator)
 
   def test_batches(self, batch_size):
     for batch in grain_pipeline.loader(self.test, batch_size, self.size, 0,
                                        train=False, workers=self.workers):
+      yield batch['image'], batch['label']
+
+
+class _GrainBatches:
+  """(image, label) pairs from a Grain iterator, which holds the position."""
+
+  def __init__(self, iterator, start):
+    self.iterator, self.start, self.restored = iterator, start, False
+
+  def __iter__(self):
+    if self.start and not self.restored:
+      raise RuntimeError(
+          f'Resuming at batch {self.start} needs the Grain iterator state: '
+          'restore it through StreamedData.checkpoint_args(batches, '
+          'restore=True) before iterating.')
+    for batch in self.iterator:
       yield batch['image'], batch['label']
 
 

@@ -85,20 +85,30 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
   to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
   g = config.gsm
   lr = learning_rate_schedule(g, steps_per_epoch)
+  options = gsm_options(g)
   if not g.ratio_warmup_epochs:
     return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
                          weight_decay=g.weight_decay, nesterov=g.nesterov,
-                         method=config.method)
+                         method=config.method, **options)
   warmup = g.ratio_warmup_epochs * steps_per_epoch
   # 1 / (kept fraction) in float32 can end just above C: end on C itself.
   ratio = lambda step: jnp.where(
       step >= warmup, config.ratio,
       1.0 / gsm_optax.cubic_keep_fraction(step, config.ratio, 0, warmup))
   return optax.inject_hyperparams(
-      gsm_optax.gsm, static_args=('nesterov', 'method'))(
+      gsm_optax.gsm, static_args=('nesterov', 'method', 'track_churn'))(
           learning_rate=lr, ratio=ratio, momentum=g.momentum,
           weight_decay=g.weight_decay, nesterov=g.nesterov,
-          method=config.method)
+          method=config.method, **options)
+
+
+def gsm_options(g):
+  """The options beyond the paper that the config turns on: churn logging
+  (``gsm.track_churn``) and a smoothed ranking (``gsm.score_decay``)."""
+  options = {'track_churn': g.get('track_churn', False)}
+  if g.get('score_decay') is not None:
+    options['score_decay'] = g.score_decay
+  return options
 
 
 def make_phases(config, steps_per_epoch, snapshots):

@@ -75,9 +75,12 @@ def make_train_step(graphdef, config, mesh=None, shardings=None):
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
         model, x, labels)
     optimizer.update(model, grads)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return constrain(nnx.state((model, optimizer)), shardings), (loss,
-                                                                  accuracy)
+    metrics = {'loss': loss,
+               'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+    found = gsm_optax.find_mask_state(optimizer.opt_state)
+    if found is not None and found.num_entered is not None:
+      metrics['entered'] = jnp.asarray(found.num_entered[...], jnp.float32)
+    return constrain(nnx.state((model, optimizer)), shardings), metrics
 
   return train_step
 
@@ -90,17 +93,44 @@ def make_train_epoch(graphdef, config, mesh=None, shardings=None):
   """
   train_step = make_train_step(graphdef, config, mesh, shardings)
 
-  def train_epoch(state, data, key):
+  def train_epoch(state, data, key, start=0, resume=None, checkpoint=None):
+    """Runs the epoch from batch ``start`` on.
+
+    Args:
+      state: the (model, optimizer) state.
+      data: an `InMemoryData` or `StreamedData`.
+      key: the epoch's key (order and augmentation follow from it).
+      start: the first batch (> 0 when resuming inside the epoch).
+      resume: with ``start``, ``resume(batches)`` restores the data
+        iterator's state and returns the epoch's progress so far.
+      checkpoint: ``checkpoint(step_in_epoch, state, batches, progress)``,
+        called every ``config.checkpoint_every_steps`` steps inside the
+        epoch (not at its end).
+
+    Returns:
+      The state and the epoch's means of the step's metrics (loss,
+      training accuracy, and GSM's ``entered``, weights entering the active
+      set, where it tracks churn).
+    """
     k_order, k_aug = jax.random.split(key)
     keys = jax.random.split(k_aug, data.steps_per_epoch)
-    losses, accuracies = [], []
-    for i, batch in enumerate(data.train_batches(k_order)):
+    batches = data.train_batches(k_order, start)
+    history = {}  # metric name -> one value per step
+    if start:
+      history = {k: [jnp.float32(v) for v in values]
+                 for k, values in resume(batches).items()}
+    every = config.get('checkpoint_every_steps', 0)
+    for i, batch in zip(range(start, data.steps_per_epoch), batches):
       images, labels = data_lib.global_batch(batch, mesh)
-      state, (loss, accuracy) = train_step(state, images, labels, keys[i])
-      losses.append(loss)
-      accuracies.append(accuracy)
-    return state, {'loss': jnp.mean(jnp.stack(losses)),
-                   'train_accuracy': jnp.mean(jnp.stack(accuracies))}
+      state, metrics = train_step(state, images, labels, keys[i])
+      for k, v in metrics.items():
+        history.setdefault(k, []).append(v)
+      if every and (i + 1) % every == 0 and i + 1 < data.steps_per_epoch:
+        checkpoint(i + 1, state, batches,
+                   {k: [float(v) for v in values]
+                    for k, values in history.items()})
+    return state, {k: jnp.mean(jnp.stack(values))
+                   for k, values in history.items()}
 
   return train_epoch
 
@@ -121,13 +151,21 @@ def evaluate(model, data, config, mesh=None):
   return total / count
 
 
-def mask_stats(optimizer):
-  """Threshold and active count of GSM's mask state (None in other phases)."""
+def mask_stats(model, optimizer, config):
+  """GSM's threshold and active count, and the share of the kernels' norm
+  that the final prune would remove now (empty in other phases)."""
   found = gsm_optax.find_mask_state(optimizer.opt_state)
   if found is None:
     return {}
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  share = _pruned_norm_share(params, ratio=config.ratio, method=config.method)
   return {'num_active': int(found.num_active[...]),
-          'threshold': float(found.threshold[...])}
+          'threshold': float(found.threshold[...]),
+          'pruned_norm_share': float(share)}
+
+
+_pruned_norm_share = jax.jit(gsm_optax.pruned_norm_share,
+                             static_argnames=('ratio', 'method'))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -153,7 +191,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f'divisible by the {mesh.size} devices of the mesh.')
   model = models.create_model(config.model, config.num_classes, config.seed)
   checkpoints = checkpoints_lib.Checkpoints(workdir)
-  done = checkpoints.latest_epoch()
+  done, offset = divmod(checkpoints.latest_step(), steps_per_epoch)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   checkpoints_lib.truncate_jsonl(metrics_path, done)
   results_path = os.path.join(workdir, 'phase_results.json')
@@ -162,7 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   root_key = jax.random.key(config.seed)
 
   snapshots = checkpoints_lib.Snapshots(workdir)
-  if config.dense_from and done == 0:  # share one dense model across runs
+  if config.dense_from and done == offset == 0:  # share one dense model
     nnx.update(model, nnx.state(checkpoints_lib.Snapshots(config.dense_from).load('dense',
                                                                   config)))
     snapshots.save('dense', model)
@@ -175,12 +213,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
       first = last
       continue
     optimizer = nnx.Optimizer(model, phase.make_tx(), wrt=nnx.Param)
-    if done > first:  # resume inside this phase
-      checkpoints.restore(done, model, optimizer)
+    if done > first or offset:  # resume inside this phase
+      checkpoints.restore(checkpoints.latest_step(), model, optimizer)
     elif phase.start_from is not None:
       phase.start_from(model)
     elif done > 0:  # continue from where the previous phase ended
-      checkpoints.restore(done, model)
+      checkpoints.restore(done * steps_per_epoch, model)
     graphdef, state = nnx.split((model, optimizer))
     state, shardings = sharding.place(state, mesh, config.sharding)
     train_epoch = make_train_epoch(graphdef, config, mesh, shardings)
@@ -189,13 +227,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     unit='epoch', dynamic_ncols=True)
     for epoch in bar:
       start = time.time()
+
+      def checkpoint(step, state, batches, progress, epoch=epoch):
+        nnx.update((model, optimizer), state)
+        checkpoints.save(epoch * steps_per_epoch + step, model, optimizer,
+                         data.checkpoint_args(batches), progress)
+
+      def resume(batches, epoch=epoch, offset=offset):
+        return checkpoints.restore(
+            epoch * steps_per_epoch + offset,
+            data=data.checkpoint_args(batches, restore=True), progress=True)
+
       state, stats = train_epoch(state, data,
-                                 jax.random.fold_in(root_key, epoch))
+                                 jax.random.fold_in(root_key, epoch),
+                                 start=offset, resume=resume,
+                                 checkpoint=checkpoint)
+      offset = 0
       nnx.update((model, optimizer), state)
       record = {'epoch': epoch + 1, 'phase': phase.name,
                 'loss': float(stats['loss']),
                 'train_accuracy': float(stats['train_accuracy']),
-                **mask_stats(optimizer), 'seconds': time.time() - start}
+                **mask_stats(model, optimizer, config)}
+      if 'entered' in stats:  # GSM's churn: mean weights entering per step
+        record['entered_per_step'] = float(stats['entered'])
+      record['seconds'] = time.time() - start
       bar.set_postfix({k: (f'{v:.4g}' if isinstance(v, float) else v)
                        for k, v in record.items()
                        if k not in ('epoch', 'phase', 'seconds')})
@@ -208,7 +263,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         snapshots.save(phase.name, model)
       checkpoints_lib.append_jsonl(metrics_path, record)
       if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == last:
-        checkpoints.save(epoch + 1, model, optimizer)
+        checkpoints.save((epoch + 1) * steps_per_epoch, model, optimizer)
     done = first = last
   return finish(config, workdir, snapshots.load(config.pruning, config),
                 results, data, mesh, snapshots)

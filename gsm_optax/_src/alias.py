@@ -1,6 +1,6 @@
 """`gsm`: Global Sparse Momentum SGD as a chain of small transformations."""
 
-from typing import Optional
+from typing import Optional, Union
 
 import optax
 
@@ -15,7 +15,9 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         nesterov: bool = False,
         prunable: prunable_lib.PrunableSpec = None,
         weight_decay_mask: Optional[prunable_lib.PrunableSpec] = None,
-        method: str = 'interpolate') -> optax.GradientTransformation:
+        method: str = 'interpolate',
+        score_decay: Union[None, float, optax.Schedule] = None,
+        track_churn: bool = False) -> optax.GradientTransformation:
   r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
 
   Only the Q = floor(N / ratio) prunable weights with the largest
@@ -51,6 +53,12 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       biases and norm scales get no decay (as in the official code).
     method: selection route, ``'interpolate'`` (default), ``'bisect'`` or
       ``'top_k'``; the same mask (see `global_threshold`).
+    score_decay: None (default: the paper's rule) or the decay of an
+      exponential average of the gradient whose ``|m * w|`` is ranked
+      instead of ``|g * w|`` (a float or a schedule; see
+      `keep_top_taylor`). Not in the paper.
+    track_churn: keep the last mask and report how many weights entered
+      the active set each step (``num_entered``; see `keep_top_taylor`).
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -75,7 +83,8 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
     weight_decay_mask = prunable if prunable is not None else (
         prunable_lib.default_prunable)
   return optax.chain(
-      mask.keep_top_taylor(ratio, prunable, method),
+      mask.keep_top_taylor(ratio, prunable, method, score_decay,
+                           track_churn),
       optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
       optax.trace(decay=momentum, nesterov=nesterov),
       optax.scale_by_learning_rate(learning_rate),

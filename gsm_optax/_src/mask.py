@@ -1,9 +1,10 @@
 """The global Taylor mask: GSM's one new idea, as an Optax transformation."""
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gsm_optax._src import keys
@@ -13,15 +14,32 @@ from gsm_optax._src import search
 
 
 class KeepTopTaylorState(NamedTuple):
-  """Threshold and number of active weights of the last step (for logging;
-  the next step's search starts from the threshold)."""
-  threshold: jax.Array  # float32 scalar: the Q-th largest |g * w|
+  """The last step's selection (for logging; the next step's search starts
+  from its threshold), and what the options keep.
+
+  With the defaults (the paper's rule, no churn) only the first two fields
+  hold arrays; the others are None or empty.
+  """
+  threshold: jax.Array  # float32 scalar: the Q-th largest score
   num_active: jax.Array  # int32 scalar: weights whose gradient passed (>= Q)
+  # int32 scalar, with ``track_churn``: weights active at this step that
+  # were not at the last one (at the first step: all active ones).
+  num_entered: Optional[jax.Array] = None
+  # With ``track_churn``: the last step's mask, one bool array per prunable
+  # leaf.
+  active: tuple = ()
+  # With ``score_decay``: the exponential average of the gradient, one
+  # array per prunable leaf, and the step count for a decay schedule.
+  score_trace: tuple = ()
+  count: Optional[jax.Array] = None
 
 
 def keep_top_taylor(ratio: float,
                     prunable: prunable_lib.PrunableSpec = None,
-                    method: str = 'interpolate') -> optax.GradientTransformation:
+                    method: str = 'interpolate',
+                    score_decay: Union[None, float, optax.Schedule] = None,
+                    track_churn: bool = False
+                    ) -> optax.GradientTransformation:
   r"""Passes the gradient only to the Q weights with the largest ``|g * w|``.
 
   The mask of Global Sparse Momentum SGD: with ``T = |g * w|`` over all
@@ -36,6 +54,15 @@ def keep_top_taylor(ratio: float,
   the start changes its number of passes, never the mask.
   Non-prunable leaves pass unchanged. Chain it before weight decay and
   momentum (see `gsm`) or before any other optimizer.
+
+  Smoothed ranking (``score_decay``, off by default): the score is
+  ``|m * w|`` with ``m`` an exponential average of the gradient,
+  ``m <- d * m + (1 - d) * g`` (``m`` starts at zero; no bias correction,
+  which would scale every score alike and change no ranking). The mask is
+  still exactly the top Q of the score it ranks, ties kept, and the weights
+  it selects still receive the current gradient ``g``. A slowly changing
+  score keeps the active set stable, so the passive weights decay. It costs
+  one array like each prunable leaf in the state.
 
   Non-finite scores: a NaN score ranks above +inf, which ranks above every
   finite score, so a weight with a NaN or infinite gradient stays active and
@@ -55,6 +82,12 @@ def keep_top_taylor(ratio: float,
       searches: no concatenation, traced Q), or ``'top_k'``
       (``jax.lax.top_k`` on all scores). The masks are identical; see
       `global_threshold`.
+    score_decay: None (default: the paper's ``|g * w|``), or the decay
+      ``d`` in ``[0, 1)`` of the gradient's exponential average that the
+      score ranks instead, a float or an optax schedule of the step count.
+    track_churn: also keep the last step's mask (one bool per prunable
+      weight) and report ``num_entered``, how many weights entered the
+      active set at this step.
 
   Returns:
     An `optax.GradientTransformation` whose ``update`` needs ``params``.
@@ -77,14 +110,25 @@ def keep_top_taylor(ratio: float,
   if method not in search.METHODS:
     raise ValueError(f'`method` must be one of {search.METHODS}; '
                      f'got {method!r}.')
+  _validate_score_decay(score_decay)
 
   def init_fn(params):
     prunable_lib.check_float_params(params, 'keep_top_taylor')
     flags = prunable_lib.resolve_prunable(params, prunable)
     leaves = jax.tree.leaves(params)
     ratio_lib.num_to_keep(_num_prunable(leaves, flags), ratio)
-    return KeepTopTaylorState(threshold=jnp.zeros((), jnp.float32),
-                              num_active=jnp.zeros((), jnp.int32))
+    ranked = [x for x, f in zip(leaves, flags) if f]
+    state = KeepTopTaylorState(threshold=jnp.zeros((), jnp.float32),
+                               num_active=jnp.zeros((), jnp.int32))
+    if track_churn:
+      state = state._replace(
+          num_entered=jnp.zeros((), jnp.int32),
+          active=tuple(jnp.zeros(jnp.shape(x), bool) for x in ranked))
+    if score_decay is not None:
+      state = state._replace(
+          score_trace=tuple(jnp.zeros_like(x) for x in ranked),
+          count=jnp.zeros((), jnp.int32))
+    return state
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -95,25 +139,59 @@ def keep_top_taylor(ratio: float,
     flags = prunable_lib.resolve_prunable(params, prunable)
     param_leaves, treedef = jax.tree.flatten(params)
     update_leaves = _match_updates(updates, treedef, param_leaves)
-    chosen = [i for i, f in enumerate(flags)
-              if f and update_leaves[i] is not None]
+    ranked = [i for i, f in enumerate(flags) if f]
+    chosen = [i for i in ranked if update_leaves[i] is not None]
+    slot = {i: k for k, i in enumerate(ranked)}  # index into the state's tuples
     q = ratio_lib.num_to_keep(
         sum(param_leaves[i].size for i in chosen), ratio)
-    scores = keys.taylor_scores([update_leaves[i] for i in chosen],
-                                  [param_leaves[i] for i in chosen])
+    new_state = state
+    ranked_updates = [update_leaves[i] for i in chosen]
+    if score_decay is not None:
+      d = score_decay(state.count) if callable(score_decay) else score_decay
+      trace = list(state.score_trace)
+      for i in chosen:
+        m, g = trace[slot[i]], update_leaves[i]
+        trace[slot[i]] = (d * m + (1 - d) * g).astype(m.dtype)
+      ranked_updates = [trace[slot[i]] for i in chosen]
+      new_state = new_state._replace(score_trace=tuple(trace),
+                                     count=optax.safe_increment(state.count))
+    scores = keys.taylor_scores(ranked_updates,
+                                [param_leaves[i] for i in chosen])
     # The search starts from the last step's threshold: it moves little
     # from step to step, and starting there saves a pass computing the mean.
     top = search.select_top_q(scores, q, method, guess=state.threshold)
-    for i, keep in zip(chosen, keys.at_least(scores, top.mask_key)):
+    masks = keys.at_least(scores, top.mask_key)
+    for i, keep in zip(chosen, masks):
       g = update_leaves[i]
       update_leaves[i] = jnp.where(keep, g, jnp.zeros((), g.dtype))
+    if track_churn:
+      active = list(state.active)
+      entered = jnp.zeros((), jnp.int32)
+      for i, keep in zip(chosen, masks):
+        entered += jnp.sum(keep & ~active[slot[i]], dtype=jnp.int32)
+        active[slot[i]] = keep
+      new_state = new_state._replace(num_entered=entered,
+                                     active=tuple(active))
     threshold = keys.key_to_score(top.threshold_key,
                                     scores[0].dtype).astype(jnp.float32)
-    new_state = KeepTopTaylorState(threshold=threshold,
-                                   num_active=top.num_active.astype(jnp.int32))
+    new_state = new_state._replace(
+        threshold=threshold, num_active=top.num_active.astype(jnp.int32))
     return jax.tree.unflatten(treedef, update_leaves), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _validate_score_decay(score_decay):
+  if (score_decay is None or callable(score_decay) or
+      isinstance(score_decay, jax.core.Tracer)):  # inject_hyperparams
+    return
+  if (isinstance(score_decay, bool) or np.ndim(score_decay) != 0 or
+      not np.issubdtype(np.asarray(score_decay).dtype, np.number)):
+    raise TypeError('`score_decay` is None, a float in [0, 1) or an optax '
+                    f'schedule; got {score_decay!r}.')
+  if not 0 <= float(score_decay) < 1:
+    raise ValueError('`score_decay` is the decay of the gradient\'s average, '
+                     f'in [0, 1) (e.g. 0.99); got {score_decay}.')
 
 
 def _num_prunable(leaves, flags) -> int:

@@ -85,6 +85,50 @@ def prune(params: Any, ratio: float,
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
+def pruned_norm_share(params: Any, ratio: float,
+                      prunable: prunable_lib.PrunableSpec = None,
+                      method: str = 'interpolate') -> jax.Array:
+  """The share of the prunable weights' norm that `prune` would remove now.
+
+  ``||w outside the Q largest |w|||_2 / ||w||_2`` over all prunable leaves
+  together (ties at the threshold kept, as `prune` keeps them). Logged
+  during GSM training, it shows whether the passive weights have decayed
+  enough for the final prune to cost little: it should fall towards 0. A
+  large share late in training means the prune will remove weights the
+  model still uses (train longer, raise the weight decay, or smooth the
+  ranking, see `keep_top_taylor`). It can be jitted.
+
+  Args:
+    params: a pytree of arrays.
+    ratio: the global compression ratio C >= 1 (the one `prune` will use).
+    prunable: which leaves are ranked (see `keep_top_taylor`).
+    method: selection route (see `prune`).
+
+  Returns:
+    A float32 scalar in [0, 1] (0 when all prunable weights are zero; NaN
+    if a weight is not finite).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gsm_optax import pruned_norm_share
+    >>> w = {'w': jnp.array([[3., 0.], [0., 4.]])}
+    >>> round(float(pruned_norm_share(w, ratio=4)), 6)  # removes the 3
+    0.6
+  """
+  flags = prunable_lib.resolve_prunable(params, prunable)
+  leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
+  q = ratio_lib.num_to_keep(sum(x.size for x in leaves), ratio)
+  magnitudes = keys.magnitude_scores(leaves)
+  key, _ = search.global_threshold(magnitudes, q, method)
+  total = removed = jnp.zeros((), jnp.float32)
+  for x, keep in zip(leaves, keys.at_least(magnitudes, key)):
+    sq = jnp.square(x.astype(jnp.float32))
+    total += jnp.sum(sq)
+    removed += jnp.sum(jnp.where(keep, 0.0, sq))
+  return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
+                                                           1.0)), 0.0)
+
+
 def _warn_if_ties_defeat_ratio(kept_leaves, q, n, key):
   if any(isinstance(x, jax.core.Tracer) for x in kept_leaves + [key]):
     return

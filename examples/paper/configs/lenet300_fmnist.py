@@ -54,6 +54,11 @@ def get_config():
   c.gsm.warmup_epochs = 1
   c.gsm.decay_epochs = (40, 52)
   c.gsm.ratio_warmup_epochs = 0  # >0: keep 1 -> 1/C on a cubic schedule
+  # Beyond the paper (gsm_optax.keep_top_taylor): log how many weights enter
+  # the active set (one bool per weight of state), and optionally rank an
+  # exponential average of the gradient, |m * w|, with this decay.
+  c.gsm.track_churn = True
+  c.gsm.score_decay = None
 
   # Placement over devices (examples/paper/sharding.py): 'none', 'data' or 'fsdp'.
   c.sharding = 'none'
@@ -62,4 +67,7 @@ def get_config():
 
   c.lottery = False  # also retrain GSM and magnitude tickets from init
   c.checkpoint_every_epochs = 1
+  # >0: also every this many steps inside an epoch, with the data iterator's
+  # state, so a killed run resumes at the next batch (examples/paper/checkpoints.py).
+  c.checkpoint_every_steps = 0
   return c

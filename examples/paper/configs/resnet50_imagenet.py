@@ -19,6 +19,7 @@ def get_config():
   c.num_classes = 1000
   c.image_shape = (224, 224, 3)
   c.batch_size = 256
+  c.checkpoint_every_steps = 1000  # an epoch is 5,004 steps
   c.ratio = 5.0
   c.dense.update(epochs=90, learning_rate=0.1, momentum=0.9,
                  weight_decay=1e-4, nesterov=False, warmup_epochs=5,
