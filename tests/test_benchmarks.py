@@ -14,6 +14,7 @@ from nbclient import NotebookClient
 import nbformat
 import pytest
 
+from benchmarks.accuracy import dense_models
 from benchmarks.accuracy import plan
 from benchmarks.accuracy import report
 from benchmarks.accuracy import results as results_lib
@@ -89,6 +90,9 @@ def test_quick_benchmark_and_notebook(tmp_path):
                    for c in notebook.cells if c.cell_type == 'code'
                    for o in c.outputs)  # the accuracy tables
   assert '| 10× |' in tables and '| 60× |' in tables
+  # Churn of both GSM rankings (the quick runs log it) and the decay sweep.
+  assert 'GSM, smoothed (decay 0.99)' in tables and '60× GSM:' in tables
+  assert '| 0.99 (chosen) |' in tables
   images = [o for c in notebook.cells if c.cell_type == 'code'
             for o in c.outputs if 'image/png' in o.get('data', {})]
   assert len(images) == 2
@@ -111,13 +115,28 @@ def test_a_missing_dense_model_is_retrained_only_when_asked(tmp_path):
   runs = tmp_path / 'runs' / 'lenet300' / 's0'
   missing = str(runs / 'gsm_r10')
   with pytest.raises(FileNotFoundError, match='--retrain-missing-dense'):
-    run.dense_source(missing, 'lenet300 seed 0', 'ratio 10 of this seed')
-  assert run.dense_source(missing, 'w', 'f', retrain=True) == ''  # train here
-  (runs / 'gsm_smoothed_r60' / 'phase_ends' / 'dense').mkdir(parents=True)
-  assert run.dense_source(missing, 'w', 'f', retrain=True) == str(
+    dense_models.dense_source(missing, 'lenet300 seed 0', 'ratio 10 of this seed')
+  assert dense_models.dense_source(missing, 'w', 'f', retrain=True) == ''  # train here
+
+  def finished_dense(workdir):
+    (workdir / 'phase_ends' / 'dense').mkdir(parents=True)
+    (workdir / 'phase_results.json').write_text('{"dense": 0.9}')
+
+  (runs / 'gsm_smoothed_r10' / 'phase_ends' / 'dense').mkdir(parents=True)
+  finished_dense(runs / 'gsm_smoothed_r60')  # r10's copy is not finished
+  assert dense_models.dense_source(missing, 'w', 'f', retrain=True) == str(
       runs / 'gsm_smoothed_r60')  # a sibling's copy of the same seed
-  (runs / 'gsm_r10' / 'phase_ends' / 'dense').mkdir(parents=True)
-  assert run.dense_source(missing, 'w', 'f') == missing
+  # A run resumed keeps its own dense phase, or its epochs would shift.
+  own = runs / 'gsm_smoothed_r125'
+  finished_dense(own)
+  (own / 'metrics.jsonl').write_text('{"epoch": 1, "phase": "dense"}\n')
+  assert dense_models.dense_source(missing, 'w', 'f', retrain=True,
+                          workdir=str(own)) == ''
+  assert dense_models.dense_source(missing, 'w', 'f', retrain=True,
+                          workdir=str(runs / 'gsm_smoothed_r300')) == str(
+                              runs / 'gsm_smoothed_r125')
+  finished_dense(runs / 'gsm_r10')
+  assert dense_models.dense_source(missing, 'w', 'f') == missing
 
 
 def test_smoothed_decay_is_the_best_on_validation_and_needs_every_point(
@@ -153,7 +172,7 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   mean, std, n = row['gsm']
   assert (round(mean, 6), n) == (85.0, 2)  # 10% (diverged) left out
   assert row['diverged'] == {'gsm': 1, 'magnitude_ft': 0,
-                             'gradual_magnitude': 0}
+                             'gradual_magnitude': 0, 'gsm_smoothed': 0}
   assert (report.fmt_cell(row['gsm'], 1) ==
           '85.00 ± 7.07 (n=2); diverged in 1 of 3')
   assert report.fmt_cell(None, 2) == 'diverged in 2 of 2'
@@ -161,7 +180,7 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   # The table bolds the best method's mean (GSM's 85 over gradual's 70).
   assert report.accuracy_table_lines(results, 'lenet5', with_n=False)[2] == (
       '| 10× | 90.00 ± 0.00 | **85.00 ± 7.07; diverged in 1 of 3** | – | '
-      '70.00 (n=1) |')
+      '70.00 (n=1) | – |')
   lines = report.findings_lines(results, {})
   assert any('GSM diverged (non-finite loss and weights) in 1 of 3 seeds'
              in l for l in lines)
@@ -266,11 +285,11 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
           'the sweep.') in lines
   assert results_lib.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
   assert sweep_report.best_lr_table_lines(tuning)[2:] == [
-      '| lenet5 | 10× | 0.01 | – | – |',
-      '| lenet5 | 125× | 0.03 | diverged | – |']
+      '| lenet5 | 10× | 0.01 | – | – | – |',
+      '| lenet5 | 125× | 0.03 | diverged | – | – |']
   tuning.append(point('magnitude_ft', 0.01, 0.6))
   assert sweep_report.best_lr_table_lines(tuning)[3] == (
-      '| lenet5 | 125× | 0.03 | 0.01 | – |')
+      '| lenet5 | 125× | 0.03 | 0.01 | – | – |')
   diverged_runs = [dict(model='lenet5', ratio=10.0, method='gsm',
                         learning_rate=0.01, diverged=True),
                    dict(model='lenet5', ratio=30.0, method='gsm',

@@ -16,7 +16,8 @@ def plot_accuracy(results, path):
     table = results_lib.accuracy_table(results, model)
     ratios = sorted(table)
     for column, style in (('dense', 'k--'), ('gsm', 'o-'),
-                          ('magnitude_ft', 's-'), ('gradual_magnitude', '^-')):
+                          ('magnitude_ft', 's-'), ('gradual_magnitude', '^-'),
+                          ('gsm_smoothed', 'D:')):
       pts = [(r, table[r][column]) for r in ratios if table[r][column]]
       if not pts:
         continue
@@ -36,7 +37,8 @@ def plot_accuracy(results, path):
 
 def plot_layer_density(results, path, cases=(('lenet300', 60.0),
                                              ('lenet5', 125.0))):
-  """Per-layer density found by GSM vs by global magnitude (seed 0)."""
+  """Per-layer density found by GSM (and its smoothed ranking, where run)
+  vs by global magnitude of the dense model (seed 0)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -54,11 +56,15 @@ def plot_layer_density(results, path, cases=(('lenet300', 60.0),
     layers = [l for l in pair['gsm']['sparsity']['leaves'] if l['prunable']]
     names = [l['path'].strip("[]'").replace("']['", '.') for l in layers]
     x = np.arange(len(layers))
-    for offset, method in ((-0.2, 'gsm'), (0.2, 'magnitude_ft')):
+    methods = [m for m in ('gsm', 'gsm_smoothed', 'magnitude_ft') if m in pair]
+    width = 0.8 / len(methods)
+    labels = {'gsm': 'GSM', 'gsm_smoothed': 'GSM, smoothed ranking',
+              'magnitude_ft': 'global magnitude of the dense model'}
+    for k, method in enumerate(methods):
       dens = [100 * l['density'] for l in pair[method]['sparsity']['leaves']
               if l['prunable']]
-      ax.bar(x + offset, dens, width=0.4, label=(
-          'GSM' if method == 'gsm' else 'global magnitude of the dense model'))
+      ax.bar(x + (k - (len(methods) - 1) / 2) * width, dens, width=width,
+             label=labels[method])
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
     ax.set_yscale('log')

@@ -10,6 +10,7 @@ import os
 import platform
 import statistics
 
+from benchmarks.accuracy import churn_report
 from benchmarks.accuracy import figures
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
@@ -121,19 +122,32 @@ def findings_lines(results, plan, tuning=(), default_lr=0.03):
         verdict = 'beats' if gap > 0 else 'loses to'
         text += (f"; {verdict} the best baseline ({METHOD_NAMES[best]}, "
                  f"{baselines[best]:.2f}%) by {abs(gap):.2f} points")
+      smoothed = row.get('gsm_smoothed')
+      if smoothed is not None:
+        text += (f"; smoothed {smoothed[0]:.2f}% ({smoothed[0] - row['gsm'][0]:+.2f} "
+                 "vs the paper's rule, seeds' std "
+                 f"{max(row['gsm'][1], smoothed[1]):.2f}"
+                 + (f', {smoothed[0] - baselines[best]:+.2f} vs '
+                    f'{METHOD_NAMES[best]}' if best else '') + ')')
       lines.append(text + '.')
   gsm = [r for r in results if r['method'] == 'gsm' and not results_lib.diverged(r)
          and r.get('accuracy_before_prune') is not None]
   if gsm:
     lines += ['', 'What the final prune costs GSM (accuracy before it minus '
               'after it, in points):', '']
-    for model in sorted({r['model'] for r in gsm}):
-      costs = [100 * (r['accuracy_before_prune'] - r['pruned_accuracy'])
-               for r in gsm if r['model'] == model]
-      epochs = next(r['epochs']['prune'] for r in gsm if r['model'] == model)
-      lines.append(f'- {model} ({epochs} pruning epochs): mean '
-                   f'{statistics.mean(costs):+.2f}, largest {max(costs):+.2f} '
-                   f'over {len(costs)} runs.')
+    for method in ('gsm', 'gsm_smoothed'):
+      runs = [r for r in results if r['method'] == method and
+              not results_lib.diverged(r) and
+              r.get('accuracy_before_prune') is not None]
+      for model in sorted({r['model'] for r in runs}):
+        costs = [100 * (r['accuracy_before_prune'] - r['pruned_accuracy'])
+                 for r in runs if r['model'] == model]
+        epochs = next(r['epochs']['prune'] for r in runs
+                      if r['model'] == model)
+        lines.append(f'- {METHOD_NAMES[method]}, {model} ({epochs} pruning '
+                     f'epochs): mean {statistics.mean(costs):+.2f}, largest '
+                     f'{max(costs):+.2f} over {len(costs)} runs.')
+    lines += churn_report.churn_lines(results)
     lines += ['', 'How far a never-active weight decays over the pruning '
               'phase, exp(-Σ lr·λ/(1-β)) with the runs\' schedule: '
               + ', '.join(f'e^-{results_lib.passive_decay_exponent(m, plan[m]):.1f} '
@@ -256,6 +270,7 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
   if speed_dir is not None:
     lines += speed_report.speed_lines(speed_dir)
   lines += [''] + sweep_report.tuning_lines(tuning, results, comparison_lr)
+  lines += churn_report.decay_sweep_lines(results_dir)
   lines += diagnostics_lines(results_dir)
   lines += ['## Fairness', '',
             '- Same dense start (one dense model per seed, shared through '
@@ -266,6 +281,13 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
             '- gradual magnitude: cubic schedule from 0 to the final sparsity '
             'over the first 75% of the phase, mask updates every 50 steps, '
             'global ranking (`gradual_magnitude_pruning`).',
+            "- GSM, smoothed: GSM ranking |m·w|, m an exponential average of "
+            'the gradient (`gsm(..., score_decay=d)`), d chosen on '
+            'validation first (LeNet-300 at 60×, seed 0: decays '
+            f"{', '.join(f'{d:g}' for d in plan_lib.SCORE_DECAYS)}); the rest "
+            'as GSM. Its dense models were trained again from the same seeds '
+            '(the shared ones\' workdirs were gone), so its dense column can '
+            'differ from the others\' by float noise.',
             f'- Peak lr {comparison_lr:g} for every method, except at a '
             'ratio with a sweep on validation, where each method trains with '
             'its own best lr there' + (' (' + '; '.join(exceptions) + ')'

@@ -23,10 +23,10 @@ the figures from all results.
 """
 
 import argparse
-import glob
 import json
 import os
 
+from benchmarks.accuracy import dense_models
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import report
 from benchmarks.accuracy import results as results_lib
@@ -59,32 +59,6 @@ def pruning_phase_curves(workdir, phase):
           if any(key in r for r in records if r['phase'] == phase)}
 
 
-def dense_source(dense_dir, what, first_run, retrain=False):
-  """Where a run takes its dense model from: ``dense_dir``. When that is
-  missing, raises, unless ``retrain`` (for a run whose shared dense model's
-  workdir is gone, its result kept): then another run of the same seed that
-  has one, or '' (train it here, from the same seed)."""
-  if has_dense(dense_dir):
-    return dense_dir
-  if not retrain:
-    raise FileNotFoundError(
-        f'{what}: no dense model in {dense_dir}; run {first_run} first (or '
-        'pass --retrain-missing-dense to train it again).')
-  parent = os.path.dirname(dense_dir)
-  others = sorted(d for d in (glob.glob(os.path.join(parent, '*'))
-                              if os.path.isdir(parent) else [])
-                  if has_dense(d))
-  if others:
-    return others[0]
-  print(f'{what}: no dense model in {dense_dir}; this run trains it again '
-        'from the same seed.', flush=True)
-  return ''
-
-
-def has_dense(workdir):
-  return os.path.isdir(os.path.join(workdir, 'phase_ends', 'dense'))
-
-
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
             ratios=None, methods=METHODS, lottery=True, tuning=None,
             lr_from=None, retrain_dense=False,
@@ -98,6 +72,7 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
   ratios needs that run first. At a ratio swept in ``tuning`` each method
   trains with its best lr there (`comparison_learning_rate`); a result
   trained with another lr is run again, in a workdir named by its lr.
+  ``tuning``: the sweeps, or ``method -> sweeps`` (`plan.tuning_for`).
   ``lr_from={'gsm_smoothed': 'gsm'}`` gives a method another's lr instead
   of its own sweep's (recorded in the result); ``retrain_dense`` see
   `dense_source`; ``decays``: the decay sweep that `gsm_smoothed`'s decay
@@ -108,9 +83,13 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
   for model, budget in plan.items():
     default_lr = plan_lib.default_learning_rate(model)
     model_ratios = budget['ratios'] if ratios is None else ratios
-    lrs = {(ratio, method): results_lib.comparison_learning_rate(
-        tuning or {}, results_dir, model, ratio, lr_from.get(method, method))
-           for ratio in model_ratios for method in methods}
+    lrs = {}
+    for method in methods:
+      source = lr_from.get(method, method)
+      sweeps = tuning(source) if callable(tuning) else tuning
+      for ratio in model_ratios:
+        lrs[(ratio, method)] = results_lib.comparison_learning_rate(
+            sweeps or {}, results_dir, model, ratio, source)
     decay = (results_lib.smoothed_score_decay(results_dir, decays)
              if 'gsm_smoothed' in methods else None)
     for seed in budget['seeds'] if seeds is None else seeds:
@@ -126,9 +105,10 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
               runs_dir, model, f's{seed}', f'{method}_r{ratio:g}' +
               ('' if lr == default_lr else f'_lr{lr:g}'))
           first = workdir == dense_dir
-          dense_from = '' if first else dense_source(
+          dense_from = '' if first else dense_models.dense_source(
               dense_dir, f'{model} seed {seed}',
-              f'ratio {budget["ratios"][0]:g} of this seed', retrain_dense)
+              f'ratio {budget["ratios"][0]:g} of this seed', retrain_dense,
+              workdir)
           config = plan_lib.make_config(model, budget, method, ratio, seed,
                                         dense_from, dataset, lottery,
                                         learning_rate=lr, score_decay=decay)
@@ -172,10 +152,10 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
             continue
           workdir = os.path.join(sweep_dir, f'{method}_lr{lr:g}')
           first = workdir == dense_dir
-          dense_from = '' if first else dense_source(
+          dense_from = '' if first else dense_models.dense_source(
               dense_dir, f'{model} tuning at {ratio:g}x',
               f'its GSM run at lr {sweep["learning_rates"][0]:g}',
-              retrain_dense)
+              retrain_dense, workdir)
           config = plan_lib.make_config(model, budget, method, ratio,
                                         sweep['seed'], dense_from, dataset,
                                         lottery=False, learning_rate=lr,
@@ -202,10 +182,12 @@ def run_decay_sweep(tuning, plan, results_dir, runs_dir, dataset=None,
     path = plan_lib.decay_path(results_dir, decay)
     if os.path.exists(path):
       continue
-    dense_from = dense_source(
+    workdir = os.path.join(sweep_dir, f'gsm_smoothed_d{decay:g}')
+    dense_from = dense_models.dense_source(
         os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'),
         f"{s['model']} decay sweep",
-        f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense)
+        f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense,
+        workdir)
     config = plan_lib.make_config(
         s['model'], budget, 'gsm_smoothed', s['ratio'], s['seed'],
         dense_from, dataset, lottery=False,
@@ -213,8 +195,7 @@ def run_decay_sweep(tuning, plan, results_dir, runs_dir, dataset=None,
     config.holdout_fraction = s['holdout_fraction']
     print(f"== decay sweep {s['model']} {s['ratio']:g}x decay {decay:g}",
           flush=True)
-    train_and_save(config, os.path.join(sweep_dir, f'gsm_smoothed_d{decay:g}'),
-                   path, budget, 'gsm_smoothed')
+    train_and_save(config, workdir, path, budget, 'gsm_smoothed')
 
 
 def main():
@@ -274,28 +255,31 @@ def main():
   lr_from = dict([args.learning_rate_of.split('=')]) if (
       args.learning_rate_of) else None
   decays = plan_lib.SCORE_DECAYS_QUICK if args.quick else plan_lib.SCORE_DECAYS
-  tuning = plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING
-  tuning = {m: t for m, t in tuning.items() if m in plan}
+  def tuning(method):
+    return {m: t for m, t in plan_lib.tuning_for(method, args.quick).items()
+            if m in plan}
+
   # The smoothed variant's decay is chosen first, from the dense model of
   # GSM's sweep; then its learning rate.
   smoothed = [m for m in methods if m == 'gsm_smoothed']
   others = [m for m in methods if m != 'gsm_smoothed']
   if args.part in ('all', 'tuning'):
-    run_tuning(tuning, plan, results_dir, runs_dir, args.dataset, others,
-               learning_rates, ratios, args.retrain_missing_dense, decays)
+    run_tuning(tuning('gsm'), plan, results_dir, runs_dir, args.dataset,
+               others, learning_rates, ratios, args.retrain_missing_dense,
+               decays)
   if args.part in ('all', 'decay') and smoothed:
-    run_decay_sweep(tuning, plan, results_dir, runs_dir, args.dataset,
+    run_decay_sweep(tuning('gsm'), plan, results_dir, runs_dir, args.dataset,
                     [float(d) for d in args.score_decays.split(',')]
                     if args.score_decays else decays,
                     args.retrain_missing_dense)
   if args.part in ('all', 'tuning') and smoothed:
-    run_tuning(tuning, plan, results_dir, runs_dir, args.dataset, smoothed,
-               learning_rates, ratios, args.retrain_missing_dense, decays)
+    run_tuning(tuning('gsm_smoothed'), plan, results_dir, runs_dir,
+               args.dataset, smoothed, learning_rates, ratios,
+               args.retrain_missing_dense, decays)
   if args.part in ('all', 'comparison'):
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
-            methods, not args.no_lottery,
-            plan_lib.TUNING_QUICK if args.quick else plan_lib.TUNING,
-            lr_from, args.retrain_missing_dense, decays)
+            methods, not args.no_lottery, tuning, lr_from,
+            args.retrain_missing_dense, decays)
   full = not args.quick and args.results is None
   report.write(results_dir, plan_lib.QUICK if args.quick else plan_lib.FULL,
                md_path=os.path.join(benchmarks_dir, 'RESULTS.md') if full

@@ -4,7 +4,13 @@ Every experiment runs the same `train_and_evaluate(config, workdir)`:
 train (or resume) a dense model, train it with GSM at ``config.ratio``, prune
 the Q largest |w| globally, evaluate with no fine-tuning, and write the
 report. Each epoch feeds its batches to one jitted train step; orbax saves
-the model and optimizer after every epoch, so a killed run resumes exactly.
+the model and optimizer after every epoch (and, with
+``config.checkpoint_every_steps``, inside epochs with the data iterator's
+state), so a killed run resumes exactly.
+
+Long because it is the whole loop (the step, the epoch with its mid-epoch
+checkpoints and resume, evaluation, GSM's statistics, the phases and the
+final prune), and each part is read with the others.
 """
 
 from functools import partial

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 
+from benchmarks.accuracy import dense_models
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy import run as run_lib
@@ -34,7 +35,7 @@ def run_paper_rule(results_dir, runs_dir):
   sweep_dir = os.path.join(runs_dir, 'tuning', s['model'], f"r{s['ratio']:g}")
   first_lr = next(w['learning_rates'][0] for w in plan_lib.TUNING[s['model']]
                   if w['ratio'] == s['ratio'])
-  dense_from = run_lib.dense_source(
+  dense_from = dense_models.dense_source(
       os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'), 'churn', 'the sweep',
       retrain=True)
   config = plan_lib.make_config(s['model'], budget, 'gsm', s['ratio'],
