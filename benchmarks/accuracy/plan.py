@@ -98,6 +98,12 @@ def decay_path(results_dir, decay):
                       f"{s['learning_rate']:g}.json")
 
 
+def sweep_dir(runs_dir, model, ratio):
+  """The workdirs of a learning-rate sweep (and, at `DECAY_SWEEP`'s ratio,
+  of the decay sweep, which shares its dense model)."""
+  return os.path.join(runs_dir, 'tuning', model, f'r{ratio:g}')
+
+
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
                 lottery=True, learning_rate=None, score_decay=None):
   config = importlib.import_module(

@@ -59,6 +59,16 @@ def load_diagnostics(results_dir):
       glob.glob(os.path.join(results_dir, 'diagnostics', '*.json')))]
 
 
+def pruning_phase_curves(workdir, phase):
+  """Per-epoch ``entered_per_step`` and ``pruned_norm_share`` of the
+  pruning phase, from the run's ``metrics.jsonl`` (empty if not logged)."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(l) for l in f]
+  return {key: [r[key] for r in records if r['phase'] == phase]
+          for key in ('entered_per_step', 'pruned_norm_share')
+          if any(key in r for r in records if r['phase'] == phase)}
+
+
 def load_decay_sweep(results_dir):
   """The smoothed ranking's decay sweep (``tuning/decay/*.json``)."""
   return [json.load(open(p)) for p in sorted(glob.glob(

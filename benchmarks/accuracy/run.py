@@ -43,20 +43,11 @@ def train_and_save(config, workdir, path, budget, method, **fields):
                          'prune': budget['prune_epochs']},
                  learning_rate=config.gsm.learning_rate,
                  score_decay=config.gsm.get('score_decay'),
-                 **pruning_phase_curves(workdir, config.pruning), **fields)
+                 **results_lib.pruning_phase_curves(workdir, config.pruning),
+                 **fields)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(summary, f, indent=1)
-
-
-def pruning_phase_curves(workdir, phase):
-  """Per-epoch ``entered_per_step`` and ``pruned_norm_share`` of the
-  pruning phase, from the run's ``metrics.jsonl`` (empty if not logged)."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    records = [json.loads(l) for l in f]
-  return {key: [r[key] for r in records if r['phase'] == phase]
-          for key in ('entered_per_step', 'pruned_norm_share')
-          if any(key in r for r in records if r['phase'] == phase)}
 
 
 def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
@@ -140,7 +131,7 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
       ratio = sweep['ratio']
       if ratios is not None and ratio not in ratios:
         continue
-      sweep_dir = os.path.join(runs_dir, 'tuning', model, f'r{ratio:g}')
+      sweep_dir = plan_lib.sweep_dir(runs_dir, model, ratio)
       dense_dir = os.path.join(sweep_dir,
                                f'gsm_lr{sweep["learning_rates"][0]:g}')
       for lr in sweep['learning_rates']:
@@ -166,36 +157,46 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
           train_and_save(config, workdir, path, budget, method)
 
 
+def decay_sweep_config(tuning, plan, runs_dir, method, workdir, dataset=None,
+                       score_decay=None, retrain_dense=False):
+  """The config of a run in the decay sweep's setting (`plan.DECAY_SWEEP`):
+  on the validation split, from the dense model of the learning-rate sweep
+  at that ratio (``tuning``), in ``workdir``."""
+  s = plan_lib.DECAY_SWEEP
+  first_lr = next(w['learning_rates'][0] for w in tuning[s['model']]
+                  if w['ratio'] == s['ratio'])
+  sweep_dir = plan_lib.sweep_dir(runs_dir, s['model'], s['ratio'])
+  dense_from = dense_models.dense_source(
+      os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'),
+      f"{s['model']} decay sweep",
+      f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense,
+      workdir)
+  config = plan_lib.make_config(
+      s['model'], plan[s['model']], method, s['ratio'], s['seed'],
+      dense_from, dataset, lottery=False, learning_rate=s['learning_rate'],
+      score_decay=score_decay)
+  config.holdout_fraction = s['holdout_fraction']
+  return config
+
+
 def run_decay_sweep(tuning, plan, results_dir, runs_dir, dataset=None,
                     decays=plan_lib.SCORE_DECAYS, retrain_dense=False):
   """The smoothed ranking's decays (`plan.SCORE_DECAYS`) on validation, at
-  `plan.DECAY_SWEEP`, from the dense model of the learning-rate sweep at
-  that ratio (``tuning``); writes ``tuning/decay/*.json``, skipping points
-  run."""
+  `plan.DECAY_SWEEP` (`decay_sweep_config`); writes
+  ``tuning/decay/*.json``, skipping points run."""
   s = plan_lib.DECAY_SWEEP
-  budget = plan[s['model']]
-  sweep_dir = os.path.join(runs_dir, 'tuning', s['model'],
-                           f"r{s['ratio']:g}")
-  first_lr = next(w['learning_rates'][0] for w in tuning[s['model']]
-                  if w['ratio'] == s['ratio'])
   for decay in decays:
     path = plan_lib.decay_path(results_dir, decay)
     if os.path.exists(path):
       continue
-    workdir = os.path.join(sweep_dir, f'gsm_smoothed_d{decay:g}')
-    dense_from = dense_models.dense_source(
-        os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'),
-        f"{s['model']} decay sweep",
-        f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense,
-        workdir)
-    config = plan_lib.make_config(
-        s['model'], budget, 'gsm_smoothed', s['ratio'], s['seed'],
-        dense_from, dataset, lottery=False,
-        learning_rate=s['learning_rate'], score_decay=decay)
-    config.holdout_fraction = s['holdout_fraction']
+    workdir = os.path.join(
+        plan_lib.sweep_dir(runs_dir, s['model'], s['ratio']),
+        f'gsm_smoothed_d{decay:g}')
+    config = decay_sweep_config(tuning, plan, runs_dir, 'gsm_smoothed',
+                                workdir, dataset, decay, retrain_dense)
     print(f"== decay sweep {s['model']} {s['ratio']:g}x decay {decay:g}",
           flush=True)
-    train_and_save(config, workdir, path, budget, 'gsm_smoothed')
+    train_and_save(config, workdir, path, plan[s['model']], 'gsm_smoothed')
 
 
 def main():

@@ -4,9 +4,10 @@ Checkpoints let a killed run resume exactly. They are numbered by training
 step: at epoch ends (model and optimizer), and inside an epoch every
 ``config.checkpoint_every_steps`` steps, where they also hold the data
 iterator's state (Grain's, for streamed datasets) and the epoch's running
-metrics, so that a resumed run continues with the next batch. Snapshots keep the model at the end of each phase (the dense start
-that the baselines share, the tickets' masks); ``metrics.jsonl`` gets one
-line per epoch, from process 0.
+metrics, so that a resumed run continues with the next batch. Snapshots
+keep the model at the end of each phase (the dense start that the
+baselines share, the tickets' masks); ``metrics.jsonl`` gets one line per
+epoch, from process 0.
 """
 
 import json

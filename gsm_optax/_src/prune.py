@@ -74,10 +74,9 @@ def prune(params: Any, ratio: float,
   if count == 'official':
     q = official.official_num_to_keep(n, ratio)
   _check_finite([leaves[i] for i in chosen])
-  magnitudes = keys.magnitude_scores([leaves[i] for i in chosen])
-  key, _ = search.global_threshold(magnitudes, q, method)
+  key, kept = _top_magnitudes([leaves[i] for i in chosen], q, method)
   masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
-  for i, keep in zip(chosen, keys.at_least(magnitudes, key)):
+  for i, keep in zip(chosen, kept):
     masks[i] = keep
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
@@ -118,15 +117,22 @@ def pruned_norm_share(params: Any, ratio: float,
   flags = prunable_lib.resolve_prunable(params, prunable)
   leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
   q = ratio_lib.num_to_keep(sum(x.size for x in leaves), ratio)
-  magnitudes = keys.magnitude_scores(leaves)
-  key, _ = search.global_threshold(magnitudes, q, method)
+  _, kept = _top_magnitudes(leaves, q, method)
   total = removed = jnp.zeros((), jnp.float32)
-  for x, keep in zip(leaves, keys.at_least(magnitudes, key)):
+  for x, keep in zip(leaves, kept):
     sq = jnp.square(x.astype(jnp.float32))
     total += jnp.sum(sq)
     removed += jnp.sum(jnp.where(keep, 0.0, sq))
   return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
                                                            1.0)), 0.0)
+
+
+def _top_magnitudes(leaves, q, method):
+  """The key of the q-th largest |w| over ``leaves`` together, and one mask
+  per leaf of the weights at or above it (ties kept)."""
+  magnitudes = keys.magnitude_scores(leaves)
+  key, _ = search.global_threshold(magnitudes, q, method)
+  return key, keys.at_least(magnitudes, key)
 
 
 def _warn_if_ties_defeat_ratio(kept_leaves, q, n, key):

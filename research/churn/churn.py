@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 
-from benchmarks.accuracy import dense_models
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy import run as run_lib
@@ -31,19 +30,12 @@ def run_paper_rule(results_dir, runs_dir):
                       f"{s['learning_rate']:g}_validation.json")
   if os.path.exists(path):
     return path
-  budget = plan_lib.FULL[s['model']]
-  sweep_dir = os.path.join(runs_dir, 'tuning', s['model'], f"r{s['ratio']:g}")
-  first_lr = next(w['learning_rates'][0] for w in plan_lib.TUNING[s['model']]
-                  if w['ratio'] == s['ratio'])
-  dense_from = dense_models.dense_source(
-      os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'), 'churn', 'the sweep',
-      retrain=True)
-  config = plan_lib.make_config(s['model'], budget, 'gsm', s['ratio'],
-                                s['seed'], dense_from, None, lottery=False,
-                                learning_rate=s['learning_rate'])
-  config.holdout_fraction = s['holdout_fraction']
-  run_lib.train_and_save(config, os.path.join(runs_dir, 'churn', 'gsm'),
-                         path, budget, 'gsm')
+  workdir = os.path.join(runs_dir, 'churn', 'gsm')
+  config = run_lib.decay_sweep_config(plan_lib.TUNING, plan_lib.FULL,
+                                      runs_dir, 'gsm', workdir,
+                                      retrain_dense=True)
+  run_lib.train_and_save(config, workdir, path,
+                         plan_lib.FULL[s['model']], 'gsm')
   return path
 
 
