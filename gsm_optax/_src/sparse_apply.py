@@ -168,24 +168,26 @@ def _bind(eqn, invals):
   return eqn.primitive.bind(*invals, **params)
 
 
-def _is_matmul_on_kernel(eqn, invals):
-  x, kernel = invals
+def _is_x_at_w(eqn, x_ndim):
+  """Whether a ``dot_general`` is ``x @ W``: the last axis of ``x`` (of
+  ``x_ndim`` axes) against the first of a 2-D ``W``, no batch axes."""
   (x_contract, k_contract), (x_batch, k_batch) = eqn.params[
       'dimension_numbers']
+  return (tuple(k_contract) == (0,) and tuple(x_contract) == (x_ndim - 1,)
+          and not x_batch and not k_batch)
+
+
+def _is_matmul_on_kernel(eqn, invals):
+  x, kernel = invals
   return (not sparse.is_sparse(x) and sparse.is_sparse(kernel) and
-          kernel.ndim == 2 and tuple(k_contract) == (0,) and
-          tuple(x_contract) == (len(x.shape) - 1,) and not x_batch and
-          not k_batch)
+          kernel.ndim == 2 and _is_x_at_w(eqn, len(x.shape)))
 
 
 def _is_matmul_on_transposed(eqn, invals):
   x, kernel = invals
-  (x_contract, k_contract), (x_batch, k_batch) = eqn.params[
-      'dimension_numbers']
   return (isinstance(x, _Transposed) and not sparse.is_sparse(kernel) and
           not isinstance(kernel, _Transposed) and np.ndim(kernel) == 2 and
-          tuple(k_contract) == (0,) and tuple(x_contract) == (1,) and
-          not x_batch and not k_batch)
+          _is_x_at_w(eqn, 2))
 
 
 def _matmul(x, kernel, out_dtype):
