@@ -17,6 +17,7 @@ zeros), the pruned params gzipped as ``.npz``, and `save_sparse`'s file.
 """
 
 import argparse
+import contextlib
 import gzip
 import io
 import json
@@ -77,13 +78,32 @@ def file_sizes(dense_params, params, tmp):
           'sparse_file': sparse_bytes}
 
 
+@contextlib.contextmanager
+def jax_bcsr_only():
+  """Traces `sparse_apply` with jax's BCSR product instead of gsm_optax's
+  CPU kernel (``GSM_OPTAX_NATIVE=0``), to time what the kernel gains."""
+  old = os.environ.get('GSM_OPTAX_NATIVE')
+  os.environ['GSM_OPTAX_NATIVE'] = '0'
+  try:
+    yield
+  finally:
+    if old is None:
+      del os.environ['GSM_OPTAX_NATIVE']
+    else:
+      os.environ['GSM_OPTAX_NATIVE'] = old
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--repeats', type=int, default=50)
   parser.add_argument('--json', default=None)
+  parser.add_argument('--models', default=None,
+                      help='comma-separated subset, e.g. lenet300')
   args = parser.parse_args()
   rows = []
   for model_name, ratio in CASES:
+    if args.models and model_name not in args.models.split(','):
+      continue
     graphdef, unpruned, host_params = pruned_params(model_name, ratio)
     params = jax.device_put(host_params)
     forward = lambda p, x, g=graphdef: nnx.merge(g, p)(x)
@@ -93,6 +113,7 @@ def main():
     predict = gsm_optax.sparse_forward(forward, params, prunable=matmul_kernels)
     routes = {'sparse_apply': jax.jit(gsm_optax.sparse_apply(forward)),
               'sparse_forward': lambda p, x: predict(x)}
+    bcsr_apply = jax.jit(gsm_optax.sparse_apply(forward))
     with tempfile.TemporaryDirectory() as tmp:
       sizes = file_sizes(unpruned, host_params, tmp)
     for batch in BATCHES:
@@ -103,13 +124,16 @@ def main():
       calls = {'dense': lambda x=x: dense_fn(params, x)}
       calls.update({name: lambda f=f, x=x: f(sparse_params, x)
                     for name, f in routes.items()})
+      with jax_bcsr_only():
+        bcsr = bcsr_apply.lower(sparse_params, x).compile()
+      calls['sparse_apply_jax_bcsr'] = lambda f=bcsr, x=x: f(sparse_params, x)
       seconds = deploy.median_seconds(calls, args.repeats)
       rows.append({'model': model_name, 'ratio': ratio, 'batch': batch,
                    'seconds': seconds, 'bytes': sizes})
       print(f"{model_name} {ratio:g}x batch {batch:>4}: dense "
             f"{seconds['dense'] * 1e6:9.1f} us; speed-up " + ', '.join(
                 f"{name} {seconds['dense'] / seconds[name]:.2f}x"
-                for name in routes), flush=True)
+                for name in calls if name != 'dense'), flush=True)
     print(f"  files: orbax unpruned {sizes['orbax_unpruned']:,} B, orbax "
           f"pruned {sizes['orbax_pruned']:,} B, gzip pruned npz "
           f"{sizes['gzip_pruned_npz']:,} B, sparse {sizes['sparse_file']:,} B "

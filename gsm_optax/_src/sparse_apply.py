@@ -22,6 +22,7 @@ import jax
 import jax.extend.core as jex
 import numpy as np
 
+from gsm_optax._src import native
 from gsm_optax._src import prunable as prunable_lib
 from gsm_optax._src import sparse
 
@@ -192,13 +193,15 @@ def _is_matmul_on_transposed(eqn, invals):
 
 def _matmul(x, kernel, out_dtype):
   """``x @ kernel`` for a 2-D sparse kernel ``(in, out)``, as ``kernel.T @
-  x.T`` with the BCSR operand on the left; `_Transposed` for a 2-D ``x``."""
+  x.T`` with the BCSR operand on the left (on the CPU by `native`'s kernel,
+  which reads ``x`` untransposed); `_Transposed` for a 2-D ``x``."""
   if isinstance(x, _Transposed):
     return _Transposed((kernel.matrix @ x.t).astype(out_dtype))
   if x.ndim == 2:
-    return _Transposed((kernel.matrix @ x.T).astype(out_dtype))
+    return _Transposed(
+        native.csr_times_transposed(kernel.matrix, x).astype(out_dtype))
   rows = x.reshape(-1, x.shape[-1])
-  out = (kernel.matrix @ rows.T).T.astype(out_dtype)
+  out = native.csr_times_transposed(kernel.matrix, rows).T.astype(out_dtype)
   return out.reshape(x.shape[:-1] + (kernel.shape[-1],))
 
 
