@@ -112,15 +112,17 @@ def run_all(plan, results_dir, runs_dir, dataset=None, seeds=None,
 
 def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
                methods=METHODS, learning_rates=None, ratios=None,
-               retrain_dense=False, decays=plan_lib.SCORE_DECAYS):
+               retrain_dense=False, decays=plan_lib.SCORE_DECAYS,
+               dense_tuning=None):
   """Sweeps the pruning-phase learning rate of ``methods`` on validation.
 
   Each sweep of ``tuning[model]`` (a ratio, a seed and its learning rates)
   writes ``<results_dir>/tuning/<model>_r<ratio>_<method>_lr<lr>.json``; a
   sweep point whose result exists is skipped. ``learning_rates`` and
   ``ratios`` (optional) restrict the sweeps to those of their points. A
-  sweep's dense model is trained by its GSM run at its first learning rate,
-  so a slice of other points needs that run first.
+  sweep's dense model is trained by the GSM run at the first learning rate
+  of the sweep at that ratio in ``dense_tuning`` (GSM's sweeps; default
+  ``tuning``), so a slice of other points needs that run first.
   """
   os.makedirs(os.path.join(results_dir, 'tuning'), exist_ok=True)
   decay = (results_lib.smoothed_score_decay(results_dir, decays)
@@ -132,8 +134,10 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
       if ratios is not None and ratio not in ratios:
         continue
       sweep_dir = plan_lib.sweep_dir(runs_dir, model, ratio)
-      dense_dir = os.path.join(sweep_dir,
-                               f'gsm_lr{sweep["learning_rates"][0]:g}')
+      first_lr = next((s['learning_rates'][0] for s in
+                       (dense_tuning or tuning).get(model, ())
+                       if s['ratio'] == ratio), sweep['learning_rates'][0])
+      dense_dir = os.path.join(sweep_dir, f'gsm_lr{first_lr:g}')
       for lr in sweep['learning_rates']:
         if learning_rates is not None and lr not in learning_rates:
           continue
@@ -145,7 +149,7 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
           first = workdir == dense_dir
           dense_from = '' if first else dense_models.dense_source(
               dense_dir, f'{model} tuning at {ratio:g}x',
-              f'its GSM run at lr {sweep["learning_rates"][0]:g}',
+              f'its GSM run at lr {first_lr:g}',
               retrain_dense, workdir)
           config = plan_lib.make_config(model, budget, method, ratio,
                                         sweep['seed'], dense_from, dataset,
@@ -276,7 +280,7 @@ def main():
   if args.part in ('all', 'tuning') and smoothed:
     run_tuning(tuning('gsm_smoothed'), plan, results_dir, runs_dir,
                args.dataset, smoothed, learning_rates, ratios,
-               args.retrain_missing_dense, decays)
+               args.retrain_missing_dense, decays, tuning('gsm'))
   if args.part in ('all', 'comparison'):
     run_all(plan, results_dir, runs_dir, args.dataset, seeds, ratios,
             methods, not args.no_lottery, tuning, lr_from,
