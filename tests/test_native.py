@@ -90,3 +90,27 @@ def test_build_writes_the_library_under_its_key(tmp_path):
   with warnings.catch_warnings():
     warnings.simplefilter('error')
     assert native.library_path(str(tmp_path)) == path  # same key again
+
+
+@needs_compiler
+def test_differentiable_and_vmappable_like_jax_product():
+  w, x = case(20, 12, 18, 0.3)
+  matrix = jsparse.BCSR.fromdense(jnp.asarray(w))
+  loss = lambda data, x: jnp.sum(jnp.sin(native.csr_times_transposed(
+      jsparse.BCSR((data, matrix.indices, matrix.indptr), shape=w.shape), x)))
+  dense_loss = lambda w, x: jnp.sum(jnp.sin(w @ x.T))
+  assert native.TARGET in jax.jit(jax.grad(loss)).lower(matrix.data,
+                                                         x).as_text()
+  d_data, d_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(matrix.data, x)
+  d_w, d_x_ref = jax.grad(dense_loss, argnums=(0, 1))(jnp.asarray(w), x)
+  np.testing.assert_allclose(d_x, d_x_ref, rtol=1e-5, atol=1e-5)
+  rows, cols = np.nonzero(w)  # BCSR keeps the non-zeros in row order
+  np.testing.assert_allclose(d_data, d_w[rows, cols], rtol=1e-5, atol=1e-5)
+  _, tangent = jax.jvp(lambda x: loss(matrix.data, x), (x,), (x * 0.5,))
+  _, tangent_ref = jax.jvp(lambda x: dense_loss(jnp.asarray(w), x), (x,),
+                           (x * 0.5,))
+  np.testing.assert_allclose(tangent, tangent_ref, rtol=1e-5, atol=1e-5)
+  xs = np.stack([x, -2 * x])
+  out = jax.jit(jax.vmap(lambda x: native.csr_times_transposed(matrix, x)))(xs)
+  np.testing.assert_allclose(out, np.einsum('mk,nbk->nmb', w, xs), rtol=1e-5,
+                             atol=1e-5)

@@ -13,7 +13,8 @@ kept in ``$GSM_OPTAX_CACHE_DIR`` (default ``~/.cache/gsm_optax``) under a
 name that hashes the source, the jaxlib version and the CPU. Where that
 fails, or with ``GSM_OPTAX_NATIVE=0``, or off the CPU, or for other dtypes
 than float32, the product is jax's own BCSR product: the same result up to
-float rounding, slower.
+float rounding, slower. Derivatives (forward and reverse) go through jax's
+product; under ``vmap`` the kernel runs once per batch entry.
 """
 
 import ctypes
@@ -120,9 +121,24 @@ def csr_times_transposed(matrix: jsparse.BCSR, x: jax.Array) -> jax.Array:
     return portable(matrix.data, matrix.indices, matrix.indptr, x)
 
   def native(data, indices, indptr, x):
-    return jax.ffi.ffi_call(
+    call = jax.ffi.ffi_call(
         TARGET, jax.ShapeDtypeStruct((matrix.shape[0], x.shape[0]),
-                                     jnp.float32))(data, indices, indptr, x)
+                                     jnp.float32), vmap_method='sequential')
+
+    # Differentiable in the values and in x: the derivative, linear in
+    # both, is jax's product (which also transposes, for reverse mode).
+    @jax.custom_jvp
+    def product(data, indices, indptr, x):
+      return call(data, indices, indptr, x)
+
+    @product.defjvp
+    def _(primals, tangents):
+      data, indices, indptr, x = primals
+      d_data, _, _, d_x = tangents
+      return product(*primals), (portable(d_data, indices, indptr, x) +
+                                 portable(data, indices, indptr, d_x))
+
+    return product(data, indices, indptr, x)
 
   return jax.lax.platform_dependent(matrix.data, matrix.indices,
                                     matrix.indptr, x, cpu=native,
