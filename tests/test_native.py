@@ -55,6 +55,7 @@ def test_switched_off_by_the_environment(monkeypatch):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings('ignore:bcsr_dot_general cpu lowering')  # jax's own
 def test_other_dtypes_take_jax_bcsr_product():
   w, x = case(6, 10, 4, 0.5)
   matrix = jsparse.BCSR.fromdense(jnp.asarray(w, jnp.bfloat16))
