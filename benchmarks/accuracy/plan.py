@@ -111,6 +111,19 @@ def sweep_dir(runs_dir, model, ratio):
   return os.path.join(runs_dir, 'tuning', model, f'r{ratio:g}')
 
 
+def sweep_workdir(runs_dir, model, ratio, method, lr):
+  """The workdir of one sweep point."""
+  return os.path.join(sweep_dir(runs_dir, model, ratio), f'{method}_lr{lr:g}')
+
+
+def sweep_dense_lr(tuning, model, ratio, default=None):
+  """The lr of the GSM run that trains the dense model of the sweeps at
+  ``ratio``: the first of GSM's sweep there (``tuning``: GSM's sweeps);
+  ``default`` where ``tuning`` has none at that ratio."""
+  return next((s['learning_rates'][0] for s in tuning.get(model, ())
+               if s['ratio'] == ratio), default)
+
+
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
                 lottery=True, learning_rate=None, score_decay=None):
   config = importlib.import_module(

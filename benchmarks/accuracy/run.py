@@ -133,11 +133,10 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
       ratio = sweep['ratio']
       if ratios is not None and ratio not in ratios:
         continue
-      sweep_dir = plan_lib.sweep_dir(runs_dir, model, ratio)
-      first_lr = next((s['learning_rates'][0] for s in
-                       (dense_tuning or tuning).get(model, ())
-                       if s['ratio'] == ratio), sweep['learning_rates'][0])
-      dense_dir = os.path.join(sweep_dir, f'gsm_lr{first_lr:g}')
+      first_lr = plan_lib.sweep_dense_lr(dense_tuning or tuning, model, ratio,
+                                         sweep['learning_rates'][0])
+      dense_dir = plan_lib.sweep_workdir(runs_dir, model, ratio, 'gsm',
+                                         first_lr)
       for lr in sweep['learning_rates']:
         if learning_rates is not None and lr not in learning_rates:
           continue
@@ -145,7 +144,7 @@ def run_tuning(tuning, plan, results_dir, runs_dir, dataset=None,
           path = plan_lib.tuning_path(results_dir, model, method, ratio, lr)
           if os.path.exists(path):
             continue
-          workdir = os.path.join(sweep_dir, f'{method}_lr{lr:g}')
+          workdir = plan_lib.sweep_workdir(runs_dir, model, ratio, method, lr)
           first = workdir == dense_dir
           dense_from = '' if first else dense_models.dense_source(
               dense_dir, f'{model} tuning at {ratio:g}x',
@@ -167,11 +166,10 @@ def decay_sweep_config(tuning, plan, runs_dir, method, workdir, dataset=None,
   on the validation split, from the dense model of the learning-rate sweep
   at that ratio (``tuning``), in ``workdir``."""
   s = plan_lib.DECAY_SWEEP
-  first_lr = next(w['learning_rates'][0] for w in tuning[s['model']]
-                  if w['ratio'] == s['ratio'])
-  sweep_dir = plan_lib.sweep_dir(runs_dir, s['model'], s['ratio'])
+  first_lr = plan_lib.sweep_dense_lr(tuning, s['model'], s['ratio'])
   dense_from = dense_models.dense_source(
-      os.path.join(sweep_dir, f'gsm_lr{first_lr:g}'),
+      plan_lib.sweep_workdir(runs_dir, s['model'], s['ratio'], 'gsm',
+                             first_lr),
       f"{s['model']} decay sweep",
       f"the GSM sweep at {s['ratio']:g}x, lr {first_lr:g},", retrain_dense,
       workdir)
