@@ -24,6 +24,7 @@ from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
 from gsm_optax._src.search import global_threshold
 from gsm_optax._src.search import METHODS as SELECTION_METHODS
+from gsm_optax._src.sparse import matmul_kernels
 from gsm_optax._src.sparse import SparseKernel
 from gsm_optax._src.sparse import to_dense
 from gsm_optax._src.sparse import to_sparse
@@ -49,6 +50,7 @@ __all__ = (
     'key_to_score',
     'LeafSparsity',
     'load_sparse',
+    'matmul_kernels',
     'num_to_keep',
     'official_num_to_keep',
     'official_prunable',

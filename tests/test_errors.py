@@ -155,3 +155,36 @@ def test_prune_warns_when_ties_defeat_the_ratio():
 def test_unknown_prune_count():
   with pytest.raises(ValueError, match=r"`count` must be one of"):
     gsm_optax.prune(PARAMS, 2.0, count='ceil')
+
+
+@pytest.mark.parametrize('name,value', [
+    ('momentum', 1.5), ('momentum', -0.1), ('momentum', 1.0),
+    ('weight_decay', -1e-4), ('learning_rate', float('inf')),
+    ('learning_rate', 'fast'), ('momentum', True)])
+def test_hyperparameters_out_of_range_are_refused(name, value):
+  kwargs = dict(learning_rate=0.1, ratio=2.0, momentum=0.9, weight_decay=1e-4)
+  kwargs[name] = value
+  with pytest.raises(ValueError, match=f'`{name}` must be a number in'):
+    gsm_optax.gsm(**kwargs)
+
+
+def test_hyperparameters_from_inject_hyperparams_are_not_checked_early():
+  tx = optax.inject_hyperparams(gsm_optax.gsm)(learning_rate=0.1, ratio=2.0,
+                                               momentum=0.9)
+  params = {'w': jnp.ones((2, 2))}
+  state = tx.init(params)
+  tx.update(params, state, params)
+
+
+def test_a_leaf_that_is_not_an_array_is_named_with_the_fix():
+  eqx = pytest.importorskip('equinox')
+  model = eqx.nn.MLP(4, 2, 8, depth=1, key=jax.random.key(0))
+  for call in (lambda: gsm_optax.prune(model, 2.0),
+               lambda: gsm_optax.sparsity_report(model),
+               lambda: gsm_optax.gsm(0.1, 2.0).init(model)):
+    with pytest.raises(ValueError, match=r'`params` holds a .* at '
+                       r'\.activation, not an array.*eqx\.partition'):
+      call()
+  params, _ = eqx.partition(model, eqx.is_array)
+  pruned, _ = gsm_optax.prune(params, 2.0)
+  assert gsm_optax.sparsity_report(pruned).prunable_size == 4 * 8 + 8 * 2

@@ -1,5 +1,6 @@
 """Final global magnitude prune and the per-layer sparsity report."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -131,3 +132,37 @@ def test_official_recipes_name_the_official_leaves():
       'Conv_0': {'kernel': True, 'bias': False}, 'Conv1d': {'kernel': True},
       'bn1': {'scale': False}, 'BN_2': {'scale': False},
       'LayerNorm_0': {'scale': True}, 'Dense_0': {'kernel': True}}
+
+
+def test_biases_are_never_ranked_whatever_their_shape():
+  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
+
+  class Block(nnx.Module):
+
+    def __init__(self, rngs):
+      self.embed = nnx.Embed(20, 16, rngs=rngs)
+      self.attention = nnx.MultiHeadAttention(4, 16, decode=False, rngs=rngs)
+      self.norm = nnx.LayerNorm(16, rngs=rngs)
+
+  model = Block(nnx.Rngs(0))
+  for params in (nnx.state(model, nnx.Param),  # paths end in .value
+                 nnx.to_pure_dict(nnx.state(model, nnx.Param))):
+    flags = gsm_optax.default_prunable(params)
+    flat = {jax.tree_util.keystr(p).replace('.value', ''): f for p, f in
+            jax.tree_util.tree_flatten_with_path(flags)[0]}
+    ranked = sorted(k for k, f in flat.items() if f)
+    assert ranked == ["['attention']['key']['kernel']",
+                      "['attention']['out']['kernel']",
+                      "['attention']['query']['kernel']",
+                      "['attention']['value']['kernel']",
+                      "['embed']['embedding']"]
+    # q/k/v biases are (heads, head_dim): 2-D, and still not ranked.
+    assert np.ndim(nnx.to_pure_dict(nnx.state(model, nnx.Param))[
+        'attention']['query']['bias']) == 2
+  report = gsm_optax.sparsity_report(
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  marked = {l.path for l in report.leaves if not l.prunable}
+  assert "['attention']['query']['bias']" in marked
+  assert "['attention']['query']['bias']" in [
+      line.split()[0] for line in str(report).splitlines()
+      if line.endswith('(not prunable)')]

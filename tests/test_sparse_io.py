@@ -57,7 +57,8 @@ def test_round_trip_is_bit_exact_and_keeps_the_nesting(tmp_path):
   assert_bit_identical(loaded, params)
   as_sparse = gsm_optax.load_sparse(path, as_sparse=True)
   assert isinstance(as_sparse['fc']['kernel'], gsm_optax.SparseKernel)
-  assert isinstance(as_sparse['conv']['kernel'], gsm_optax.SparseKernel)
+  # Stored as CSR, but a conv kernel runs dense (`matmul_kernels`).
+  assert isinstance(as_sparse['conv']['kernel'], np.ndarray)
   assert not isinstance(as_sparse['half'][1][0], gsm_optax.SparseKernel)
   assert_bit_identical(gsm_optax.to_dense(as_sparse), params)
 
@@ -167,3 +168,64 @@ def test_report_states_the_bytes_of_the_sparse_arrays(tmp_path):
                  for n in archive.namelist() if n.endswith('.npy'))
   assert report.sparse_bytes == stored
   assert f'{report.dense_bytes:,} dense, {report.sparse_bytes:,}' in str(report)
+
+
+def test_as_sparse_gives_sparse_kernels_for_the_matmuls_alone(tmp_path):
+  rng = np.random.default_rng(5)
+  params = {'conv': {'kernel': sparse_array(rng, (3, 3, 4, 8), 0.1)},
+            'fc': {'kernel': sparse_array(rng, (64, 32), 0.05),
+                   'bias': np.zeros(32, np.float32)},
+            'embed': {'embedding': sparse_array(rng, (50, 16), 0.05)},
+            'attention': {'bias': sparse_array(rng, (4, 16), 0.05)}}
+  path = str(tmp_path / 'm.npz')
+  gsm_optax.save_sparse(path, params)
+  with zipfile.ZipFile(path) as archive:
+    kinds = [e['kind'] for e in json.loads(archive.read('header.json'))['leaves']]
+  # Stored: every kernel as CSR (conv and embedding too); biases dense.
+  assert sorted(kinds) == ['csr', 'csr', 'csr', 'dense', 'dense']
+  loaded = gsm_optax.load_sparse(path, as_sparse=True)
+  is_sparse = lambda x: isinstance(x, gsm_optax.SparseKernel)
+  assert is_sparse(loaded['fc']['kernel'])
+  for leaf in (loaded['conv']['kernel'], loaded['embed']['embedding'],
+               loaded['attention']['bias']):
+    assert isinstance(leaf, np.ndarray)
+  np.testing.assert_array_equal(loaded['conv']['kernel'], params['conv']['kernel'])
+  np.testing.assert_array_equal(loaded['fc']['kernel'].todense(),
+                                params['fc']['kernel'])
+  # The same rule as to_sparse's default, and `prunable` chooses otherwise.
+  same = gsm_optax.to_sparse(params)
+  assert jax.tree.map(is_sparse, same, is_leaf=is_sparse) == jax.tree.map(
+      is_sparse, loaded, is_leaf=is_sparse)
+  every = gsm_optax.load_sparse(path, as_sparse=True,
+                                prunable=gsm_optax.default_prunable)
+  assert is_sparse(every['conv']['kernel']) and is_sparse(
+      every['embed']['embedding'])
+
+
+def test_save_into_a_missing_folder_names_the_path_and_the_fix(tmp_path):
+  path = str(tmp_path / 'no' / 'such' / 'm.npz')
+  with pytest.raises(FileNotFoundError,
+                     match=f"`path`='{path}' does not exist.*os.makedirs"):
+    gsm_optax.save_sparse(path, {'w': np.eye(3, dtype=np.float32)})
+  assert not os.path.exists(tmp_path / 'no')
+
+
+def test_other_pytrees_come_back_through_like(tmp_path):
+  eqx = pytest.importorskip('equinox')
+  model = eqx.nn.MLP(12, 3, 8, depth=2, key=jax.random.key(0))
+  params, static = eqx.partition(model, eqx.is_array)
+  pruned, _ = gsm_optax.prune(params, ratio=10.0)
+  path = str(tmp_path / 'mlp.npz')
+  gsm_optax.save_sparse(path, pruned)
+  back = gsm_optax.load_sparse(path, like=pruned)
+  assert type(back) is type(pruned)
+  assert_bit_identical(back, pruned)
+  x = np.ones(12, np.float32)
+  np.testing.assert_array_equal(eqx.combine(back, static)(x),
+                                eqx.combine(pruned, static)(x))
+  flat = gsm_optax.load_sparse(path)  # without like: path -> leaf
+  assert '.layers[0].weight' in flat
+  np.testing.assert_array_equal(flat['.layers[0].weight'],
+                                pruned.layers[0].weight)
+  with pytest.raises(ValueError, match='mlp.npz: holds the leaves'):
+    gsm_optax.load_sparse(path, like={'w': np.ones(3)})

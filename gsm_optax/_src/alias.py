@@ -2,6 +2,8 @@
 
 from typing import Optional, Union
 
+import jax
+import numpy as np
 import optax
 
 from gsm_optax._src import mask
@@ -79,6 +81,13 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
     Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
+  _check_real('momentum', momentum, 0.0, 1.0, 'e.g. 0.9, or 0.99 as the '
+              "paper's LeNet runs")
+  _check_real('weight_decay', weight_decay, 0.0, float('inf'),
+              "e.g. 5e-4, the paper's LeNet setting")
+  if not callable(learning_rate):
+    _check_real('learning_rate', learning_rate, 0.0, float('inf'),
+                'a float such as 1e-2, or an optax schedule')
   if weight_decay_mask is None:
     weight_decay_mask = prunable if prunable is not None else (
         prunable_lib.default_prunable)
@@ -89,3 +98,19 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       optax.trace(decay=momentum, nesterov=nesterov),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def _check_real(name, value, low, high, hint):
+  """Raises a ValueError naming ``name`` unless a concrete ``value`` is a
+  real number in ``[low, high)``. A traced value (from
+  `optax.inject_hyperparams`) passes: it is not known here."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  ok = not isinstance(value, (bool, str, bytes)) and np.ndim(value) == 0
+  try:
+    ok = ok and low <= float(value) < high
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(f'`{name}` must be a number in [{low:g}, {high:g}) '
+                     f'({hint}); got {value!r}.')

@@ -7,9 +7,11 @@ Three routes give the *identical* threshold (and mask):
   the counts so far: first a guess (`keep_top_taylor` passes the last
   step's threshold) or the mean score, then regula falsi (Illinois variant)
   on the logarithm of the count against the score's key. After
-  ``_INTERPOLATION_PASSES`` passes it bisects what is left, so it never
-  needs more than that plus 31 passes. A Q-th largest score below the
-  smallest normal number, or not finite, goes to the ``'bisect'`` route.
+  ``_INTERPOLATION_PASSES`` passes it bisects what is left, so it needs at
+  most that plus 31 counting passes (and one for the mean, without a
+  guess) to find a Q-th largest score that is a normal finite number. One
+  below the smallest normal number, or not finite, then goes to the
+  ``'bisect'`` route: up to 31 more.
 * ``'bisect'``: at most 31 passes (63 for float64) on the keys: bit by bit
   from the top, the search keeps the largest key ``c`` with
   ``count(key >= c) >= Q``, which is the Q-th largest key. Once exactly Q
@@ -116,9 +118,9 @@ def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
   selects the same Q scores as the answer, the least key ``>= lo``, which
   one more pass finds for the threshold's value) or ``hi == lo + 1``.
   Every candidate is normal and finite, so the float counts are exact
-  whatever the scores (see `_at_least_value`). If the answer is below the
+  whatever the scores (see `keys.at_least_value`). If the answer is below the
   smallest normal number (``lo`` never moved) or not finite (``hi`` never
-  moved), the search hands over to `_bisect_key`.
+  moved), the search hands over to `bisect_key`.
   """
   score_dtype = scores[0].dtype
   key_dtype = keys.key_dtype(score_dtype)

@@ -83,6 +83,36 @@ class SparseKernel:
     return cls(children[0], shape)
 
 
+def matmul_kernels(params: Any) -> Any:
+  """Marks the leaves that `sparse_apply` runs as sparse products.
+
+  These are the 2-D kernels that a model multiplies as ``x @ W`` (dense
+  layers): every leaf with ``ndim == 2`` that is neither a bias nor an
+  embedding table by its name (see `default_prunable`; an embedding is
+  read by a lookup, which a sparse table would only slow down). Conv
+  kernels and 3-D attention kernels are left dense: `sparse_apply` would
+  make them dense again on every call. The default of `to_sparse`,
+  `sparse_forward` and ``load_sparse(..., as_sparse=True)``.
+
+  Args:
+    params: a pytree of arrays.
+
+  Returns:
+    A pytree of bools with the structure of ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gsm_optax import matmul_kernels
+    >>> matmul_kernels({'conv': jnp.ones((3, 3, 1, 4)), 'dense': jnp.ones((4, 2)),
+    ...                 'embed': {'embedding': jnp.ones((9, 4))}})
+    {'conv': False, 'dense': True, 'embed': {'embedding': False}}
+  """
+  def runs_sparse(path, x):
+    return bool(np.ndim(x) == 2 and not prunable_lib.is_bias(path) and
+                'embed' not in prunable_lib.leaf_name(path).lower())
+  return jax.tree_util.tree_map_with_path(runs_sparse, params)
+
+
 def is_sparse(leaf: Any) -> bool:
   return isinstance(leaf, SparseKernel)
 
@@ -97,12 +127,14 @@ def stores_sparse(leaf: Any, prunable: bool, max_density: float) -> bool:
 
 def to_sparse(params: Any, prunable: prunable_lib.PrunableSpec = None,
               max_density: float = DEFAULT_MAX_DENSITY) -> Any:
-  """Turns each pruned kernel into a `SparseKernel`; other leaves stay.
+  """Turns each pruned matrix into a `SparseKernel`; other leaves stay.
 
   Args:
     params: a pytree of concrete arrays, e.g. from `prune`.
-    prunable: which leaves may become sparse (see `keep_top_taylor`);
-      default every leaf with ``ndim >= 2``.
+    prunable: which leaves may become sparse: a pytree of bools or a
+      callable, as for `keep_top_taylor`; default `matmul_kernels`, the
+      kernels that `sparse_apply` runs as sparse products (pass
+      `default_prunable` to make conv kernels sparse too).
     max_density: a prunable leaf becomes sparse if at most this fraction of
       its entries is non-zero.
 
@@ -122,7 +154,9 @@ def to_sparse(params: Any, prunable: prunable_lib.PrunableSpec = None,
   if not 0 <= max_density <= 1:
     raise ValueError(f'`max_density` is a fraction in [0, 1]; got '
                      f'{max_density}.')
-  flags = prunable_lib.resolve_prunable(params, prunable, require_any=False)
+  flags = prunable_lib.resolve_prunable(
+      params, matmul_kernels if prunable is None else prunable,
+      require_any=False)
   leaves, treedef = jax.tree.flatten(params)
   out = []
   for leaf, flag in zip(leaves, flags):

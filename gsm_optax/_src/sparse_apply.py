@@ -243,9 +243,9 @@ def sparse_forward(fn: Callable[..., Any], params: Any,
   Args:
     fn: ``fn(params, x)``, e.g. ``lambda p, x: nnx.merge(graphdef, p)(x)``.
     params: the pruned params (dense arrays).
-    prunable: which leaves may run sparse (see `to_sparse`); pass the
-      matrices only (``ndim == 2``) to keep convolutions dense, since a
-      sparse conv kernel is made dense on every call.
+    prunable: which leaves may run sparse (see `to_sparse`); default
+      `matmul_kernels`, the ``x @ W`` kernels (a sparse conv kernel would be
+      made dense on every call).
     max_density: see `to_sparse`.
     dense_below: batches with fewer rows (``x.shape[0]``) run dense.
 

@@ -1,8 +1,9 @@
 """A compact file for pruned params: CSR kernels, a format version, safe saves.
 
 The file is a NumPy ``.npz`` archive (deflated): a JSON header (the format
-name and version, the tree of nested dicts and lists, and per leaf its
-shape, dtype, and whether it is stored dense or as CSR) and the arrays.
+name and version, the tree of nested dicts and lists, or for any other
+pytree its leaves' paths, and per leaf its shape, dtype, and whether it is
+stored dense or as CSR) and the arrays.
 Each sparse kernel is stored as `sparse.SparseKernel` holds it, the CSR of
 its transposed 2-D view: values in the kernel's own dtype (or a narrower
 one the caller asks for, recorded in the header), column indices and row
@@ -10,6 +11,9 @@ pointers in the smallest unsigned integer type that holds them. Float values
 are stored as their bit patterns, so loading gives back every bit (NaN
 payloads, -0.0, bfloat16). A save writes a temporary file beside the target
 and renames it, so a failed save never destroys the last good file.
+
+Long because it is the whole format both ways (writing, reading, and the
+checks that name the file and the fix), which must be read together.
 """
 
 import io
@@ -59,9 +63,15 @@ def save_sparse(path: str, params: Any,
 
   Args:
     path: the file to write (by convention ``*.npz``); replaced atomically.
-    params: nested dicts (and lists or tuples) of arrays, e.g. ``prune``'s
-      output; with Flax NNX, ``nnx.to_pure_dict(nnx.state(model))``.
-    prunable: which leaves may be stored sparse (see `keep_top_taylor`).
+    params: a pytree of arrays, e.g. ``prune``'s output. Nested dicts,
+      lists and tuples (Flax NNX: ``nnx.to_pure_dict(nnx.state(model))``)
+      come back as they are; any other pytree (an Equinox module filtered
+      with ``eqx.filter(model, eqx.is_array)``, an ``nnx.State``) is stored
+      as its leaves and their paths, and comes back as that pytree with
+      ``load_sparse(path, like=...)``.
+    prunable: which leaves may be stored sparse (see `keep_top_taylor`);
+      default `default_prunable`, every kernel (conv kernels too: the file
+      is smaller, and `load_sparse` decides what runs sparse).
     max_density: a prunable leaf is stored sparse if at most this fraction
       of it is non-zero (see `to_sparse`).
     values_dtype: store the sparse kernels' values in this narrower float
@@ -73,19 +83,33 @@ def save_sparse(path: str, params: Any,
     The size of the file written, in bytes.
 
   Raises:
-    ValueError: params that are not nested dicts, lists or tuples of arrays,
-      or a ``values_dtype`` that is not a float type.
+    ValueError: a leaf that is not an array (e.g. an Equinox module's
+      activation function), or a ``values_dtype`` that is not a float type.
+    FileNotFoundError: the folder of ``path`` does not exist.
   """
   if values_dtype is not None and not jnp.issubdtype(values_dtype,
                                                      jnp.floating):
     raise ValueError(f'`values_dtype` must be a float dtype such as '
                      f"'float16'; got {values_dtype!r}.")
-  tree = sparse.to_sparse(params, prunable, max_density)
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f'save_sparse: the folder of `path`={path!r} does not exist '
+        f'({directory}). Create it first, e.g. '
+        f'`os.makedirs({os.path.dirname(path) or "."!r}, exist_ok=True)`.')
+  tree = sparse.to_sparse(params, prunable_lib.default_prunable
+                          if prunable is None else prunable, max_density)
   arrays, entries = {}, []
-  structure = _encode(tree, arrays, entries, values_dtype)
+  if _plain_containers(tree):
+    structure = _encode(tree, arrays, entries, values_dtype)
+  else:  # any other pytree: its leaves in order, with their paths
+    with_paths = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=sparse.is_sparse)[0]
+    structure = {'flat': [jax.tree_util.keystr(p) for p, _ in with_paths]}
+    for _, leaf in with_paths:
+      _encode(leaf, arrays, entries, values_dtype)
   header = {'format': FORMAT, 'version': FORMAT_VERSION,
             'tree': structure, 'leaves': entries}
-  directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path),
                              suffix='.tmp')
   try:
@@ -104,17 +128,26 @@ def save_sparse(path: str, params: Any,
   return os.path.getsize(path)
 
 
-def load_sparse(path: str, as_sparse: bool = False, like: Any = None) -> Any:
+def load_sparse(path: str, as_sparse: bool = False, like: Any = None,
+                prunable: prunable_lib.PrunableSpec = None) -> Any:
   """Loads a file written by `save_sparse`.
 
   Args:
     path: the file.
     as_sparse: False (default): every leaf as a dense NumPy array,
       bit-identical to what was saved (unless a narrower ``values_dtype``
-      was asked for); True: the kernels stored sparse as `SparseKernel`,
-      ready for `sparse_apply`.
-    like: optional params to check the file against: the same nested
-      structure and, leaf by leaf, the same shapes.
+      was asked for); True: the kernels that inference runs as sparse
+      products (``prunable``) as `SparseKernel`, ready for `sparse_apply`,
+      and every other leaf dense, conv kernels included, even when the file
+      stores them sparse.
+    like: optional params to check the file against: the same structure
+      and, leaf by leaf, the same shapes. A file saved from a pytree other
+      than nested dicts, lists and tuples comes back as ``like``'s pytree
+      (without ``like``: a dict from each leaf's path to the leaf).
+    prunable: with ``as_sparse``, which leaves come back sparse (if the
+      file stores them sparse): a pytree of bools or a callable of the
+      params, as for `to_sparse`; default `matmul_kernels`, the same rule as
+      `to_sparse`'s.
 
   Returns:
     The params, nested dicts as nested dicts.
@@ -141,8 +174,19 @@ def load_sparse(path: str, as_sparse: bool = False, like: Any = None) -> Any:
         f'{path}: not a readable gsm_optax sparse file (truncated or '
         f'corrupt: {e}). Save the params again with gsm_optax.save_sparse.'
     ) from e
-  leaves = [_decode_leaf(i, entry, arrays, as_sparse)
-            for i, entry in enumerate(header['leaves'])]
+  entries = header['leaves']
+  flags = [False] * len(entries)
+  if as_sparse:  # decided on the params' shapes, before any is built
+    stand_ins = _build(header['tree'], iter(
+        jax.ShapeDtypeStruct(tuple(e['shape']), jnp.dtype(e['dtype']))
+        for e in entries))
+    flags = prunable_lib.resolve_prunable(
+        stand_ins, sparse.matmul_kernels if prunable is None else prunable,
+        require_any=False)
+  leaves = [_decode_leaf(i, entry, arrays, flag)
+            for i, (entry, flag) in enumerate(zip(entries, flags))]
+  if 'flat' in header['tree']:
+    return _unflatten_like(path, header['tree']['flat'], leaves, like)
   params = _build(header['tree'], iter(leaves))
   if like is not None:
     _check_like(path, params, like)
@@ -161,16 +205,24 @@ def _check_header(path, header):
         'gsm_optax version that wrote it and save it again with this one.')
 
 
+def _plain_containers(tree) -> bool:
+  """Whether ``tree`` is nested dicts (str or int keys), lists and tuples
+  of arrays: what the header writes as a tree."""
+  if type(tree) is dict:  # pylint: disable=unidiomatic-typecheck
+    return all(isinstance(k, (str, int)) and not isinstance(k, bool) and
+               _plain_containers(v) for k, v in tree.items())
+  if type(tree) in (list, tuple):  # not a NamedTuple
+    return all(_plain_containers(v) for v in tree)
+  return sparse.is_sparse(tree) or (hasattr(tree, 'shape') and
+                                    hasattr(tree, 'dtype'))
+
+
 def _encode(tree, arrays, entries, values_dtype):
   """The tree's structure as JSON, its leaves into ``arrays``/``entries``."""
-  if isinstance(tree, dict):
-    if not all(isinstance(k, (str, int)) and not isinstance(k, bool)
-               for k in tree):
-      raise ValueError('save_sparse needs str or int dict keys (as Flax\'s '
-                       f'pure dicts have); got {list(tree)!r}.')
+  if type(tree) is dict:  # pylint: disable=unidiomatic-typecheck
     return {'dict': [[k, _encode(v, arrays, entries, values_dtype)]
                      for k, v in tree.items()]}
-  if isinstance(tree, (list, tuple)):
+  if type(tree) in (list, tuple):
     return {type(tree).__name__: [_encode(v, arrays, entries, values_dtype)
                                   for v in tree]}
   i = len(entries)
@@ -188,11 +240,6 @@ def _encode(tree, arrays, entries, values_dtype):
                     'dtype': np.dtype(tree.dtype).name,
                     'stored_dtype': dtype.name})
     return {'leaf': i}
-  if not hasattr(tree, 'shape') or not hasattr(tree, 'dtype'):
-    raise ValueError(
-        'save_sparse saves nested dicts, lists and tuples of arrays; got a '
-        f'{type(tree).__name__}. With Flax NNX pass '
-        '`nnx.to_pure_dict(nnx.state(model))`.')
   array = np.asarray(tree)
   arrays[str(i)] = _bits(array)
   entries.append({'kind': 'dense', 'shape': list(array.shape),
@@ -240,6 +287,27 @@ def _build(structure, leaves):
   if 'tuple' in structure:
     return tuple(_build(v, leaves) for v in structure['tuple'])
   return next(leaves)
+
+
+def _unflatten_like(path, stored_paths, leaves, like):
+  """A file of another pytree's leaves, as ``like``'s pytree (or a dict
+  from path to leaf without ``like``)."""
+  if like is None:
+    return dict(zip(stored_paths, leaves))
+  want, treedef = jax.tree_util.tree_flatten_with_path(like)
+  paths = [jax.tree_util.keystr(p) for p, _ in want]
+  if paths != stored_paths:
+    raise ValueError(
+        f'{path}: holds the leaves {stored_paths}, `like` has {paths}. Pass '
+        'the same kind of pytree that was saved (e.g. '
+        '`eqx.filter(model, eqx.is_array)`), or save it again.')
+  for name, a, (_, b) in zip(paths, leaves, want):
+    if tuple(a.shape) != tuple(np.shape(b)):
+      raise ValueError(
+          f'{path}: {name} has shape {tuple(a.shape)} in the file but '
+          f'{tuple(np.shape(b))} in `like`. Load the file written for this '
+          "model, or save this model's params again.")
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def _check_like(path, params, like):
