@@ -54,10 +54,9 @@ def export(model, workdir, snapshots, images, repeats=20):
   state = jax.device_get(nnx.to_pure_dict(state))
   path = os.path.join(workdir, SPARSE_FILE)
   file_bytes = gsm_optax.save_sparse(path, state)
-  # x @ W runs sparse; convolutions would see their kernels made dense on
-  # every call, so they stay dense here.
-  matrices = lambda p: jax.tree.map(lambda x: np.ndim(x) == 2, p)
-  sparse_state = gsm_optax.to_sparse(state, prunable=matrices)
+  # The x @ W kernels run sparse (gsm_optax.matmul_kernels); convolutions
+  # stay dense.
+  sparse_state = gsm_optax.to_sparse(state)
   forward = lambda p, x: nnx.merge(graphdef, p)(x)
   dense_fn = jax.jit(forward)
   sparse_fn = jax.jit(gsm_optax.sparse_apply(forward))
