@@ -9,7 +9,10 @@ import gzip
 import importlib
 import json
 import os
+import pathlib
 import struct
+import subprocess
+import sys
 
 import flax.nnx as nnx
 import jax
@@ -26,8 +29,10 @@ from examples.paper import phases
 from examples.paper import train
 import gsm_optax
 
-CONFIGS = ['lenet300_fmnist', 'lenet5_fmnist', 'resnet56_cifar10',
-           'densenet40_cifar10', 'resnet50_imagenet']
+ROOT = pathlib.Path(__file__).parent.parent
+CONFIGS = ['lenet300_fmnist', 'lenet5_fmnist', 'lenet300_paper',
+           'lenet5_paper', 'resnet56_cifar10', 'densenet40_cifar10',
+           'resnet50_imagenet']
 
 # (model, input shape, parameter count, kernel count) from the paper.
 MODEL_SIZES = [('lenet300', (2, 28, 28, 1), 10, 266_610, 266_200),
@@ -79,6 +84,86 @@ def test_every_config_trains(name, tmp_path):
   # scores at or above the threshold is checked in test_gsm.py.
   assert records[1]['num_active'] >= report['prunable_weights'] // 5
   assert np.isfinite(records[1]['loss'])
+
+
+def load_config(name):
+  return importlib.import_module(f'examples.paper.configs.{name}').get_config()
+
+
+def config_fields(config, prefix=''):
+  for key in config.keys():
+    value = config[key]
+    if hasattr(value, 'keys'):
+      yield from config_fields(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', config, key
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_field_can_be_set_from_the_command_line(name):
+  config = load_config(name)
+  for field, parent, key in config_fields(config):
+    # A field whose value is None and whose type is not declared cannot be
+    # set (ml_collections: "Could not override"); declare it with
+    # ml_collections.FieldReference(None, field_type=...).
+    assert parent.get_type(key) is not type(None), field
+
+
+def test_paper_config_overrides_reach_the_run(tmp_path):
+  # The command line that was refused (score_decay was a plain None).
+  workdir = tmp_path / 'run'
+  subprocess.run(
+      [sys.executable, '-m', 'examples.paper.main', '--config',
+       'examples/paper/configs/lenet300_paper.py', f'--workdir={workdir}',
+       '--config.gsm.score_decay=0.99', '--config.dataset=synthetic',
+       '--config.synthetic_size=8', '--config.batch_size=4',
+       '--config.eval_batch_size=4', '--config.dense.epochs=1',
+       '--config.gsm.epochs=1', '--config.ratio=5'],
+      check=True, cwd=ROOT, capture_output=True)
+  report = json.loads((workdir / 'report.json').read_text())
+  assert report['ratio'] == 5.0 and report['kept_weights'] > 0
+  config = load_config('lenet300_paper')
+  config.dataset = 'mnist'  # normalized as MNIST, not as Fashion-MNIST
+  assert input_pipeline.normalization(config) == (0.1307, 0.3081)
+  assert input_pipeline.normalization(load_config('lenet300_paper')) == (
+      0.2860, 0.3530)
+  config.gsm.score_decay = 0.99
+  assert phases.gsm_options(config.gsm)['score_decay'] == 0.99
+
+
+@pytest.mark.parametrize('name', ['lenet300_paper', 'lenet5_paper'])
+def test_paper_configs_follow_the_official_scripts(name):
+  # ../shared/PAPER.md, "Settings in the official scripts": LeNet base 200
+  # epochs, lr 3e-2 x0.1 at 40/80/120/160; GSM 280 epochs, lr 1e-2 x0.1 at
+  # 160/200/240; beta 0.9 / 0.99 Nesterov; decay 5e-4; batch 256; 5-epoch
+  # linear warm-ups; Xavier-uniform kernels.
+  config = load_config(name)
+  steps = 234  # 60,000 // 256
+  assert config.batch_size == 256
+  for phase, epochs, lr, drops, beta, nesterov in (
+      (config.dense, 200, 3e-2, (40, 80, 120, 160), 0.9, False),
+      (config.gsm, 280, 1e-2, (160, 200, 240), 0.99, True)):
+    assert (phase.epochs, phase.momentum, phase.nesterov,
+            phase.weight_decay) == (epochs, beta, nesterov, 5e-4)
+    schedule = phases.learning_rate_schedule(phase, steps)
+    assert float(schedule(0)) == 0.0
+    np.testing.assert_allclose(schedule(5 * steps // 2), lr / 2, rtol=1e-2)
+    np.testing.assert_allclose(schedule(5 * steps), lr, rtol=1e-6)
+    for i, epoch in enumerate(drops):  # absolute epochs, as the scripts
+      np.testing.assert_allclose(schedule(epoch * steps - 1), lr * 0.1**i,
+                                 rtol=1e-5)
+      np.testing.assert_allclose(schedule(epoch * steps), lr * 0.1**(i + 1),
+                                 rtol=1e-5)
+  model = models.from_config(config)
+  for path, x in jax.tree_util.tree_flatten_with_path(
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)))[0]:
+    if x.ndim >= 2:  # Xavier-uniform: |w| < sqrt(6 / (fan_in + fan_out))
+      fan_in, fan_out = np.prod(x.shape[:-1]), x.shape[-1]
+      if x.ndim == 4:
+        fan_in, fan_out = (np.prod(x.shape[:-1]),
+                           x.shape[-1] * np.prod(x.shape[:2]))
+      limit = np.sqrt(6 / (fan_in + fan_out))
+      assert 0.95 * limit < np.abs(x).max() <= limit, path
 
 
 def count_top_magnitudes(arrays, q):

@@ -124,7 +124,7 @@ class TinyConvNet(nnx.Module):
 
 def test_streamed_run_resumes_inside_an_epoch_exactly(tmp_path, monkeypatch):
   monkeypatch.setattr(models, 'create_model',
-                      lambda name, classes, seed: TinyConvNet(classes, seed))
+                      lambda name, classes, seed, *_: TinyConvNet(classes, seed))
   config = streamed_config()
   config.checkpoint_every_steps = 2
   with tfds.testing.mock_data(num_examples=6):  # 3 steps an epoch

@@ -86,7 +86,7 @@ class Snapshots:
     checkpointer.wait_until_finished()  # saves are asynchronous
 
   def load(self, name, config):
-    model = models.create_model(config.model, config.num_classes, config.seed)
+    model = models.from_config(config)
     state = ocp.StandardCheckpointer().restore(
         os.path.join(self.directory, name), nnx.state(model))
     nnx.update(model, state)

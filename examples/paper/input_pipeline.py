@@ -17,7 +17,16 @@ from PIL import Image
 
 STREAMED = ('imagenet2012',)
 
-IDX_DIRS = ('/usr/share/datasets/fashion-mnist',)
+# Where idx files are found when config.data_dir is not set, per dataset
+# (Debian's dataset-fashion-mnist; Debian packages no MNIST).
+IDX_DIRS = {'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
+            'mnist': ('/usr/share/datasets/mnist',)}
+# Each dataset's pixel mean and std (of [0, 1] values), for configs whose
+# ``normalize`` is None: so --config.dataset=mnist normalizes as MNIST.
+NORMALIZE = {'mnist': (0.1307, 0.3081),
+             'fashion_mnist': (0.2860, 0.3530),
+             'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+             'synthetic': (0.5, 0.2887)}  # uniform bytes (`synthetic`)
 IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
              'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 _IDX_DTYPES = {0x08: np.uint8}
@@ -76,15 +85,27 @@ def load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def default_idx_dir(data_dir: str | None) -> str | None:
+def default_idx_dir(data_dir: str | None, dataset: str) -> str | None:
   if data_dir is not None:
     return data_dir or None
-  return next((d for d in IDX_DIRS if os.path.isdir(d)), None)
+  return next((d for d in IDX_DIRS.get(dataset, ()) if os.path.isdir(d)),
+              None)
+
+
+def normalization(config):
+  """``(mean, std)``: ``config.normalize``, or the dataset's own if None."""
+  if config.normalize is not None:
+    return config.normalize
+  if config.dataset not in NORMALIZE:
+    raise ValueError(f'config.normalize is None, and {config.dataset!r} has '
+                     f'no known mean and std (known: {sorted(NORMALIZE)}); '
+                     'set config.normalize=(mean, std).')
+  return NORMALIZE[config.dataset]
 
 
 def load_split(config, split: str) -> tuple[np.ndarray, np.ndarray]:
   """The split named by ``config.dataset``, from idx files when configured."""
-  idx_dir = (default_idx_dir(config.data_dir)
+  idx_dir = (default_idx_dir(config.data_dir, config.dataset)
              if config.dataset in ('mnist', 'fashion_mnist') else None)
   if config.dataset == 'synthetic':
     return synthetic(config, split)

@@ -175,11 +175,35 @@ MODELS = {'lenet300': LeNet300, 'lenet5': LeNet5, 'resnet56': resnet56,
           'densenet40': densenet40, 'resnet50': resnet50}
 
 
-def create_model(name: str, num_classes: int, seed: int) -> nnx.Module:
+KERNEL_INITS = {'default': None,  # each layer's own (Flax: LeCun normal)
+                'xavier_uniform': nnx.initializers.xavier_uniform()}
+
+
+def create_model(name: str, num_classes: int, seed: int,
+                 kernel_init: str = 'default') -> nnx.Module:
+  """The model ``name``; ``kernel_init='xavier_uniform'`` draws every
+  kernel again as the official scripts initialise them."""
   if name not in MODELS:
     raise ValueError(f'config.model must be one of {sorted(MODELS)}; '
                      f'got {name!r}.')
-  return MODELS[name](num_classes, rngs=nnx.Rngs(seed))
+  if kernel_init not in KERNEL_INITS:
+    raise ValueError(f'config.kernel_init must be one of '
+                     f'{sorted(KERNEL_INITS)}; got {kernel_init!r}.')
+  model = MODELS[name](num_classes, rngs=nnx.Rngs(seed))
+  init = KERNEL_INITS[kernel_init]
+  if init is not None:
+    key = jax.random.key(seed)
+    for i, (path, param) in enumerate(nnx.iter_graph(model)):
+      if isinstance(param, nnx.Param) and path[-1] == 'kernel':
+        param[...] = init(jax.random.fold_in(key, i), param.shape,
+                          param.dtype)
+  return model
+
+
+def from_config(config) -> nnx.Module:
+  """The model a config describes, at its initial weights."""
+  return create_model(config.model, config.num_classes, config.seed,
+                      config.get('kernel_init', 'default'))
 
 
 def count_params(model: nnx.Module) -> int:

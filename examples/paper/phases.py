@@ -155,5 +155,5 @@ def apply_mask(model, masks):
 def rewind(model, masks, config):
   """Resets ``model`` to its initial weights with ``masks`` applied."""
   nnx.update(model, nnx.state(
-      models.create_model(config.model, config.num_classes, config.seed)))
+      models.from_config(config)))
   apply_mask(model, masks)

@@ -27,6 +27,7 @@ import tqdm
 from examples.paper import checkpoints as checkpoints_lib
 from examples.paper import data as data_lib
 from examples.paper import deploy
+from examples.paper import input_pipeline
 from examples.paper import models
 from examples.paper import phases as phases_lib
 from examples.paper import report as report_lib
@@ -37,7 +38,7 @@ import gsm_optax
 def preprocess(images, config, key=None):
   """uint8 NHWC -> normalised float; random pad-4 crop + flip if augmenting."""
   x = images.astype(jnp.float32) / 255.0
-  mean, std = config.normalize
+  mean, std = input_pipeline.normalization(config)
   x = (x - jnp.asarray(mean)) / jnp.asarray(std)
   if key is None or not config.augment:
     return x
@@ -195,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if mesh is not None and config.batch_size % mesh.size:
     raise ValueError(f'config.batch_size={config.batch_size} must be '
                      f'divisible by the {mesh.size} devices of the mesh.')
-  model = models.create_model(config.model, config.num_classes, config.seed)
+  model = models.from_config(config)
   checkpoints = checkpoints_lib.Checkpoints(workdir)
   done, offset = divmod(checkpoints.latest_step(), steps_per_epoch)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')

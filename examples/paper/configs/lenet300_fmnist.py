@@ -18,6 +18,9 @@ def get_config():
   c.num_classes = 10
   c.image_shape = (28, 28, 1)
   c.synthetic_size = 512
+  # 'xavier_uniform': draw the kernels as the official scripts do; 'default':
+  # each Flax layer's own initializer.
+  c.kernel_init = 'default'
   # >0: train on the first (1 - f) of the training set and report accuracy on
   # its last f (a validation split, for tuning) instead of the test set.
   c.holdout_fraction = 0.0
@@ -58,7 +61,7 @@ def get_config():
   # the active set (one bool per weight of state), and optionally rank an
   # exponential average of the gradient, |m * w|, with this decay.
   c.gsm.track_churn = True
-  c.gsm.score_decay = None
+  c.gsm.score_decay = ml_collections.FieldReference(None, field_type=float)
 
   # Placement over devices (examples/paper/sharding.py): 'none', 'data' or 'fsdp'.
   c.sharding = 'none'
