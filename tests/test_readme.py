@@ -10,7 +10,6 @@ import pytest
 
 from benchmarks.accuracy import report
 from benchmarks.accuracy import results as results_lib
-from benchmarks.accuracy import sweep_report
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -33,10 +32,3 @@ def test_readme_quotes_the_benchmark_tables(model):
   results = results_lib.load(str(ROOT / 'benchmarks' / 'results' / 'accuracy'))
   table = '\n'.join(report.accuracy_table_lines(results, model, with_n=False))
   assert table in readme, f'README.md should quote this {model} table:\n{table}'
-
-
-def test_readme_quotes_the_best_learning_rates():
-  readme = (ROOT / 'README.md').read_text()
-  tuning = results_lib.load_tuning(str(ROOT / 'benchmarks' / 'results' / 'accuracy'))
-  table = '\n'.join(sweep_report.best_lr_table_lines(tuning))
-  assert table in readme, f'README.md should quote this table:\n{table}'
