@@ -10,13 +10,18 @@ from gsm_optax._src.keys import key_to_score
 from gsm_optax._src.keys import score_keys
 from gsm_optax._src.keys import taylor_scores
 from gsm_optax._src.mask import find_mask_state
+from gsm_optax._src.mask import global_sparse
+from gsm_optax._src.mask import GlobalSparseState
 from gsm_optax._src.mask import keep_top_taylor
 from gsm_optax._src.mask import KeepTopTaylorState
 from gsm_optax._src.official import official_num_to_keep
 from gsm_optax._src.official import official_prunable
 from gsm_optax._src.official import official_weight_decay_mask
 from gsm_optax._src.prunable import default_prunable
+from gsm_optax._src.prune import check_final_prune
 from gsm_optax._src.prune import prune
+from gsm_optax._src.prune import PruneCheck
+from gsm_optax._src.prune import PruneCostWarning
 from gsm_optax._src.prune import pruned_norm_share
 from gsm_optax._src.ratio import num_to_keep
 from gsm_optax._src.report import LeafSparsity
@@ -40,9 +45,12 @@ __all__ = (
     'find_mask_state',
     'fixed_mask',
     'FixedMaskState',
+    'check_final_prune',
     'cubic_keep_fraction',
     'gradual_magnitude_pruning',
     'GradualMagnitudeState',
+    'global_sparse',
+    'GlobalSparseState',
     'global_threshold',
     'gsm',
     'keep_top_taylor',
@@ -56,6 +64,8 @@ __all__ = (
     'official_prunable',
     'official_weight_decay_mask',
     'prune',
+    'PruneCheck',
+    'PruneCostWarning',
     'pruned_norm_share',
     'save_sparse',
     'score_keys',

@@ -169,3 +169,27 @@ def test_pruned_norm_share_of_zeros_and_of_decayed_passive_weights():
   # Q = floor(54 / 1.75) = 30 keeps exactly the 30 weights of `a`.
   assert float(gsm_optax.pruned_norm_share(params, 1.75)) < 1e-3
   assert float(gsm_optax.pruned_norm_share(params, 2.0)) > 1e-2
+
+
+def test_check_final_prune_warns_above_the_tolerance_with_the_fix():
+  rng = np.random.default_rng(5)
+  w = rng.normal(size=(40, 30)).astype(np.float32)
+  ratio = 10.0
+  q = w.size // 10
+  t = kth_largest(np.abs(w).ravel(), q)
+  settled = {'w': np.where(np.abs(w) >= t, w, 1e-4 * w)}  # passive ~ 0
+  check = gsm_optax.check_final_prune(settled, ratio, warn=False)
+  expected = np.sqrt(np.sum(np.where(np.abs(w) >= t, 0, 1e-4 * w)**2) /
+                     np.sum(settled['w']**2))
+  assert check.ok and check.message is None
+  np.testing.assert_allclose(check.share, expected, rtol=1e-3)
+  with pytest.warns(gsm_optax.PruneCostWarning,
+                    match=r'would remove .*% of the kernels\' norm.*'
+                    r'score_decay=0\.99.*passive_decay'):
+    check = gsm_optax.check_final_prune({'w': w}, ratio)
+  assert not check.ok and check.share > 0.5
+  # The tolerance is the line: just below the share it warns, above not.
+  assert not gsm_optax.check_final_prune({'w': w}, ratio, check.share * 0.99,
+                                         warn=False).ok
+  assert gsm_optax.check_final_prune({'w': w}, ratio, check.share * 1.01,
+                                     warn=False).ok

@@ -157,14 +157,16 @@ def test_unknown_prune_count():
     gsm_optax.prune(PARAMS, 2.0, count='ceil')
 
 
-@pytest.mark.parametrize('name,value', [
-    ('momentum', 1.5), ('momentum', -0.1), ('momentum', 1.0),
-    ('weight_decay', -1e-4), ('learning_rate', float('inf')),
-    ('learning_rate', 'fast'), ('momentum', True)])
-def test_hyperparameters_out_of_range_are_refused(name, value):
+@pytest.mark.parametrize('name,value,error', [
+    ('momentum', 1.5, ValueError), ('momentum', -0.1, ValueError),
+    ('momentum', 1.0, ValueError), ('weight_decay', -1e-4, ValueError),
+    ('learning_rate', float('inf'), ValueError),
+    ('learning_rate', 'fast', TypeError), ('momentum', True, TypeError),
+    ('passive_decay', 1.0, ValueError)])
+def test_hyperparameters_out_of_range_are_refused(name, value, error):
   kwargs = dict(learning_rate=0.1, ratio=2.0, momentum=0.9, weight_decay=1e-4)
   kwargs[name] = value
-  with pytest.raises(ValueError, match=f'`{name}` must be a number in'):
+  with pytest.raises(error, match=f'`{name}` must be a number'):
     gsm_optax.gsm(**kwargs)
 
 

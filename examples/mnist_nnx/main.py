@@ -14,6 +14,8 @@ def main():
   config = train.Config(**vars(parser.parse_args()))
   result = train.run(config, train.load_fashion_mnist('train'),
                      train.load_fashion_mnist('test'))
+  if not result['prune_check'].ok:
+    print(f"\nwarning: {result['prune_check'].message}")
   print(f"\ndense {result['dense_accuracy']:.2%}, before the prune "
         f"{result['accuracy_before_prune']:.2%}, pruned (no fine-tune) "
         f"{result['pruned_accuracy']:.2%}\n\n{result['report']}\n\n"

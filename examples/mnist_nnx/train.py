@@ -103,10 +103,11 @@ def train_epochs(model, optimizer, data, epochs, config, rng):
     stats = ''
     if mask is not None:  # churn, and what the final prune would remove
       params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-      share = gsm_optax.pruned_norm_share(params, config.ratio)
+      check = gsm_optax.check_final_prune(params, config.ratio, warn=False)
       stats = (f', {int(mask.num_active[...]):,} active, '
                f'{int(entered) / steps:,.0f} entered a step, the prune would '
-               f'remove {float(share):.1%} of the weights\' norm')
+               f'remove {check.share:.1%} of the weights\' norm'
+               f'{"" if check.ok else " (too much: see the end)"}')
     print(f'  epoch {epoch + 1}: loss {float(loss):.4f}{stats}')
 
 
@@ -137,6 +138,7 @@ def run(config: Config, train_data, test_data) -> dict:
   before = float(accuracy(model, *test_data))
 
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # nested dicts
+  check = gsm_optax.check_final_prune(params, config.ratio)  # warns if costly
   pruned, _ = gsm_optax.prune(params, config.ratio)
   nnx.update(model, pruned)
   report = gsm_optax.sparsity_report(pruned)
@@ -156,5 +158,6 @@ def run(config: Config, train_data, test_data) -> dict:
                              atol=1e-4)  # the same model, summed in another order
   return {'dense_accuracy': dense_accuracy, 'accuracy_before_prune': before,
           'pruned_accuracy': float(accuracy(model, *test_data)),
-          'report': report, 'model': model, 'sparse_file': path,
+          'report': report, 'model': model, 'prune_check': check,
+          'sparse_file': path,
           'sparse_file_bytes': file_bytes, 'sparse_logits': sparse_logits}

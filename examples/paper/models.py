@@ -171,6 +171,45 @@ def densenet40(num_classes=10, *, rngs):
   return DenseNet(12, 12, num_classes, rngs=rngs)
 
 
+class TransformerBlock(nnx.Module):
+  """Pre-norm block: self-attention, then a GELU MLP, each residual."""
+
+  def __init__(self, width, heads, mlp_width, *, rngs):
+    self.attention_norm = nnx.LayerNorm(width, rngs=rngs)
+    self.attention = nnx.MultiHeadAttention(heads, width, decode=False,
+                                            rngs=rngs)
+    self.mlp_norm = nnx.LayerNorm(width, rngs=rngs)
+    self.mlp_in = nnx.Linear(width, mlp_width, rngs=rngs)
+    self.mlp_out = nnx.Linear(mlp_width, width, rngs=rngs)
+
+  def __call__(self, x):
+    x = x + self.attention(self.attention_norm(x))
+    return x + self.mlp_out(nnx.gelu(self.mlp_in(self.mlp_norm(x))))
+
+
+class TinyTransformer(nnx.Module):
+  """A small transformer over token sequences: token and position
+  embeddings, pre-norm blocks, a final norm and a linear head at every
+  position (for the transformer tests and the AdamW study)."""
+
+  def __init__(self, vocab=16, length=16, width=64, heads=4, mlp_width=128,
+               blocks=2, *, rngs):
+    self.token_embedding = nnx.Embed(vocab, width, rngs=rngs)
+    self.position_embedding = nnx.Param(
+        0.02 * jax.random.normal(rngs.params(), (length, width)))
+    self.blocks = nnx.List([TransformerBlock(width, heads, mlp_width,
+                                             rngs=rngs)
+                            for _ in range(blocks)])
+    self.norm = nnx.LayerNorm(width, rngs=rngs)
+    self.head = nnx.Linear(width, vocab, rngs=rngs)
+
+  def __call__(self, tokens):
+    x = self.token_embedding(tokens) + self.position_embedding[...]
+    for block in self.blocks:
+      x = block(x)
+    return self.head(self.norm(x))
+
+
 MODELS = {'lenet300': LeNet300, 'lenet5': LeNet5, 'resnet56': resnet56,
           'densenet40': densenet40, 'resnet50': resnet50}
 

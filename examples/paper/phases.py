@@ -85,7 +85,7 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
   to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
   g = config.gsm
   lr = learning_rate_schedule(g, steps_per_epoch)
-  options = gsm_options(g)
+  options = gsm_options(g, steps_per_epoch)
   if not g.ratio_warmup_epochs:
     return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
                          weight_decay=g.weight_decay, nesterov=g.nesterov,
@@ -102,12 +102,25 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
           method=config.method, **options)
 
 
-def gsm_options(g):
+def gsm_options(g, steps_per_epoch=None):
   """The options beyond the paper that the config turns on: churn logging
-  (``gsm.track_churn``) and a smoothed ranking (``gsm.score_decay``)."""
+  (``gsm.track_churn``), a smoothed ranking (``gsm.score_decay``), a decay
+  of the passive weights of their own (``gsm.passive_decay``), and a
+  ranking frozen from an epoch on (``gsm.freeze_ranking_epoch``: from then
+  the score is ``|m * w|`` with ``m`` the gradient average at that step,
+  a score decay of 1)."""
   options = {'track_churn': g.get('track_churn', False)}
-  if g.get('score_decay') is not None:
-    options['score_decay'] = g.score_decay
+  decay = g.get('score_decay')
+  freeze = g.get('freeze_ranking_epoch', 0)
+  if freeze:
+    freeze_step = freeze * steps_per_epoch + int(g.warmup_epochs *
+                                                 steps_per_epoch)
+    base = 0.0 if decay is None else decay
+    decay = lambda count: jnp.where(count < freeze_step, base, 1.0)
+  if decay is not None:
+    options['score_decay'] = decay
+  if g.get('passive_decay') is not None:
+    options['passive_decay'] = g.passive_decay
   return options
 
 

@@ -12,6 +12,8 @@ def format_report(summary, report) -> str:
       f"accuracy before the prune:      "
       f"{pct(summary['accuracy_before_prune'])}",
       f"pruned accuracy (no fine-tune): {pct(summary['pruned_accuracy'])}",
+      *([f"warning: {summary['prune_warning']}"]
+        if summary.get('prune_warning') else []),
       f"kept {summary['kept_weights']:,} of {summary['prunable_weights']:,} "
       f"prunable weights: {summary['compression']:.1f}x",
       *([f"lottery tickets retrained from init: {summary['pruning']} "

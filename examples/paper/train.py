@@ -159,20 +159,40 @@ def evaluate(model, data, config, mesh=None):
 
 
 def mask_stats(model, optimizer, config):
-  """GSM's threshold and active count, and the share of the kernels' norm
-  that the final prune would remove now (empty in other phases)."""
+  """GSM's threshold and active count, the share of the kernels' norm that
+  the final prune would remove now, and whether that is more than the
+  library's tolerance (`gsm_optax.check_final_prune`; empty in other
+  phases)."""
   found = gsm_optax.find_mask_state(optimizer.opt_state)
   if found is None:
     return {}
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  share = _pruned_norm_share(params, ratio=config.ratio, method=config.method)
+  check = gsm_optax.check_final_prune(params, config.ratio,
+                                      method=config.method, warn=False)
   return {'num_active': int(found.num_active[...]),
           'threshold': float(found.threshold[...]),
-          'pruned_norm_share': float(share)}
+          'pruned_norm_share': check.share,
+          'prune_warning': not check.ok}
 
 
-_pruned_norm_share = jax.jit(gsm_optax.pruned_norm_share,
-                             static_argnames=('ratio', 'method'))
+def last_mask_accuracy(model, optimizer, data, config, mesh=None):
+  """Accuracy with every weight outside the last step's active set zeroed
+  (GSM with ``track_churn``, which keeps that mask; else None): the final
+  prune by the mask instead of by magnitude."""
+  found = gsm_optax.find_mask_state(optimizer.opt_state)
+  if found is None or not found.active:
+    return None
+  state = nnx.state(model, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  flags = jax.tree.leaves(gsm_optax.default_prunable(params))
+  leaves, treedef = jax.tree.flatten(params)
+  active = iter(found.active)
+  masked = [jnp.where(next(active)[...], x, 0) if f else x
+            for x, f in zip(leaves, flags)]
+  nnx.update(model, jax.tree.unflatten(treedef, masked))
+  accuracy = evaluate(model, data, config, mesh)
+  nnx.update(model, state)
+  return accuracy
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -264,6 +284,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if epoch + 1 == last:
         record['test_accuracy'] = evaluate(model, data, config, mesh)
         results[phase.name] = record['test_accuracy']
+        by_mask = last_mask_accuracy(model, optimizer, data, config, mesh)
+        if by_mask is not None:
+          results[phase.name + '_last_mask'] = by_mask
         if jax.process_index() == 0:
           with open(results_path, 'w') as f:
             json.dump(results, f)
@@ -288,6 +311,8 @@ def finish(config, workdir, model, results, data, mesh=None,
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   diverged = not all(bool(jnp.all(jnp.isfinite(x)))
                      for x in jax.tree.leaves(params))
+  check = gsm_optax.check_final_prune(params, config.ratio,
+                                      method=config.method, warn=False)
   if diverged:  # no ranking to prune by: report the model as it is
     print(f'{config.pruning} at {config.ratio:g}x diverged: the parameters '
           'are not finite, so they are not pruned.')
@@ -308,6 +333,9 @@ def finish(config, workdir, model, results, data, mesh=None,
       'pruned_accuracy': evaluate(model, data, config, mesh),
       'ticket_accuracy': results.get('ticket_' + config.pruning),
       'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
+      'last_mask_accuracy': results.get(config.pruning + '_last_mask'),
+      'pruned_norm_share': check.share,
+      'prune_warning': check.message,
       'compression': report.compression,
       'kept_weights': report.prunable_nonzero,
       'prunable_weights': report.prunable_size,

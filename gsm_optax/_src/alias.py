@@ -2,10 +2,9 @@
 
 from typing import Optional, Union
 
-import jax
-import numpy as np
 import optax
 
+from gsm_optax._src import checks
 from gsm_optax._src import mask
 from gsm_optax._src import prunable as prunable_lib
 
@@ -19,7 +18,9 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         weight_decay_mask: Optional[prunable_lib.PrunableSpec] = None,
         method: str = 'interpolate',
         score_decay: Union[None, float, optax.Schedule] = None,
-        track_churn: bool = False) -> optax.GradientTransformation:
+        track_churn: bool = False,
+        passive_decay: Union[None, float, optax.Schedule] = None
+        ) -> optax.GradientTransformation:
   r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
 
   Only the Q = floor(N / ratio) prunable weights with the largest
@@ -61,6 +62,10 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       `keep_top_taylor`). Not in the paper.
     track_churn: keep the last mask and report how many weights entered
       the active set each step (``num_entered``; see `keep_top_taylor`).
+    passive_decay: None (default: the paper's rule), or a further decay
+      ``rho`` of the passive weights, ``w <- w - rho * w`` a step whatever
+      the learning rate (a float or a schedule; see `global_sparse`, which
+      then builds the optimizer). Not in the paper.
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -81,36 +86,24 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
     Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
-  _check_real('momentum', momentum, 0.0, 1.0, 'e.g. 0.9, or 0.99 as the '
-              "paper's LeNet runs")
-  _check_real('weight_decay', weight_decay, 0.0, float('inf'),
-              "e.g. 5e-4, the paper's LeNet setting")
-  if not callable(learning_rate):
-    _check_real('learning_rate', learning_rate, 0.0, float('inf'),
-                'a float such as 1e-2, or an optax schedule')
+  checks.check_number('momentum', momentum, 0.0, 1.0,
+                      "e.g. 0.9, or 0.99 as the paper's LeNet runs")
+  checks.check_number('weight_decay', weight_decay, 0.0, float('inf'),
+                      "e.g. 5e-4, the paper's LeNet setting")
+  checks.check_number('learning_rate', learning_rate, 0.0, float('inf'),
+                      'e.g. 1e-2', schedule=True)
   if weight_decay_mask is None:
     weight_decay_mask = prunable if prunable is not None else (
         prunable_lib.default_prunable)
-  return optax.chain(
-      mask.keep_top_taylor(ratio, prunable, method, score_decay,
-                           track_churn),
+  momentum_sgd = (
       optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
       optax.trace(decay=momentum, nesterov=nesterov),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+      optax.scale_by_learning_rate(learning_rate))
+  if passive_decay is not None:
+    return mask.global_sparse(optax.chain(*momentum_sgd), ratio,
+                              passive_decay, prunable, method, score_decay,
+                              track_churn)
+  return optax.chain(
+      mask.keep_top_taylor(ratio, prunable, method, score_decay,
+                           track_churn), *momentum_sgd)
 
-
-def _check_real(name, value, low, high, hint):
-  """Raises a ValueError naming ``name`` unless a concrete ``value`` is a
-  real number in ``[low, high)``. A traced value (from
-  `optax.inject_hyperparams`) passes: it is not known here."""
-  if isinstance(value, jax.core.Tracer):
-    return
-  ok = not isinstance(value, (bool, str, bytes)) and np.ndim(value) == 0
-  try:
-    ok = ok and low <= float(value) < high
-  except (TypeError, ValueError):
-    ok = False
-  if not ok:
-    raise ValueError(f'`{name}` must be a number in [{low:g}, {high:g}) '
-                     f'({hint}); got {value!r}.')

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gsm_optax._src import checks
 from gsm_optax._src import keys
 from gsm_optax._src import prunable as prunable_lib
 from gsm_optax._src import ratio as ratio_lib
@@ -106,11 +107,28 @@ def keep_top_taylor(ratio: float,
     Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
+  init_fn, select = _taylor_mask(ratio, prunable, method, score_decay,
+                                 track_churn)
+
+  def update_fn(updates, state, params=None):
+    masked, state, _ = select(updates, state, params)
+    return masked, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _taylor_mask(ratio, prunable, method, score_decay, track_churn):
+  """`keep_top_taylor`'s ``init`` and ``select``: ``select(updates, state,
+  params)`` returns the masked updates, the new state, and one mask per
+  leaf of the params (True where the gradient passes: the active weights,
+  and every leaf that is not ranked, as a Python True)."""
   ratio_lib.validate_ratio(ratio)
   if method not in search.METHODS:
     raise ValueError(f'`method` must be one of {search.METHODS}; '
                      f'got {method!r}.')
-  _validate_score_decay(score_decay)
+  checks.check_number('score_decay', 0.0 if score_decay is None else
+                      score_decay, 0.0, 1.0, "the decay of the gradient's "
+                      'average, e.g. 0.99', schedule=True)
 
   def init_fn(params):
     prunable_lib.check_float_params(params, 'keep_top_taylor')
@@ -130,7 +148,7 @@ def keep_top_taylor(ratio: float,
           count=jnp.zeros((), jnp.int32))
     return state
 
-  def update_fn(updates, state, params=None):
+  def select(updates, state, params):
     if params is None:
       raise ValueError(
           'keep_top_taylor needs the parameters to score |g * w|: call '
@@ -176,22 +194,116 @@ def keep_top_taylor(ratio: float,
                                     scores[0].dtype).astype(jnp.float32)
     new_state = new_state._replace(
         threshold=threshold, num_active=top.num_active.astype(jnp.int32))
-    return jax.tree.unflatten(treedef, update_leaves), new_state
+    leaf_masks = [True] * len(param_leaves)
+    for i, keep in zip(chosen, masks):
+      leaf_masks[i] = keep
+    return (jax.tree.unflatten(treedef, update_leaves), new_state,
+            jax.tree.unflatten(treedef, leaf_masks))
+
+  return init_fn, select
+
+
+def global_sparse(optimizer: optax.GradientTransformation,
+                  ratio: float,
+                  passive_decay: Union[None, float, optax.Schedule] = None,
+                  prunable: prunable_lib.PrunableSpec = None,
+                  method: str = 'interpolate',
+                  score_decay: Union[None, float, optax.Schedule] = None,
+                  track_churn: bool = False
+                  ) -> optax.GradientTransformation:
+  r"""GSM's global mask around any optimizer, with decay of the passive weights.
+
+  Every step, the gradient reaches only the Q weights with the largest
+  Taylor score (`keep_top_taylor`); ``optimizer`` (e.g. `optax.adamw`) then
+  turns the masked gradient into its update; and every passive prunable
+  weight ``w`` (one whose gradient the mask removed this step) is moved
+  further by ``-passive_decay * w``:
+
+  .. math::
+    u = 	ext{optimizer}(B \odot g), \qquad
+    w \leftarrow w + u - 
+ho_t (1 - B) \odot w
+
+  With `gsm`'s momentum SGD a passive weight shrinks by about
+  ``alpha * lambda / (1 - beta)`` a step, which falls with the learning
+  rate: a weight that leaves the active set after the last drop of the
+  learning rate barely shrinks before the final prune. And after an
+  adaptive optimizer (Adam, AdamW), which the paper's decay does not reach
+  at all, a passive weight with no gradient shrinks only by AdamW's
+  ``lr * weight_decay``. ``passive_decay`` ``rho`` shrinks it by a factor
+  ``1 - rho`` a step whatever the optimizer and the learning rate: after
+  ``k`` passive steps it is ``(1 - rho)**k`` of its size, so ``rho = 10 /
+  k`` takes a weight that is passive for the last ``k`` steps to about
+  ``e**-10``, and the final prune then removes almost nothing. Active
+  weights are not touched by it.
+
+  Args:
+    optimizer: any optax transformation, applied to the masked gradient
+      (it may use ``params``).
+    ratio: the global compression ratio C >= 1 (see `keep_top_taylor`).
+    passive_decay: None or 0 (no extra decay), a float ``rho`` in [0, 1),
+      or an optax schedule of the step count.
+    prunable: which leaves are ranked (see `keep_top_taylor`).
+    method: selection route (see `keep_top_taylor`).
+    score_decay: the smoothed ranking's decay (see `keep_top_taylor`).
+    track_churn: report the weights entering the active set (see
+      `keep_top_taylor`).
+
+  Returns:
+    An `optax.GradientTransformation` whose state is a `GlobalSparseState`;
+    ``update`` needs ``params``. `find_mask_state` finds the mask's
+    statistics in it.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from gsm_optax import global_sparse
+    >>> params = {'w': jnp.array([[1., 2.], [3., 4.]])}
+    >>> tx = global_sparse(optax.sgd(0.5), ratio=2.0, passive_decay=0.5)
+    >>> grads = {'w': jnp.ones((2, 2))}
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> optax.apply_updates(params, updates)['w'].tolist()  # 1 and 2 passive
+    [[0.5, 1.0], [2.5, 3.5]]
+    >>> tx = global_sparse(optax.adamw(1e-3), ratio=2.0, passive_decay=1e-3)
+
+  References:
+    Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
+    Networks <https://arxiv.org/abs/1909.12778>`_, 2019
+  """
+  checks.check_number('passive_decay', 0.0 if passive_decay is None else
+                      passive_decay, 0.0, 1.0, 'the share of a passive weight '
+                      'removed each step, e.g. 1e-3', schedule=True)
+  mask_init, select = _taylor_mask(ratio, prunable, method, score_decay,
+                                   track_churn)
+
+  def init_fn(params):
+    return GlobalSparseState(mask=mask_init(params),
+                             inner=optimizer.init(params),
+                             count=jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    masked, mask_state, masks = select(updates, state.mask, params)
+    inner_updates, inner_state = optimizer.update(masked, state.inner, params)
+    if passive_decay is not None:
+      rho = (passive_decay(state.count) if callable(passive_decay)
+             else passive_decay)
+      leaves, treedef = jax.tree.flatten(params)
+      out = treedef.flatten_up_to(inner_updates)
+      for i, (w, keep) in enumerate(zip(leaves, treedef.flatten_up_to(masks))):
+        if keep is not True and out[i] is not None:  # a ranked leaf
+          out[i] = out[i] - jnp.where(keep, 0, rho * w).astype(out[i].dtype)
+      inner_updates = jax.tree.unflatten(treedef, out)
+    return inner_updates, GlobalSparseState(
+        mask=mask_state, inner=inner_state,
+        count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _validate_score_decay(score_decay):
-  if (score_decay is None or callable(score_decay) or
-      isinstance(score_decay, jax.core.Tracer)):  # inject_hyperparams
-    return
-  if (isinstance(score_decay, bool) or np.ndim(score_decay) != 0 or
-      not np.issubdtype(np.asarray(score_decay).dtype, np.number)):
-    raise TypeError('`score_decay` is None, a float in [0, 1) or an optax '
-                    f'schedule; got {score_decay!r}.')
-  if not 0 <= float(score_decay) < 1:
-    raise ValueError('`score_decay` is the decay of the gradient\'s average, '
-                     f'in [0, 1) (e.g. 0.99); got {score_decay}.')
+class GlobalSparseState(NamedTuple):
+  """`global_sparse`'s state: the mask's, the optimizer's, a step count."""
+  mask: KeepTopTaylorState
+  inner: Any
+  count: jax.Array
 
 
 def _num_prunable(leaves, flags) -> int:

@@ -1,6 +1,6 @@
 """Final global magnitude prune: keep the Q largest |w|, zero the rest."""
 
-from typing import Any
+from typing import Any, NamedTuple, Optional
 import warnings
 
 import jax
@@ -125,6 +125,77 @@ def pruned_norm_share(params: Any, ratio: float,
     removed += jnp.sum(jnp.where(keep, 0.0, sq))
   return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
                                                            1.0)), 0.0)
+
+
+# `check_final_prune` warns above this share of the kernels' norm.
+DEFAULT_PRUNE_TOLERANCE = 0.01
+
+
+class PruneCostWarning(UserWarning):
+  """The final prune would remove weights that still carry the function."""
+
+
+class PruneCheck(NamedTuple):
+  """What `check_final_prune` found: the share of the kernels' norm that
+  `prune` would remove now, and a warning message if that is too much."""
+  share: float
+  message: Optional[str]
+
+  @property
+  def ok(self) -> bool:
+    return self.message is None
+
+
+def check_final_prune(params: Any, ratio: float,
+                      tolerance: float = DEFAULT_PRUNE_TOLERANCE,
+                      prunable: prunable_lib.PrunableSpec = None,
+                      method: str = 'interpolate',
+                      warn: bool = True) -> PruneCheck:
+  """Says, before you prune, whether the final prune would cost accuracy.
+
+  GSM's prune needs no fine-tuning only when the weights outside the Q
+  largest magnitudes have glided to (near) zero. This measures their share
+  of the kernels' norm (`pruned_norm_share`); above ``tolerance`` it warns
+  (`PruneCostWarning`) with the fixes, and its message goes into the
+  returned `PruneCheck`. Call it every epoch, or at the end of training
+  before `prune`.
+
+  Args:
+    params: the params now (a pytree of concrete arrays).
+    ratio: the compression ratio `prune` will use.
+    tolerance: the largest share of the norm taken as free; the default
+      warns well before the prune costs a point (docs: FAQ).
+    prunable: which leaves are ranked (see `keep_top_taylor`).
+    method: selection route (see `prune`).
+    warn: issue the `PruneCostWarning` (else only return the message).
+
+  Returns:
+    A `PruneCheck` with the share and, if it is above ``tolerance``, the
+    message.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from gsm_optax import check_final_prune
+    >>> check = check_final_prune({'w': jnp.array([[3., 0.], [0., 4.]])},
+    ...                           ratio=4, warn=False)  # would remove the 3
+    >>> round(check.share, 6), check.ok
+    (0.6, False)
+  """
+  share = float(pruned_norm_share(params, ratio, prunable, method))
+  if share <= tolerance:  # NaN (diverged) warns too
+    return PruneCheck(share, None)
+  message = (
+      f'The final prune at {ratio:g}x would remove {share:.1%} of the '
+      f"kernels' norm (more than {tolerance:.1%}): the passive weights have "
+      'not glided to zero, so pruning now costs accuracy. Smooth the '
+      'ranking (`gsm(..., score_decay=0.99)`) so the same weights stay '
+      'passive, and/or decay the passive weights on their own '
+      '(`passive_decay=1e-3`, whatever the learning rate), or train longer '
+      'or with more weight decay (docs: FAQ, "The final prune costs a lot '
+      'of accuracy").')
+  if warn:
+    warnings.warn(message, PruneCostWarning, stacklevel=2)
+  return PruneCheck(share, message)
 
 
 def _top_magnitudes(leaves, q, method):

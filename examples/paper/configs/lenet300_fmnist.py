@@ -62,6 +62,12 @@ def get_config():
   # exponential average of the gradient, |m * w|, with this decay.
   c.gsm.track_churn = True
   c.gsm.score_decay = ml_collections.FieldReference(None, field_type=float)
+  # Also beyond the paper: shrink every passive weight by this share a step,
+  # whatever the learning rate (gsm_optax.global_sparse); and, for the final
+  # prune study, freeze the ranking from this epoch on (0: never), counted
+  # like decay_epochs from the end of the warm-up.
+  c.gsm.passive_decay = ml_collections.FieldReference(None, field_type=float)
+  c.gsm.freeze_ranking_epoch = 0
 
   # Placement over devices (examples/paper/sharding.py): 'none', 'data' or 'fsdp'.
   c.sharding = 'none'

@@ -1,0 +1,66 @@
+"""The final-prune study's harness: variants build, run and tabulate."""
+
+import json
+
+import numpy as np
+
+from benchmarks.accuracy import paper_protocol
+
+
+def tiny(config):
+  config.dataset = 'synthetic'
+  config.synthetic_size = 8
+  config.batch_size = config.eval_batch_size = 4
+  config.dense.epochs = config.gsm.epochs = 2
+  config.dense.warmup_epochs = config.gsm.warmup_epochs = 0
+  config.gsm.freeze_ranking_epoch = min(config.gsm.freeze_ranking_epoch, 1)
+  config.ratio = 5.0
+  return config
+
+
+def test_variants_run_from_the_papers_dense_model(tmp_path, monkeypatch):
+  monkeypatch.setattr(paper_protocol, 'RUNS_DIR', str(tmp_path / 'runs'))
+  real = paper_protocol.config_for
+  monkeypatch.setattr(paper_protocol, 'config_for',
+                      lambda *a, **k: tiny(real(*a, **k)))
+  results = tmp_path / 'results'
+  variants = ['paper', 'frozen', 'recipe']
+  paper_protocol.run('lenet300', [0], variants, str(results))
+  runs = {r['variant']: r for r in paper_protocol.load(str(results))}
+  assert sorted(runs) == sorted(variants)
+  assert len({r['dense_accuracy'] for r in runs.values()}) == 1  # shared
+  for r in runs.values():
+    assert r['kept_weights'] >= r['prunable_weights'] // 5
+    assert len(r['entered_per_step']) == 2 and len(r['pruned_norm_share']) == 2
+    assert r['last_mask_accuracy'] is not None
+  # Frozen from GSM's epoch 1: nothing enters the active set in epoch 2.
+  assert runs['frozen']['entered_per_step'][1] == 0
+  assert runs['paper']['entered_per_step'][1] > 0
+  # A second call finds every result and trains nothing.
+  from examples.paper import train  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(train, 'train_and_evaluate', None)
+  paper_protocol.run('lenet300', [0], variants, str(results))
+
+
+def test_table_gives_means_and_the_prune_cost(tmp_path):
+  def result(variant, seed, before, after, share, warning):
+    leaves = [{'path': "['fc1']['kernel']", 'prunable': True, 'density': 0.1},
+              {'path': "['fc1']['bias']", 'prunable': False, 'density': 1.0}]
+    return dict(model='lenet300', ratio=60.0, variant=variant, seed=seed,
+                dense_accuracy=0.9, accuracy_before_prune=before,
+                pruned_accuracy=after, pruned_norm_share=share,
+                prune_warning=warning, kept_weights=100,
+                entered_per_step=[50.0, 10.0], last_mask_accuracy=after,
+                sparsity={'leaves': leaves})
+  for i, r in enumerate([result('paper', 0, 0.88, 0.84, 0.2, 'costly'),
+                         result('paper', 1, 0.90, 0.84, 0.3, 'costly'),
+                         result('recipe', 0, 0.87, 0.87, 0.001, None)]):
+    (tmp_path / f'{i}.json').write_text(json.dumps(r))
+  lines = paper_protocol.report_lines(str(tmp_path))
+  paper = next(l for l in lines if l.startswith("| the paper's rule"))
+  cells = [c.strip() for c in paper.split('|')[1:-1]]
+  assert cells[1] == '2' and cells[2] == '89.00 ± 1.41'
+  assert cells[4] == f'{np.mean([4.0, 6.0]):.2f} ± {np.std([4.0, 6.0], ddof=1):.2f}'
+  assert cells[6] == '10.00 ± 0.00' and cells[7] == '2 of 2'
+  recipe = next(l for l in lines if l.startswith('| score_decay 0.99 + passive'))
+  assert '| 0 of 1 |' in recipe and recipe.rstrip('|').strip().endswith('10.0')
