@@ -4,7 +4,6 @@ from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from gsm_optax._src import checks
@@ -220,9 +219,8 @@ def global_sparse(optimizer: optax.GradientTransformation,
   further by ``-passive_decay * w``:
 
   .. math::
-    u = 	ext{optimizer}(B \odot g), \qquad
-    w \leftarrow w + u - 
-ho_t (1 - B) \odot w
+    u = \text{optimizer}(B \odot g), \qquad
+    w \leftarrow w + u - \rho_t (1 - B) \odot w
 
   With `gsm`'s momentum SGD a passive weight shrinks by about
   ``alpha * lambda / (1 - beta)`` a step, which falls with the learning
