@@ -82,18 +82,25 @@ def run(model, seeds, variants, results_dir=RESULTS_DIR, dataset=None):
       print(f'== {model} {variant} seed {seed}', flush=True)
       summary = train.train_and_evaluate(config, workdir)
       summary.update(seed=seed, variant=variant,
-                     **results_lib.pruning_phase_curves(workdir, 'gsm'))
+                     curves=results_lib.pruning_phase_curves(workdir, 'gsm'))
       with open(path, 'w') as f:
         json.dump(summary, f, indent=1)
 
 
 def load(results_dir=RESULTS_DIR):
+  """Every result; the per-epoch curves under ``'curves'``."""
   runs = []
   for name in sorted(os.listdir(results_dir)) if os.path.isdir(
       results_dir) else []:
     if name.endswith('.json'):
       with open(os.path.join(results_dir, name)) as f:
-        runs.append(json.load(f))
+        run_ = json.load(f)
+      if isinstance(run_.get('pruned_norm_share'), list):  # the first runs
+        run_['curves'] = {k: run_.pop(k) for k in ('entered_per_step',
+                                                   'pruned_norm_share')}
+        # The last epoch's share is the one the report's check saw.
+        run_['pruned_norm_share'] = run_['curves']['pruned_norm_share'][-1]
+      runs.append(run_)
   return runs
 
 
@@ -124,8 +131,8 @@ def table_lines(runs, model):
     if not done:
       continue
     costs = [r['accuracy_before_prune'] - r['pruned_accuracy'] for r in done]
-    churn = [r['entered_per_step'][-1] / r['kept_weights'] for r in done
-             if r.get('entered_per_step')]
+    churn = [r['curves']['entered_per_step'][-1] / r['kept_weights']
+             for r in done if r['curves'].get('entered_per_step')]
     fired = sum(bool(r.get('prune_warning')) for r in done)
     layers = [l['path'] for l in done[0]['sparsity']['leaves']
               if l['prunable']]

@@ -182,8 +182,7 @@ def last_mask_accuracy(model, optimizer, data, config, mesh=None):
   found = gsm_optax.find_mask_state(optimizer.opt_state)
   if found is None or not found.active:
     return None
-  state = nnx.state(model, nnx.Param)
-  params = nnx.to_pure_dict(state)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # arrays: a copy
   flags = jax.tree.leaves(gsm_optax.default_prunable(params))
   leaves, treedef = jax.tree.flatten(params)
   active = iter(found.active)
@@ -191,7 +190,7 @@ def last_mask_accuracy(model, optimizer, data, config, mesh=None):
             for x, f in zip(leaves, flags)]
   nnx.update(model, jax.tree.unflatten(treedef, masked))
   accuracy = evaluate(model, data, config, mesh)
-  nnx.update(model, state)
+  nnx.update(model, params)  # (nnx.state is a view: it would be masked too)
   return accuracy
 
 
