@@ -1,48 +1,51 @@
 """gsm_optax: Global Sparse Momentum SGD (Ding et al., NeurIPS 2019) for Optax."""
 
 from gsm_optax._src.alias import gsm
-from gsm_optax._src.fixed_mask import fixed_mask
-from gsm_optax._src.fixed_mask import FixedMaskState
-from gsm_optax._src.gradual import cubic_keep_fraction
-from gsm_optax._src.gradual import gradual_magnitude_pruning
-from gsm_optax._src.gradual import GradualMagnitudeState
-from gsm_optax._src.keys import key_to_score
-from gsm_optax._src.keys import score_keys
-from gsm_optax._src.keys import taylor_scores
-from gsm_optax._src.mask import find_mask_state
-from gsm_optax._src.mask import global_sparse
-from gsm_optax._src.mask import GlobalSparseState
-from gsm_optax._src.mask import keep_top_taylor
-from gsm_optax._src.mask import KeepTopTaylorState
-from gsm_optax._src.official import official_num_to_keep
-from gsm_optax._src.official import official_prunable
-from gsm_optax._src.official import official_weight_decay_mask
-from gsm_optax._src.prunable import default_prunable
+from gsm_optax._src.deploy.sparse import matmul_kernels
+from gsm_optax._src.deploy.sparse import SparseKernel
+from gsm_optax._src.deploy.sparse import to_dense
+from gsm_optax._src.deploy.sparse import to_sparse
+from gsm_optax._src.deploy.sparse_apply import sparse_apply
+from gsm_optax._src.deploy.sparse_apply import sparse_forward
+from gsm_optax._src.deploy.sparse_io import load_sparse
+from gsm_optax._src.deploy.sparse_io import save_sparse
+from gsm_optax._src.groups.groups import find_groups
+from gsm_optax._src.groups.groups import Groups
 from gsm_optax._src.prune import check_final_prune
 from gsm_optax._src.prune import prune
 from gsm_optax._src.prune import PruneCheck
 from gsm_optax._src.prune import PruneCostWarning
 from gsm_optax._src.prune import pruned_norm_share
-from gsm_optax._src.ratio import num_to_keep
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
-from gsm_optax._src.search import global_threshold
-from gsm_optax._src.search import METHODS as SELECTION_METHODS
-from gsm_optax._src.sparse import matmul_kernels
-from gsm_optax._src.sparse import SparseKernel
-from gsm_optax._src.sparse import to_dense
-from gsm_optax._src.sparse import to_sparse
-from gsm_optax._src.sparse_apply import sparse_apply
-from gsm_optax._src.sparse_apply import sparse_forward
-from gsm_optax._src.sparse_io import load_sparse
-from gsm_optax._src.sparse_io import save_sparse
+from gsm_optax._src.selection.keys import key_to_score
+from gsm_optax._src.selection.keys import score_keys
+from gsm_optax._src.selection.keys import taylor_scores
+from gsm_optax._src.selection.search import global_threshold
+from gsm_optax._src.selection.search import METHODS as SELECTION_METHODS
+from gsm_optax._src.spec.official import official_num_to_keep
+from gsm_optax._src.spec.official import official_prunable
+from gsm_optax._src.spec.official import official_weight_decay_mask
+from gsm_optax._src.spec.prunable import default_prunable
+from gsm_optax._src.spec.ratio import num_to_keep
+from gsm_optax._src.transforms.fixed_mask import fixed_mask
+from gsm_optax._src.transforms.fixed_mask import FixedMaskState
+from gsm_optax._src.transforms.global_sparse import global_sparse
+from gsm_optax._src.transforms.global_sparse import GlobalSparseState
+from gsm_optax._src.transforms.gradual import cubic_keep_fraction
+from gsm_optax._src.transforms.gradual import gradual_magnitude_pruning
+from gsm_optax._src.transforms.gradual import GradualMagnitudeState
+from gsm_optax._src.transforms.mask import find_mask_state
+from gsm_optax._src.transforms.mask import keep_top_taylor
+from gsm_optax._src.transforms.mask import KeepTopTaylorState
 
 __version__ = '0.1.0'
 
 __all__ = (
     'default_prunable',
     'find_mask_state',
+    'find_groups',
     'fixed_mask',
     'FixedMaskState',
     'check_final_prune',
@@ -52,6 +55,7 @@ __all__ = (
     'global_sparse',
     'GlobalSparseState',
     'global_threshold',
+    'Groups',
     'gsm',
     'keep_top_taylor',
     'KeepTopTaylorState',

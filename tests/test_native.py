@@ -1,4 +1,4 @@
-"""The CPU kernel of `sparse_apply`'s product (gsm_optax/_src/native.py)."""
+"""The CPU kernel of `sparse_apply`'s product (gsm_optax/_src/deploy/native.py)."""
 
 import os
 import shutil
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gsm_optax._src import native
+from gsm_optax._src.deploy import native
 
 needs_compiler = pytest.mark.skipif(
     shutil.which(os.environ.get('CXX') or 'c++') is None,

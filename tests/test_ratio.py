@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import gsm_optax
-from gsm_optax._src import ratio as ratio_lib
+from gsm_optax._src.spec import ratio as ratio_lib
 
 RESNET50_KERNELS = 25_502_912
 SIZES = [1, 7, 1000, 266_200, 430_500, 1_100_000, 2**24 - 1, 2**24, 2**24 + 1,

@@ -110,8 +110,8 @@ def test_large_leaf_counts_exactly(shape):
 def test_count_kernels_agree_with_numpy(shape):
   # The portable count and the XLA:CPU matrix count both run here on CPU.
   # pylint: disable=import-outside-toplevel
-  from gsm_optax._src import counting
-  from gsm_optax._src import counting_cpu
+  from gsm_optax._src.selection import counting
+  from gsm_optax._src.selection import counting_cpu
   rng = np.random.default_rng(0)
   t = np.abs(rng.standard_normal(shape)).astype(np.float32)
   t.reshape(-1)[::7] = 0.5  # ties at a candidate
@@ -136,7 +136,7 @@ def test_count_kernels_agree_with_numpy(shape):
 
 
 def test_cpu_matrix_count_takes_the_kernel_matrices():
-  from gsm_optax._src import counting_cpu  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src.selection import counting_cpu  # pylint: disable=import-outside-toplevel
   assert counting_cpu.matrix_shape((784, 300)) == (784, 300)
   assert counting_cpu.matrix_shape((1, 1, 256, 128)) == (256, 128)
   for other in ((3, 3, 64, 64), (1000,), (31, 100), (100, 10), (40, 20000)):
@@ -195,7 +195,7 @@ def wide_scores(kind, rng, n=20000):
 def test_interpolate_is_exact_before_and_after_it_bisects(
     kind, passes, monkeypatch):
   # passes=1 or 3: the search bisects after so many interpolation passes.
-  from gsm_optax._src import search  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src.selection import search  # pylint: disable=import-outside-toplevel
   if passes is not None:
     monkeypatch.setattr(search, '_INTERPOLATION_PASSES', passes)
   scores = wide_scores(kind, np.random.default_rng(3))
@@ -238,7 +238,7 @@ def test_interpolate_result_does_not_depend_on_its_guess(kind):
 def test_mask_key_masks_the_scores_at_or_above_the_threshold(kind, method):
   # The mask compares keys with mask_key, which may lie below the
   # threshold; it must select exactly the scores >= the threshold.
-  from gsm_optax._src import search  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src.selection import search  # pylint: disable=import-outside-toplevel
   scores = adversarial_scores(kind, np.random.default_rng(7))
   all_keys = np.concatenate([np.asarray(s).ravel().view(np.int32)
                              for s in scores])

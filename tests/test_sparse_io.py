@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gsm_optax
-from gsm_optax._src import sparse_io
+from gsm_optax._src.deploy import sparse_io
 
 
 def sparse_array(rng, shape, density, dtype=np.float32):

@@ -29,7 +29,6 @@ import statistics
 import time
 
 import flax.nnx as nnx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -68,14 +68,14 @@ def matrix_count(t, keys, value, key):
   """The searches' count on XLA:CPU, on the scores as rows of 200 (the
   matrix count where the rows are enough, else the reduction)."""
   del keys, value
-  from gsm_optax._src import counting  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src.selection import counting  # pylint: disable=import-outside-toplevel
   return counting.count_float([t.reshape(-1, 200)], key)
 
 
 def reduction_count(t, keys, value, key):
   """The searches' count elsewhere (other arrays, other backends)."""
   del keys, key
-  from gsm_optax._src import counting  # pylint: disable=import-outside-toplevel
+  from gsm_optax._src.selection import counting  # pylint: disable=import-outside-toplevel
   return counting.count_leaf(t, value, jnp.int32)
 
 

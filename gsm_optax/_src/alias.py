@@ -1,12 +1,13 @@
 """`gsm`: Global Sparse Momentum SGD as a chain of small transformations."""
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import optax
 
 from gsm_optax._src import checks
-from gsm_optax._src import mask
-from gsm_optax._src import prunable as prunable_lib
+from gsm_optax._src.spec import prunable as prunable_lib
+from gsm_optax._src.transforms import global_sparse as global_sparse_lib
+from gsm_optax._src.transforms import mask
 
 
 def gsm(learning_rate: optax.ScalarOrSchedule,
@@ -19,7 +20,10 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         method: str = 'interpolate',
         score_decay: Union[None, float, optax.Schedule] = None,
         track_churn: bool = False,
-        passive_decay: Union[None, float, optax.Schedule] = None
+        passive_decay: Union[None, float, optax.Schedule] = None,
+        groups: Optional[Any] = None,
+        budget: str = 'params',
+        score: str = 'group_taylor'
         ) -> optax.GradientTransformation:
   r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
 
@@ -66,6 +70,15 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       ``rho`` of the passive weights, ``w <- w - rho * w`` a step whatever
       the learning rate (a float or a schedule; see `global_sparse`, which
       then builds the optimizer). Not in the paper.
+    groups: None (single weights), or a `Groups` from `find_groups`:
+      structured GSM, which keeps whole channels, neurons and heads (see
+      `keep_top_taylor`). Every slice of a passive group decays by
+      ``weight_decay`` through momentum, its biases and norm entries too, so
+      that it reaches zero as a whole and `slim` can remove it.
+    budget: with ``groups``: ``ratio`` is a compression ratio in
+      ``'params'`` or ``'flops'``.
+    score: with ``groups``: ``'group_taylor'`` or ``'weight_taylor'`` (see
+      `keep_top_taylor`).
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -99,11 +112,12 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
       optax.trace(decay=momentum, nesterov=nesterov),
       optax.scale_by_learning_rate(learning_rate))
+  taylor_mask = mask.taylor_mask(
+      ratio, prunable, method, score_decay, track_churn, groups, budget,
+      score, passive_weight_decay=weight_decay if groups is not None else 0.0,
+      decayed=weight_decay_mask)
   if passive_decay is not None:
-    return mask.global_sparse(optax.chain(*momentum_sgd), ratio,
-                              passive_decay, prunable, method, score_decay,
-                              track_churn)
-  return optax.chain(
-      mask.keep_top_taylor(ratio, prunable, method, score_decay,
-                           track_churn), *momentum_sgd)
+    return global_sparse_lib.wrap(optax.chain(*momentum_sgd), taylor_mask,
+                                  passive_decay)
+  return optax.chain(mask.as_transformation(taylor_mask), *momentum_sgd)
 

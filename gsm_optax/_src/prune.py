@@ -6,11 +6,11 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from gsm_optax._src import keys
-from gsm_optax._src import official
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import search
+from gsm_optax._src.selection import keys
+from gsm_optax._src.selection import search
+from gsm_optax._src.spec import official
+from gsm_optax._src.spec import prunable as prunable_lib
+from gsm_optax._src.spec import ratio as ratio_lib
 
 COUNTS = ('floor', 'official')
 

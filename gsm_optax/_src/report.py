@@ -6,9 +6,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import sparse
-from gsm_optax._src import sparse_io
+from gsm_optax._src.deploy import sparse
+from gsm_optax._src.deploy import sparse_io
+from gsm_optax._src.spec import prunable as prunable_lib
 
 
 @dataclasses.dataclass(frozen=True)

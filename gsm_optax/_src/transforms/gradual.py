@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gsm_optax._src import keys
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import search
+from gsm_optax._src.selection import keys
+from gsm_optax._src.selection import search
+from gsm_optax._src.spec import prunable as prunable_lib
+from gsm_optax._src.spec import ratio as ratio_lib
 
 
 class GradualMagnitudeState(NamedTuple):

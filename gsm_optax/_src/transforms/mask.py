@@ -7,10 +7,9 @@ import jax.numpy as jnp
 import optax
 
 from gsm_optax._src import checks
-from gsm_optax._src import keys
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import ratio as ratio_lib
-from gsm_optax._src import search
+from gsm_optax._src.spec import prunable as prunable_lib
+from gsm_optax._src.spec import ratio as ratio_lib
+from gsm_optax._src.spec import structure as structure_lib
 
 
 class KeepTopTaylorState(NamedTuple):
@@ -38,7 +37,10 @@ def keep_top_taylor(ratio: float,
                     prunable: prunable_lib.PrunableSpec = None,
                     method: str = 'interpolate',
                     score_decay: Union[None, float, optax.Schedule] = None,
-                    track_churn: bool = False
+                    track_churn: bool = False,
+                    groups: Optional[Any] = None,
+                    budget: str = 'params',
+                    score: str = 'group_taylor'
                     ) -> optax.GradientTransformation:
   r"""Passes the gradient only to the Q weights with the largest ``|g * w|``.
 
@@ -88,6 +90,16 @@ def keep_top_taylor(ratio: float,
     track_churn: also keep the last step's mask (one bool per prunable
       weight) and report ``num_entered``, how many weights entered the
       active set at this step.
+    groups: None (single weights are ranked), or a `Groups` from
+      `find_groups`: then whole channels are ranked (structured GSM),
+      ``ratio`` is a compression ratio in ``budget``, and the gradient of
+      every slice of a passive group is masked. The state's
+      ``num_active`` then counts groups and ``threshold`` is the score per
+      unit of cost at the budget (see `Groups.select`).
+    budget: with ``groups``: ``'params'`` or ``'flops'``.
+    score: with ``groups``: ``'group_taylor'`` (default, ``|sum g * w|``
+      over a group, Molchanov et al. 2019) or ``'weight_taylor'``
+      (``sum |g * w|``).
 
   Returns:
     An `optax.GradientTransformation` whose ``update`` needs ``params``.
@@ -106,8 +118,13 @@ def keep_top_taylor(ratio: float,
     Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
-  init_fn, select = _taylor_mask(ratio, prunable, method, score_decay,
-                                 track_churn)
+  return as_transformation(taylor_mask(ratio, prunable, method, score_decay,
+                                      track_churn, groups, budget, score))
+
+
+def as_transformation(mask) -> optax.GradientTransformation:
+  """The transformation of a `taylor_mask` pair (the masked updates)."""
+  init_fn, select = mask
 
   def update_fn(updates, state, params=None):
     masked, state, _ = select(updates, state, params)
@@ -116,34 +133,39 @@ def keep_top_taylor(ratio: float,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _taylor_mask(ratio, prunable, method, score_decay, track_churn):
+def taylor_mask(ratio, prunable, method, score_decay, track_churn,
+                 groups=None, budget='params', score='group_taylor',
+                 passive_weight_decay=0.0, decayed=None):
   """`keep_top_taylor`'s ``init`` and ``select``: ``select(updates, state,
   params)`` returns the masked updates, the new state, and one mask per
-  leaf of the params (True where the gradient passes: the active weights,
-  and every leaf that is not ranked, as a Python True)."""
+  leaf of the params (True where the gradient passes: the active units,
+  and every leaf that is not scored, as a Python True).
+
+  With ``passive_weight_decay`` (`gsm` with groups), the passive elements
+  of the scored leaves that ``decayed`` leaves undecayed (biases, norm
+  scales and shifts) get ``passive_weight_decay * w`` in place of their
+  gradient, so that a passive group decays to zero as a whole."""
   ratio_lib.validate_ratio(ratio)
-  if method not in search.METHODS:
-    raise ValueError(f'`method` must be one of {search.METHODS}; '
-                     f'got {method!r}.')
+  structure = structure_lib.resolve(groups, prunable, method, budget, score)
   checks.check_number('score_decay', 0.0 if score_decay is None else
                       score_decay, 0.0, 1.0, "the decay of the gradient's "
                       'average, e.g. 0.99', schedule=True)
 
   def init_fn(params):
     prunable_lib.check_float_params(params, 'keep_top_taylor')
-    flags = prunable_lib.resolve_prunable(params, prunable)
+    structure.check(params, ratio)
     leaves = jax.tree.leaves(params)
-    ratio_lib.num_to_keep(_num_prunable(leaves, flags), ratio)
-    ranked = [x for x, f in zip(leaves, flags) if f]
+    scored = structure.scored_leaves(params)
     state = KeepTopTaylorState(threshold=jnp.zeros((), jnp.float32),
                                num_active=jnp.zeros((), jnp.int32))
     if track_churn:
       state = state._replace(
           num_entered=jnp.zeros((), jnp.int32),
-          active=tuple(jnp.zeros(jnp.shape(x), bool) for x in ranked))
+          active=tuple(jnp.zeros(s, bool)
+                       for s in structure.unit_shapes(params)))
     if score_decay is not None:
       state = state._replace(
-          score_trace=tuple(jnp.zeros_like(x) for x in ranked),
+          score_trace=tuple(jnp.zeros_like(leaves[i]) for i in scored),
           count=jnp.zeros((), jnp.int32))
     return state
 
@@ -153,159 +175,59 @@ def _taylor_mask(ratio, prunable, method, score_decay, track_churn):
           'keep_top_taylor needs the parameters to score |g * w|: call '
           '`tx.update(grads, state, params)` (flax.nnx.Optimizer does this).')
     prunable_lib.check_float_params(params, 'keep_top_taylor')
-    flags = prunable_lib.resolve_prunable(params, prunable)
     param_leaves, treedef = jax.tree.flatten(params)
     update_leaves = _match_updates(updates, treedef, param_leaves)
-    ranked = [i for i, f in enumerate(flags) if f]
-    chosen = [i for i in ranked if update_leaves[i] is not None]
-    slot = {i: k for k, i in enumerate(ranked)}  # index into the state's tuples
-    q = ratio_lib.num_to_keep(
-        sum(param_leaves[i].size for i in chosen), ratio)
+    scored = structure.scored_leaves(params)
+    chosen = [i for i in scored if update_leaves[i] is not None]
+    slot = {i: k for k, i in enumerate(scored)}  # index into score_trace
     new_state = state
-    ranked_updates = [update_leaves[i] for i in chosen]
+    values = {i: update_leaves[i] for i in chosen}
     if score_decay is not None:
       d = score_decay(state.count) if callable(score_decay) else score_decay
       trace = list(state.score_trace)
       for i in chosen:
         m, g = trace[slot[i]], update_leaves[i]
         trace[slot[i]] = (d * m + (1 - d) * g).astype(m.dtype)
-      ranked_updates = [trace[slot[i]] for i in chosen]
+      values = {i: trace[slot[i]] for i in chosen}
       new_state = new_state._replace(score_trace=tuple(trace),
                                      count=optax.safe_increment(state.count))
-    scores = keys.taylor_scores(ranked_updates,
-                                [param_leaves[i] for i in chosen])
     # The search starts from the last step's threshold: it moves little
     # from step to step, and starting there saves a pass computing the mean.
-    top = search.select_top_q(scores, q, method, guess=state.threshold)
-    masks = keys.at_least(scores, top.mask_key)
-    for i, keep in zip(chosen, masks):
-      g = update_leaves[i]
-      update_leaves[i] = jnp.where(keep, g, jnp.zeros((), g.dtype))
+    top = structure.choose(values, params, ratio, 'taylor',
+                           guess=state.threshold)
+    undecayed = _undecayed(params, decayed) if passive_weight_decay else ()
+    for i in chosen:
+      g, keep = update_leaves[i], top.masks[i]
+      passive = jnp.zeros((), g.dtype)
+      if i in undecayed:
+        passive = (passive_weight_decay * param_leaves[i]).astype(g.dtype)
+      update_leaves[i] = jnp.where(keep, g, passive)
     if track_churn:
-      active = list(state.active)
       entered = jnp.zeros((), jnp.int32)
-      for i, keep in zip(chosen, masks):
-        entered += jnp.sum(keep & ~active[slot[i]], dtype=jnp.int32)
-        active[slot[i]] = keep
+      active = []
+      for key, last in zip(structure.unit_keys(params), state.active):
+        now = top.units.get(key, last)
+        entered += jnp.sum(now & ~last, dtype=jnp.int32)
+        active.append(now)
       new_state = new_state._replace(num_entered=entered,
                                      active=tuple(active))
-    threshold = keys.key_to_score(top.threshold_key,
-                                    scores[0].dtype).astype(jnp.float32)
-    new_state = new_state._replace(
-        threshold=threshold, num_active=top.num_active.astype(jnp.int32))
+    new_state = new_state._replace(threshold=top.threshold,
+                                   num_active=top.num_active)
     leaf_masks = [True] * len(param_leaves)
-    for i, keep in zip(chosen, masks):
-      leaf_masks[i] = keep
+    for i in chosen:
+      leaf_masks[i] = top.masks[i]
     return (jax.tree.unflatten(treedef, update_leaves), new_state,
             jax.tree.unflatten(treedef, leaf_masks))
+
 
   return init_fn, select
 
 
-def global_sparse(optimizer: optax.GradientTransformation,
-                  ratio: float,
-                  passive_decay: Union[None, float, optax.Schedule] = None,
-                  prunable: prunable_lib.PrunableSpec = None,
-                  method: str = 'interpolate',
-                  score_decay: Union[None, float, optax.Schedule] = None,
-                  track_churn: bool = False
-                  ) -> optax.GradientTransformation:
-  r"""GSM's global mask around any optimizer, with decay of the passive weights.
-
-  Every step, the gradient reaches only the Q weights with the largest
-  Taylor score (`keep_top_taylor`); ``optimizer`` (e.g. `optax.adamw`) then
-  turns the masked gradient into its update; and every passive prunable
-  weight ``w`` (one whose gradient the mask removed this step) is moved
-  further by ``-passive_decay * w``:
-
-  .. math::
-    u = \text{optimizer}(B \odot g), \qquad
-    w \leftarrow w + u - \rho_t (1 - B) \odot w
-
-  With `gsm`'s momentum SGD a passive weight shrinks by about
-  ``alpha * lambda / (1 - beta)`` a step, which falls with the learning
-  rate: a weight that leaves the active set after the last drop of the
-  learning rate barely shrinks before the final prune. And after an
-  adaptive optimizer (Adam, AdamW), which the paper's decay does not reach
-  at all, a passive weight with no gradient shrinks only by AdamW's
-  ``lr * weight_decay``. ``passive_decay`` ``rho`` shrinks it by a factor
-  ``1 - rho`` a step whatever the optimizer and the learning rate: after
-  ``k`` passive steps it is ``(1 - rho)**k`` of its size, so ``rho = 10 /
-  k`` takes a weight that is passive for the last ``k`` steps to about
-  ``e**-10``, and the final prune then removes almost nothing. Active
-  weights are not touched by it.
-
-  Args:
-    optimizer: any optax transformation, applied to the masked gradient
-      (it may use ``params``).
-    ratio: the global compression ratio C >= 1 (see `keep_top_taylor`).
-    passive_decay: None or 0 (no extra decay), a float ``rho`` in [0, 1),
-      or an optax schedule of the step count.
-    prunable: which leaves are ranked (see `keep_top_taylor`).
-    method: selection route (see `keep_top_taylor`).
-    score_decay: the smoothed ranking's decay (see `keep_top_taylor`).
-    track_churn: report the weights entering the active set (see
-      `keep_top_taylor`).
-
-  Returns:
-    An `optax.GradientTransformation` whose state is a `GlobalSparseState`;
-    ``update`` needs ``params``. `find_mask_state` finds the mask's
-    statistics in it.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> from gsm_optax import global_sparse
-    >>> params = {'w': jnp.array([[1., 2.], [3., 4.]])}
-    >>> tx = global_sparse(optax.sgd(0.5), ratio=2.0, passive_decay=0.5)
-    >>> grads = {'w': jnp.ones((2, 2))}
-    >>> updates, state = tx.update(grads, tx.init(params), params)
-    >>> optax.apply_updates(params, updates)['w'].tolist()  # 1 and 2 passive
-    [[0.5, 1.0], [2.5, 3.5]]
-    >>> tx = global_sparse(optax.adamw(1e-3), ratio=2.0, passive_decay=1e-3)
-
-  References:
-    Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
-    Networks <https://arxiv.org/abs/1909.12778>`_, 2019
-  """
-  checks.check_number('passive_decay', 0.0 if passive_decay is None else
-                      passive_decay, 0.0, 1.0, 'the share of a passive weight '
-                      'removed each step, e.g. 1e-3', schedule=True)
-  mask_init, select = _taylor_mask(ratio, prunable, method, score_decay,
-                                   track_churn)
-
-  def init_fn(params):
-    return GlobalSparseState(mask=mask_init(params),
-                             inner=optimizer.init(params),
-                             count=jnp.zeros((), jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    masked, mask_state, masks = select(updates, state.mask, params)
-    inner_updates, inner_state = optimizer.update(masked, state.inner, params)
-    if passive_decay is not None:
-      rho = (passive_decay(state.count) if callable(passive_decay)
-             else passive_decay)
-      leaves, treedef = jax.tree.flatten(params)
-      out = treedef.flatten_up_to(inner_updates)
-      for i, (w, keep) in enumerate(zip(leaves, treedef.flatten_up_to(masks))):
-        if keep is not True and out[i] is not None:  # a ranked leaf
-          out[i] = out[i] - jnp.where(keep, 0, rho * w).astype(out[i].dtype)
-      inner_updates = jax.tree.unflatten(treedef, out)
-    return inner_updates, GlobalSparseState(
-        mask=mask_state, inner=inner_state,
-        count=optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-class GlobalSparseState(NamedTuple):
-  """`global_sparse`'s state: the mask's, the optimizer's, a step count."""
-  mask: KeepTopTaylorState
-  inner: Any
-  count: jax.Array
-
-
-def _num_prunable(leaves, flags) -> int:
-  return sum(leaf.size for leaf, f in zip(leaves, flags) if f)
+def _undecayed(params, decayed):
+  """Indices of the leaves that the weight decay mask ``decayed`` leaves
+  out."""
+  flags = prunable_lib.resolve_prunable(params, decayed, require_any=False)
+  return {i for i, f in enumerate(flags) if not f}
 
 
 def _match_updates(updates, treedef, param_leaves) -> list[Any]:

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsm_optax._src import counting
-from gsm_optax._src import keys
+from gsm_optax._src.selection import counting
+from gsm_optax._src.selection import keys
 
 METHODS = ('interpolate', 'bisect', 'top_k')
 

@@ -22,9 +22,9 @@ import jax
 import jax.extend.core as jex
 import numpy as np
 
-from gsm_optax._src import native
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import sparse
+from gsm_optax._src.deploy import native
+from gsm_optax._src.deploy import sparse
+from gsm_optax._src.spec import prunable as prunable_lib
 
 # `sparse_forward` runs dense below this batch, where the sparse forward
 # pass was measured no faster than the dense one (docs: deploy).

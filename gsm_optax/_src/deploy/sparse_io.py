@@ -29,8 +29,8 @@ from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
 import numpy as np
 
-from gsm_optax._src import prunable as prunable_lib
-from gsm_optax._src import sparse
+from gsm_optax._src.deploy import sparse
+from gsm_optax._src.spec import prunable as prunable_lib
 
 FORMAT = 'gsm_optax.sparse'
 FORMAT_VERSION = 1

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gsm_optax._src import counting_cpu
-from gsm_optax._src import keys
+from gsm_optax._src.selection import counting_cpu
+from gsm_optax._src.selection import keys
 
 # Counting in float: partial sums of ones stay exact up to 2**24 in float32.
 _F32_EXACT_COUNT = 2**24

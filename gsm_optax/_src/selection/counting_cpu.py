@@ -18,7 +18,7 @@ gather), and matrices with too few or too long rows were slower this way.
 import jax
 import jax.numpy as jnp
 
-from gsm_optax._src import keys
+from gsm_optax._src.selection import keys
 
 # The matrix shapes for which this count beat the reduction when measured
 # (docs/performance.md): at least _ROWS_MIN rows of _ROW_MIN to _ROW_MAX.

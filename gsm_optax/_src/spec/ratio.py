@@ -134,7 +134,7 @@ def floor_divide(n: int, ratio: Any) -> Any:
 
   Example:
     >>> import jax, numpy as np
-    >>> from gsm_optax._src.ratio import floor_divide
+    >>> from gsm_optax._src.spec.ratio import floor_divide
     >>> floor_divide(266_200, 60.0), int(jax.jit(
     ...     lambda c: floor_divide(266_200, c))(np.float32(60.0)))
     (4436, 4436)

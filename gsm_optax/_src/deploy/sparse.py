@@ -19,7 +19,7 @@ from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
 import numpy as np
 
-from gsm_optax._src import prunable as prunable_lib
+from gsm_optax._src.spec import prunable as prunable_lib
 
 # Kernels denser than this stay dense: a CSR entry costs its value and an
 # index, so above about half density it is bigger than the dense array, and

@@ -1,5 +1,5 @@
 // The CPU product of a CSR matrix with a transposed dense batch, for
-// gsm_optax's sparse inference (gsm_optax/_src/native.py builds and loads it).
+// gsm_optax's sparse inference (gsm_optax/_src/deploy/native.py builds and loads it).
 //
 //   yt[i, b] = sum over the nonzeros p of row i of  data[p] * x[b, indices[p]]
 //

@@ -1,0 +1,504 @@
+"""Groups of coupled channels, found from the code: the unit of structured GSM.
+
+`find_groups(fn, params, *example_args)` reads the jaxpr of ``fn`` (see
+`trace`) and returns a `Groups`: one *family* per channel space that can
+shrink (a layer's output channels or neurons, a residual stream, attention
+heads), each of ``size`` *groups* (its channels). Removing channel ``j`` of a
+family removes, in every *member* (a parameter axis laid out in that
+space), the positions that index ``j``: a kernel's output column, its bias
+and norm entries, the next kernel's input rows (through a flatten, the rows
+that channel ``j`` becomes), every branch joined by a residual add, the
+offset slice of a concatenation.
+
+A `Groups` is the structure that every structured transform, the prune, the
+report and the slim model read: it scores groups, selects them under a
+budget of parameters or FLOPs, and expands a selection to element masks.
+
+Long because the structure is one object: finding it, scoring and
+selecting groups under a budget, and expanding a selection.
+"""
+
+import dataclasses
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gsm_optax._src import checks
+from gsm_optax._src.groups import layouts as lay
+from gsm_optax._src.groups import trace as trace_lib
+from gsm_optax._src.spec import structure as structure_lib
+
+BUDGETS = ('params', 'flops')
+SCORES = ('group_taylor', 'weight_taylor')
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """A parameter axis laid out in a family's channel space."""
+  leaf: int  # index in jax.tree.leaves(params)
+  axis: int
+  path: str
+  index: np.ndarray  # the family's channel at each position; -1: another's
+
+  @property
+  def identity(self) -> bool:
+    return (self.index.size > 0 and self.index[0] == 0 and
+            np.array_equal(self.index, np.arange(self.index.size)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A channel space of ``size`` channels (groups), with its members."""
+  name: str  # its first member, e.g. "['fc1']['kernel'] axis 1"
+  size: int
+  members: tuple[Member, ...]
+  key: tuple[int, int]  # (leaf, axis) of the first member
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocked:
+  """A parameter axis the analysis left unpruned, and why."""
+  path: str
+  axis: int
+  reasons: tuple[str, ...]
+
+
+class Selection(NamedTuple):
+  """The active groups (one bool each), the score per unit of cost at the
+  budget, and how many groups are active."""
+  active: jax.Array
+  threshold: jax.Array
+  num_active: jax.Array
+
+
+class Groups:
+  """Coupled channels of a function's parameters (see `find_groups`).
+
+  Attributes:
+    families: the channel spaces that can shrink, in parameter order.
+    blocked: the parameter axes left unpruned, with the reasons.
+    unsupported: primitives with no rule, and where they were met.
+    num_groups: the total number of channels over all families.
+    totals: ``{'params': ..., 'flops': ...}`` of the full model (FLOPs of
+      its matmuls and convolutions on the example input).
+  """
+
+  def __init__(self, analysis: trace_lib.Analysis, params: Any,
+               min_keep: int = 1):
+    atoms = analysis.atoms
+    leaves, self.treedef = jax.tree.flatten(params)
+    self.paths = [normalize_path(jax.tree_util.keystr(p)) for p, _ in
+                  jax.tree_util.tree_flatten_with_path(params)[0]]
+    self.shapes = [tuple(np.shape(x)) for x in leaves]
+    self.dtypes = [jnp.result_type(x) for x in leaves]
+    members, blocked = {}, []
+    for leaf, layouts in enumerate(analysis.param_layouts):
+      for axis, layout in enumerate(layouts):
+        roots = atoms.leaves(layout)
+        free = [a for a in roots if not atoms.blocked(a)]
+        if free:
+          maps = atoms.index_maps(layout)
+          for a in free:
+            members.setdefault(a, []).append(Member(
+                leaf, axis, self.paths[leaf], maps[a]))
+        reasons = sorted(set().union(*(atoms.reasons.get(a, set())
+                                       for a in roots if atoms.blocked(a))))
+        if reasons and self.shapes[leaf][axis] > 1:
+          blocked.append(Blocked(self.paths[leaf], axis, tuple(reasons)))
+    self.atom_of = {}  # family index -> its root atom
+    families = []
+    for a, ms in sorted(members.items(), key=lambda kv: (
+        kv[1][0].leaf, kv[1][0].axis)):
+      first = ms[0]
+      self.atom_of[len(families)] = a
+      families.append(Family(_family_name(ms, self.shapes),
+                             int(atoms.size(lay.atom(a))), tuple(ms),
+                             (first.leaf, first.axis)))
+    self.families = tuple(families)
+    self.blocked = tuple(blocked)
+    self.unsupported = dict(analysis.unsupported)
+    self.min_keep = int(min_keep)
+    for f in self.families:
+      if not 1 <= self.min_keep <= f.size:
+        raise ValueError(
+            f'`min_keep`={min_keep} must be between 1 and the size of every '
+            f'layer ({f.name} has {f.size} channels): a group may never empty '
+            'a layer.')
+    index = {a: i for i, a in self.atom_of.items()}
+    param_poly = lay.poly_sum([
+        lay.poly_product([atoms.polynomial(l, index) for l in layouts])
+        for layouts in analysis.param_layouts])
+    flops_poly = lay.poly_sum([
+        {k: v * factor for k, v in lay.poly_product(
+            [atoms.polynomial(l, index) for l in out + contracted]).items()}
+        for out, contracted, factor in analysis.products])
+    self.polynomials = {'params': _Polynomial(param_poly, len(families)),
+                        'flops': _Polynomial(flops_poly, len(families))}
+    sizes = np.array([f.size for f in families], np.float64)
+    self.totals = {b: p.value(sizes) for b, p in self.polynomials.items()}
+    self.family_of = np.repeat(np.arange(len(families)),
+                               [f.size for f in families]).astype(np.int32)
+    self.offsets = np.concatenate([[0], np.cumsum([f.size for f in families])
+                                   ]).astype(np.int64)
+    # A group's cost: what removing it alone saves (the others all kept).
+    self.costs = {}
+    for b, p in self.polynomials.items():
+      per_family = [self.totals[b] - p.value(sizes - np.eye(len(sizes))[i])
+                    for i in range(len(families))]
+      self.costs[b] = np.asarray(per_family, np.float64)[self.family_of]
+
+  @property
+  def num_groups(self) -> int:
+    return int(self.offsets[-1])
+
+  def member_leaves(self) -> list[int]:
+    """The parameter leaves that some family touches, in leaf order."""
+    return sorted({m.leaf for f in self.families for m in f.members})
+
+  def bind(self, params: Any) -> list[Optional[int]]:
+    """For each leaf the groups were found on, the index of the leaf with
+    the same path in ``params`` (None if absent): the optimizer may see
+    the trainable params only (``wrt=nnx.Param``), the groups the whole
+    state (batch statistics too)."""
+    with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    where = {normalize_path(jax.tree_util.keystr(p)): i
+             for i, (p, _) in enumerate(with_paths)}
+    binding = [where.get(path) for path in self.paths]
+    for mine, theirs in enumerate(binding):
+      if theirs is not None and tuple(np.shape(with_paths[theirs][1])) != (
+          self.shapes[mine]):
+        raise ValueError(
+            f'`params` do not match the groups: {self.paths[mine]} has shape '
+            f'{tuple(np.shape(with_paths[theirs][1]))}, but the groups were '
+            f'found with {self.shapes[mine]}. Call gsm_optax.find_groups '
+            'again on these params.')
+    if not any(binding[m.leaf] is not None for f in self.families
+               for m in f.members):
+      raise ValueError(
+          '`params` share no parameter with the groups (by path): pass the '
+          'params the groups were found on (or part of them, e.g. the '
+          'nnx.Param leaves of the same model).')
+    return binding
+
+  def _per_group(self, binding, values) -> jax.Array:
+    """Sums ``values(leaf index in the given params)`` (an array like that
+    leaf, or None) over each group's member slices."""
+    out = []
+    for f in self.families:
+      total = jnp.zeros(f.size, jnp.float32)
+      for m in f.members:
+        theirs = binding[m.leaf]
+        v = None if theirs is None else values(theirs)
+        if v is None:
+          continue
+        v = v.astype(jnp.float32)
+        per_position = jnp.sum(jnp.moveaxis(v, m.axis, 0).reshape(
+            v.shape[m.axis], -1), axis=1)
+        if m.identity:
+          total += per_position
+        else:
+          ids = np.where(m.index < 0, f.size, m.index)
+          total += jax.ops.segment_sum(per_position, ids,
+                                       num_segments=f.size + 1)[:f.size]
+      out.append(total)
+    return jnp.concatenate(out) if out else jnp.zeros(0, jnp.float32)
+
+  def scores(self, updates: dict, params: Any,
+             score: str = 'group_taylor') -> jax.Array:
+    """One score per group: ``|sum g * w|`` over its members
+    (``'group_taylor'``, Molchanov et al. 2019) or ``sum |g * w|``
+    (``'weight_taylor'``, GSM's per-weight score summed). ``updates`` maps
+    a leaf's index in ``jax.tree.leaves(params)`` to its gradient."""
+    if score not in SCORES:
+      raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
+    leaves = jax.tree.leaves(params)
+    product = lambda i: (None if updates.get(i) is None else
+                         updates[i].astype(jnp.float32) *
+                         leaves[i].astype(jnp.float32))
+    binding = self.bind(params)
+    if score == 'weight_taylor':
+      return self._per_group(binding, lambda i: None if product(i) is None
+                             else jnp.abs(product(i)))
+    return jnp.abs(self._per_group(binding, product))
+
+  def magnitudes(self, params: Any) -> jax.Array:
+    """One number per group: the sum of its members' squared weights."""
+    leaves = jax.tree.leaves(params)
+    return self._per_group(self.bind(params), lambda i: jnp.square(
+        leaves[i].astype(jnp.float32)))
+
+  # -- selection under a budget
+
+  def budget(self, ratio: Any, budget: str):
+    """The cost the kept model reaches: ``totals[budget] / ratio``; checks
+    a concrete ratio against the smallest model the groups allow."""
+    if budget not in BUDGETS:
+      raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
+    if isinstance(ratio, jax.core.Tracer):
+      return self.totals[budget] / ratio
+    checks.check_number('ratio', ratio, 1.0, float('inf'),
+                        f'the compression ratio in {budget}, e.g. 4.0')
+    smallest = self.polynomials[budget].value(np.full(len(self.families),
+                                                      self.min_keep))
+    target = self.totals[budget] / float(ratio)
+    if smallest > target:
+      raise ValueError(
+          f'`ratio`={ratio} asks for {target:,.0f} {budget} of '
+          f"{self.totals[budget]:,.0f}, but the smallest model the groups "
+          f'allow ({self.min_keep} channel(s) per layer, and every part the '
+          f'analysis left unpruned) has {smallest:,.0f}: use a ratio of at '
+          f"most {self.totals[budget] / smallest:.3g}, or a smaller `min_keep`.")
+    return target
+
+  def select(self, scores: jax.Array, ratio: Any,
+             budget: str = 'params') -> Selection:
+    """The active groups: ranked by score per unit of cost (a group's cost
+    is what removing it alone saves), the best ``min_keep`` of each family
+    first, and kept in that order until the kept model's exact cost
+    reaches ``totals[budget] / ratio``; ties at that point are kept. A NaN
+    score ranks first."""
+    target = self.budget(ratio, budget)
+    cost = jnp.asarray(self.costs[budget], jnp.float32)
+    scores = jnp.asarray(scores, jnp.float32)
+    density = jnp.where(cost > 0, scores / jnp.where(cost > 0, cost, 1.0),
+                        jnp.inf)
+    key = jnp.where(jnp.isnan(density) | self._best_of_each(scores), jnp.inf,
+                    density)
+    order = jnp.argsort(-key, stable=True)
+    onehot = (jnp.asarray(self.family_of)[order][:, None] ==
+              jnp.arange(len(self.families))[None, :]).astype(jnp.float32)
+    reached = self.polynomials[budget].value(jnp.cumsum(onehot, axis=0))
+    k = jnp.argmax(reached >= jnp.asarray(target, jnp.float32) * (1 - 1e-6))
+    k = jnp.where(jnp.any(reached >= target * (1 - 1e-6)), k,
+                  self.num_groups - 1)
+    threshold = key[order[k]]
+    active = key >= threshold
+    return Selection(active, threshold.astype(jnp.float32),
+                     jnp.sum(active, dtype=jnp.int32))
+
+  def _best_of_each(self, scores):
+    """The ``min_keep`` best-scored groups of each family (NaN first)."""
+    best = []
+    for i, f in enumerate(self.families):
+      s = scores[self.offsets[i]:self.offsets[i + 1]]
+      s = jnp.where(jnp.isnan(s), jnp.inf, s)
+      rank = jnp.argsort(jnp.argsort(-s, stable=True), stable=True)
+      best.append(rank < self.min_keep)
+    return jnp.concatenate(best) if best else jnp.zeros(0, bool)
+
+  def kept_cost(self, active: jax.Array, budget: str) -> jax.Array:
+    """The exact cost of the model that keeps the ``active`` groups."""
+    counts = jnp.stack([jnp.sum(active[self.offsets[i]:self.offsets[i + 1]])
+                        for i in range(len(self.families))]).astype(
+                            jnp.float32)
+    return self.polynomials[budget].value(counts[None])[0]
+
+  # -- expansion to element masks
+
+  def expand(self, active: jax.Array, params: Any) -> dict:
+    """One bool mask per leaf of ``params`` that a family touches (by leaf
+    index): an element is kept when every group it belongs to is."""
+    binding = self.bind(params)
+    masks = {}
+    for i, f in enumerate(self.families):
+      keep = active[self.offsets[i]:self.offsets[i + 1]]
+      for m in f.members:
+        theirs = binding[m.leaf]
+        if theirs is None:
+          continue
+        along = jnp.where(jnp.asarray(m.index) < 0, True,
+                          keep[np.maximum(m.index, 0)])
+        shape = [1] * len(self.shapes[m.leaf])
+        shape[m.axis] = self.shapes[m.leaf][m.axis]
+        along = along.reshape(shape)
+        masks[theirs] = along if theirs not in masks else (
+            masks[theirs] & along)
+    leaves = jax.tree.leaves(params)
+    return {i: jnp.broadcast_to(m, jnp.shape(leaves[i]))
+            for i, m in masks.items()}
+
+  def structure(self, budget: str = 'params',
+                score: str = 'group_taylor') -> '_GroupStructure':
+    """These groups as the structure the transforms read (see
+    `gsm_optax._src.spec.structure`)."""
+    return _GroupStructure(self, budget, score)
+
+  def kept_indices(self, active: Any) -> list[list[np.ndarray]]:
+    """For each leaf and axis, the positions the slim model keeps."""
+    active = np.asarray(active)
+    kept = [[np.ones(n, bool) for n in shape] for shape in self.shapes]
+    for i, f in enumerate(self.families):
+      keep = active[self.offsets[i]:self.offsets[i + 1]]
+      for m in f.members:
+        kept[m.leaf][m.axis] &= np.where(m.index < 0, True,
+                                         keep[np.maximum(m.index, 0)])
+    return [[np.flatnonzero(k) for k in axes] for axes in kept]
+
+  def __repr__(self):
+    return (f'Groups({len(self.families)} families, {self.num_groups} '
+            f'groups, {len(self.blocked)} axes left unpruned)')
+
+  def describe(self) -> str:
+    """What was found: each family with its members, and what was left
+    unpruned and why."""
+    lines = [f'{len(self.families)} families, {self.num_groups} groups; '
+             f"{self.totals['params']:,.0f} params, "
+             f"{self.totals['flops']:,.0f} FLOPs on the example input"]
+    for f in self.families:
+      members = ', '.join(f'{m.path}[{m.axis}]' for m in f.members)
+      lines.append(f'  {f.name}: {f.size} channels; {members}')
+    if self.blocked:
+      lines.append('left unpruned:')
+      lines += [f'  {b.path} axis {b.axis}: {"; ".join(b.reasons)}'
+                for b in self.blocked]
+    if self.unsupported:
+      lines.append('primitives with no rule (their axes left unpruned): ' +
+                   ', '.join(f'{k} ({v})' if v else k
+                             for k, v in self.unsupported.items()))
+    return '\n'.join(lines)
+
+
+class _GroupStructure:
+  """`Groups` with a budget and a score: the structure of structured GSM."""
+
+  def __init__(self, groups: Groups, budget: str, score: str):
+    if budget not in BUDGETS:
+      raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
+    if score not in SCORES:
+      raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
+    self.groups, self.budget, self.score = groups, budget, score
+
+  def scored_leaves(self, params):
+    binding = self.groups.bind(params)
+    return sorted({binding[m.leaf] for f in self.groups.families
+                   for m in f.members if binding[m.leaf] is not None})
+
+  def unit_keys(self, params):
+    del params
+    return ['groups']
+
+  def unit_shapes(self, params):
+    del params
+    return [(self.groups.num_groups,)]
+
+  def check(self, params, ratio):
+    self.groups.bind(params)
+    self.groups.budget(ratio, self.budget)
+
+  def choose(self, values, params, ratio, kind, guess=None):
+    del guess  # the groups are few: no search to start
+    if kind == 'magnitude':
+      scores = self.groups.magnitudes(params)
+    else:
+      scores = self.groups.scores(values, params, self.score)
+    chosen = self.groups.select(scores, ratio, self.budget)
+    return structure_lib.Chosen({'groups': chosen.active}, chosen.threshold,
+                                chosen.num_active,
+                                self.groups.expand(chosen.active, params))
+
+
+def _family_name(members, shapes) -> str:
+  """A family's name: the kernel whose output axis it is, else its first
+  member."""
+  for m in members:
+    if m.path.endswith("['kernel']") and m.axis == len(shapes[m.leaf]) - 1:
+      return m.path[:-len("['kernel']")] or m.path
+  for m in members:
+    if m.path.endswith("['kernel']") and len(shapes[m.leaf]) == 3 and (
+        m.axis == 1):  # attention: (in, heads, head_dim) kernels
+      return m.path[:-len("['kernel']")] + ' heads'
+  return f'{members[0].path} axis {members[0].axis}'
+
+
+def normalize_path(path: str) -> str:
+  """A leaf's path without Flax NNX's ``.value`` attribute."""
+  for suffix in ('.value', '.raw_value'):
+    if path.endswith(suffix):
+      return path[:-len(suffix)]
+  return path
+
+
+class _Polynomial:
+  """``sum_t coef_t * prod_f counts[f] ** e_tf``, evaluated for rows of
+  counts (NumPy or jax)."""
+
+  def __init__(self, terms: dict, num_families: int):
+    self.terms = {k: float(v) for k, v in terms.items() if v}
+    degree = max([len(k) for k in self.terms] + [1])
+    # Each monomial's families, padded with the index of a column of ones.
+    self.index = np.full((max(len(self.terms), 1), degree), num_families,
+                         np.int32)
+    self.coef = np.zeros(max(len(self.terms), 1), np.float64)
+    for t, (k, v) in enumerate(self.terms.items()):
+      self.index[t, :len(k)] = k
+      self.coef[t] = v
+
+  def value(self, counts):
+    xp = np if isinstance(counts, np.ndarray) else jnp
+    counts = xp.asarray(counts)
+    squeeze = counts.ndim == 1
+    counts = counts[None] if squeeze else counts
+    ones = xp.ones(counts.shape[:1] + (1,), counts.dtype)
+    padded = xp.concatenate([counts, ones], axis=1)
+    coef = self.coef if xp is np else jnp.asarray(self.coef, counts.dtype)
+    out = xp.prod(padded[:, self.index], axis=-1) @ coef
+    return float(out[0]) if squeeze and xp is np else (
+        out[0] if squeeze else out)
+
+
+def find_groups(fn: Any, params: Any, *example_args: Any,
+                min_keep: int = 1, **example_kwargs: Any) -> Groups:
+  """The groups of coupled channels of ``fn(params, *example_args)``.
+
+  Reads the jaxpr of ``fn`` (no hand-written layer list): output channel
+  ``j`` of a kernel couples with its bias ``[j]``, the norms' scale and
+  shift ``[j]``, everything elementwise in between, and the next kernel's
+  input slice ``j`` (through a flatten, the rows channel ``j`` becomes); a
+  residual add ties the channels of every branch it joins; a concatenation
+  offsets them; attention heads group the query, key and value columns of a
+  head with the output projection's rows for it. An axis that the analysis
+  cannot follow (an unknown primitive, a reshape that mixes channels, a
+  norm's statistics over the channels, an input or output of ``fn``) is
+  left unpruned and reported in ``groups.blocked``, never guessed.
+
+  Args:
+    fn: ``fn(params, *args)``, e.g. ``lambda p, x: nnx.merge(graphdef,
+      p)(x)``.
+    params: the parameters (any pytree of arrays).
+    *example_args: an example input (its shapes set the FLOPs counted).
+    min_keep: the fewest channels a family (a layer) may keep, >= 1.
+    **example_kwargs: keyword arguments of ``fn``.
+
+  Returns:
+    A `Groups`.
+
+  Raises:
+    ValueError: ``fn`` cannot be traced with these params and inputs, or
+      ``min_keep`` is out of range.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from gsm_optax import find_groups
+    >>> params = {'w1': jnp.ones((4, 8)), 'b1': jnp.zeros(8),
+    ...           'w2': jnp.ones((8, 3))}
+    >>> mlp = lambda p, x: jax.nn.relu(x @ p['w1'] + p['b1']) @ p['w2']
+    >>> groups = find_groups(mlp, params, jnp.ones((2, 4)))
+    >>> [(f.name, f.size) for f in groups.families]
+    [("['b1'] axis 0", 8)]
+    >>> sorted(m.path for m in groups.families[0].members)
+    ["['b1']", "['w1']", "['w2']"]
+  """
+  checks.check_number('min_keep', min_keep, 1, math.inf, 'e.g. 1')
+  try:
+    closed, _ = trace_lib.trace(fn, params, example_args, example_kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f'find_groups could not trace `fn(params, *example_args)`: '
+        f'{type(e).__name__}: {e}. Pass the function that runs the model on '
+        "its params (e.g. `lambda p, x: nnx.merge(graphdef, p)(x)`), the "
+        'params it takes and an input it accepts.') from e
+  analysis = trace_lib.analyze(closed, len(jax.tree.leaves(params)))
+  return Groups(analysis, params, min_keep)

@@ -1,0 +1,128 @@
+"""What unit is ranked, as one value that the transforms and the prune read.
+
+A *structure* answers, for a params tree: which leaves are scored, how the
+units (single weights, or groups of coupled channels) are scored, which of
+them a budget keeps, and what that means for every element. Two exist:
+
+* `PerWeight` (the default): every weight of the prunable leaves is a unit;
+  the budget keeps ``Q = floor(N / ratio)`` of them, by the exact sort-free
+  search (`global_threshold`), ties kept.
+* `gsm_optax.Groups` (from `find_groups`): a unit is a channel with every
+  slice coupled to it; the budget is a ratio of parameters or FLOPs.
+
+Both have the same four methods, so `keep_top_taylor`, `gsm`,
+`global_sparse`, `prune`, `pruned_norm_share` and `check_final_prune` are
+written once.
+"""
+
+from typing import Any, NamedTuple, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from gsm_optax._src.selection import keys
+from gsm_optax._src.selection import search
+from gsm_optax._src.spec import prunable as prunable_lib
+from gsm_optax._src.spec import ratio as ratio_lib
+
+
+class Chosen(NamedTuple):
+  """A selection: the active units (one bool array per unit key, see
+  ``unit_keys``), the threshold (the score at the budget), how many units
+  are active, and one element mask per scored leaf (by leaf index)."""
+  units: dict
+  threshold: jax.Array
+  num_active: jax.Array
+  masks: dict
+
+
+class Structure(Protocol):
+  """The interface of `PerWeight` and `Groups` (see the module docstring)."""
+
+  def scored_leaves(self, params: Any) -> list[int]:
+    """Indices (in ``jax.tree.leaves(params)``) of the leaves whose updates
+    are scored and masked."""
+
+  def unit_keys(self, params: Any) -> list:
+    """The keys of the unit arrays, in the order the state keeps them."""
+
+  def unit_shapes(self, params: Any) -> list[tuple]:
+    """The shape of each unit array (the state keeps one bool per unit)."""
+
+  def check(self, params: Any, ratio: Any) -> None:
+    """Raises a clear error if ``params`` or a concrete ``ratio`` do not
+    fit."""
+
+  def choose(self, values: dict, params: Any, ratio: Any,
+             kind: str, guess: Optional[jax.Array] = None) -> Chosen:
+    """Scores the units from ``values`` (leaf index -> the update, or the
+    smoothed gradient, of that leaf; ``kind='magnitude'``: ignored, the
+    weights are scored) and keeps those the budget allows."""
+
+
+class PerWeight:
+  """Every weight of the prunable leaves is a unit (GSM as in the paper).
+
+  Args:
+    prunable: which leaves are ranked (see `keep_top_taylor`).
+    method: the selection route (see `global_threshold`).
+  """
+
+  def __init__(self, prunable: prunable_lib.PrunableSpec = None,
+               method: str = 'interpolate'):
+    if method not in search.METHODS:
+      raise ValueError(f'`method` must be one of {search.METHODS}; '
+                       f'got {method!r}.')
+    self.prunable = prunable
+    self.method = method
+
+  def scored_leaves(self, params):
+    flags = prunable_lib.resolve_prunable(params, self.prunable)
+    return [i for i, f in enumerate(flags) if f]
+
+  def unit_keys(self, params):
+    return self.scored_leaves(params)
+
+  def unit_shapes(self, params):
+    leaves = jax.tree.leaves(params)
+    return [jnp.shape(leaves[i]) for i in self.scored_leaves(params)]
+
+  def check(self, params, ratio):
+    leaves = jax.tree.leaves(params)
+    ratio_lib.num_to_keep(sum(leaves[i].size for i in
+                              self.scored_leaves(params)), ratio)
+
+  def choose(self, values, params, ratio, kind, guess=None):
+    param_leaves = jax.tree.leaves(params)
+    chosen = sorted(values)
+    if kind == 'magnitude':
+      scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
+    else:
+      scores = keys.taylor_scores([values[i] for i in chosen],
+                                  [param_leaves[i] for i in chosen])
+    q = ratio_lib.num_to_keep(sum(param_leaves[i].size for i in chosen),
+                              ratio)
+    top = search.select_top_q(scores, q, self.method, guess=guess)
+    masks = dict(zip(chosen, keys.at_least(scores, top.mask_key)))
+    threshold = keys.key_to_score(top.threshold_key,
+                                  scores[0].dtype).astype(jnp.float32)
+    return Chosen(masks, threshold, top.num_active.astype(jnp.int32), masks)
+
+
+def resolve(groups: Optional[Any], prunable: prunable_lib.PrunableSpec,
+            method: str, budget: str = 'params',
+            score: str = 'group_taylor') -> Any:
+  """The structure to use: ``groups`` (from `find_groups`) with its
+  ``budget`` and group ``score``, else `PerWeight` with ``prunable`` and
+  ``method``."""
+  if groups is None:
+    if budget != 'params':
+      raise ValueError("`budget='flops'` needs `groups` (from "
+                       'gsm_optax.find_groups): single weights have no FLOPs '
+                       'of their own here.')
+    return PerWeight(prunable, method)
+  if prunable is not None:
+    raise ValueError(
+        '`prunable` chooses leaves for per-weight pruning; with `groups` the '
+        'groups decide what is pruned. Pass one of them.')
+  return groups.structure(budget, score)
