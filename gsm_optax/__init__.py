@@ -1,6 +1,9 @@
 """gsm_optax: Global Sparse Momentum SGD (Ding et al., NeurIPS 2019) for Optax."""
 
 from gsm_optax._src.alias import gsm
+from gsm_optax._src.deploy.slim import export_slim
+from gsm_optax._src.deploy.slim import slim
+from gsm_optax._src.deploy.slim import SlimInfo
 from gsm_optax._src.deploy.sparse import matmul_kernels
 from gsm_optax._src.deploy.sparse import SparseKernel
 from gsm_optax._src.deploy.sparse import to_dense
@@ -19,6 +22,8 @@ from gsm_optax._src.prune import pruned_norm_share
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport
+from gsm_optax._src.report import structure_report
+from gsm_optax._src.report import StructureReport
 from gsm_optax._src.selection.keys import key_to_score
 from gsm_optax._src.selection.keys import score_keys
 from gsm_optax._src.selection.keys import taylor_scores
@@ -45,6 +50,7 @@ __version__ = '0.1.0'
 __all__ = (
     'default_prunable',
     'find_mask_state',
+    'export_slim',
     'find_groups',
     'fixed_mask',
     'FixedMaskState',
@@ -73,12 +79,16 @@ __all__ = (
     'pruned_norm_share',
     'save_sparse',
     'score_keys',
+    'slim',
+    'SlimInfo',
     'SELECTION_METHODS',
     'sparsity_report',
     'sparse_apply',
     'sparse_forward',
     'SparseKernel',
     'SparsityReport',
+    'structure_report',
+    'StructureReport',
     'taylor_scores',
     'to_dense',
     'to_sparse',

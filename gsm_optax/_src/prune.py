@@ -6,11 +6,10 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from gsm_optax._src.selection import keys
-from gsm_optax._src.selection import search
 from gsm_optax._src.spec import official
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
+from gsm_optax._src.spec import structure as structure_lib
 
 COUNTS = ('floor', 'official')
 
@@ -18,7 +17,9 @@ COUNTS = ('floor', 'official')
 def prune(params: Any, ratio: float,
           prunable: prunable_lib.PrunableSpec = None,
           method: str = 'interpolate',
-          count: str = 'floor') -> tuple[Any, Any]:
+          count: str = 'floor',
+          groups: Optional[Any] = None,
+          budget: str = 'params') -> tuple[Any, Any]:
   """Keeps the ``floor(N / ratio)`` largest-magnitude prunable weights.
 
   The ranking is global over all prunable leaves (ties kept), as in the
@@ -47,6 +48,12 @@ def prune(params: Any, ratio: float,
     count: ``'floor'`` (default) keeps ``floor(N / ratio)`` weights;
       ``'official'`` keeps the official final prune's
       ``N - int(N * (1 - 1/ratio))``.
+    groups: None (single weights), or a `Groups` (structured GSM): whole
+      groups are kept, ranked by the sum of their squared weights per unit
+      of cost, until ``budget`` reaches ``1 / ratio`` of the model's (see
+      `Groups.select`); every element of the others is zeroed, biases and
+      norm entries too, ready for `slim`.
+    budget: with ``groups``: ``'params'`` or ``'flops'``.
 
   Raises:
     ValueError: if a prunable weight is NaN or infinite (training diverged;
@@ -66,27 +73,35 @@ def prune(params: Any, ratio: float,
   """
   if count not in COUNTS:
     raise ValueError(f'`count` must be one of {COUNTS}; got {count!r}.')
-  flags = prunable_lib.resolve_prunable(params, prunable)
+  if count == 'official' and groups is not None:
+    raise ValueError("`count='official'` is the official code's count of "
+                     'single weights; with `groups` the budget decides.')
+  structure = structure_lib.resolve(groups, prunable, method, budget)
   leaves, treedef = jax.tree.flatten(params)
-  chosen = [i for i, f in enumerate(flags) if f]
-  n = sum(leaves[i].size for i in chosen)
-  q = ratio_lib.num_to_keep(n, ratio)
-  if count == 'official':
-    q = official.official_num_to_keep(n, ratio)
+  chosen = structure.scored_leaves(params)
   _check_finite([leaves[i] for i in chosen])
-  key, kept = _top_magnitudes([leaves[i] for i in chosen], q, method)
-  masks = [jnp.ones(jnp.shape(x), bool) for x in leaves]
-  for i, keep in zip(chosen, kept):
-    masks[i] = keep
+  q = None
+  if count == 'official':
+    n = sum(leaves[i].size for i in chosen)
+    q = official.official_num_to_keep(n, ratio)
+  top = structure.choose({}, params, ratio, 'magnitude', q=q)
+  masks = [top.masks.get(i, jnp.ones(jnp.shape(x), bool))
+           for i, x in enumerate(leaves)]
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
-  _warn_if_ties_defeat_ratio([pruned[i] for i in chosen], q, n, key)
+  if groups is None:
+    n = sum(leaves[i].size for i in chosen)
+    _warn_if_ties_defeat_ratio([pruned[i] for i in chosen],
+                               q or ratio_lib.num_to_keep(n, ratio), n,
+                               top.threshold)
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
 def pruned_norm_share(params: Any, ratio: float,
                       prunable: prunable_lib.PrunableSpec = None,
-                      method: str = 'interpolate') -> jax.Array:
+                      method: str = 'interpolate',
+                      groups: Optional[Any] = None,
+                      budget: str = 'params') -> jax.Array:
   """The share of the prunable weights' norm that `prune` would remove now.
 
   ``||w outside the Q largest |w|||_2 / ||w||_2`` over all prunable leaves
@@ -102,6 +117,8 @@ def pruned_norm_share(params: Any, ratio: float,
     ratio: the global compression ratio C >= 1 (the one `prune` will use).
     prunable: which leaves are ranked (see `keep_top_taylor`).
     method: selection route (see `prune`).
+    groups, budget: structured pruning (see `prune`): the share of the
+      norm of the groups' members that the prune would remove.
 
   Returns:
     A float32 scalar in [0, 1] (0 when all prunable weights are zero; NaN
@@ -114,10 +131,12 @@ def pruned_norm_share(params: Any, ratio: float,
     >>> round(float(pruned_norm_share(w, ratio=4)), 6)  # removes the 3
     0.6
   """
-  flags = prunable_lib.resolve_prunable(params, prunable)
-  leaves = [x for x, f in zip(jax.tree.leaves(params), flags) if f]
-  q = ratio_lib.num_to_keep(sum(x.size for x in leaves), ratio)
-  _, kept = _top_magnitudes(leaves, q, method)
+  structure = structure_lib.resolve(groups, prunable, method, budget)
+  all_leaves = jax.tree.leaves(params)
+  chosen = structure.scored_leaves(params)
+  top = structure.choose({}, params, ratio, 'magnitude')
+  leaves = [all_leaves[i] for i in chosen]
+  kept = [top.masks[i] for i in chosen]
   total = removed = jnp.zeros((), jnp.float32)
   for x, keep in zip(leaves, kept):
     sq = jnp.square(x.astype(jnp.float32))
@@ -150,7 +169,9 @@ def check_final_prune(params: Any, ratio: float,
                       tolerance: float = DEFAULT_PRUNE_TOLERANCE,
                       prunable: prunable_lib.PrunableSpec = None,
                       method: str = 'interpolate',
-                      warn: bool = True) -> PruneCheck:
+                      warn: bool = True,
+                      groups: Optional[Any] = None,
+                      budget: str = 'params') -> PruneCheck:
   """Says, before you prune, whether the final prune would cost accuracy.
 
   GSM's prune needs no fine-tuning only when the weights outside the Q
@@ -168,6 +189,7 @@ def check_final_prune(params: Any, ratio: float,
     prunable: which leaves are ranked (see `keep_top_taylor`).
     method: selection route (see `prune`).
     warn: issue the `PruneCostWarning` (else only return the message).
+    groups, budget: structured pruning (see `prune`).
 
   Returns:
     A `PruneCheck` with the share and, if it is above ``tolerance``, the
@@ -181,7 +203,8 @@ def check_final_prune(params: Any, ratio: float,
     >>> round(check.share, 6), check.ok
     (0.6, False)
   """
-  share = float(pruned_norm_share(params, ratio, prunable, method))
+  share = float(pruned_norm_share(params, ratio, prunable, method, groups,
+                                  budget))
   if share <= tolerance:  # NaN (diverged) warns too
     return PruneCheck(share, None)
   message = (
@@ -198,21 +221,12 @@ def check_final_prune(params: Any, ratio: float,
   return PruneCheck(share, message)
 
 
-def _top_magnitudes(leaves, q, method):
-  """The key of the q-th largest |w| over ``leaves`` together, and one mask
-  per leaf of the weights at or above it (ties kept)."""
-  magnitudes = keys.magnitude_scores(leaves)
-  key, _ = search.global_threshold(magnitudes, q, method)
-  return key, keys.at_least(magnitudes, key)
-
-
-def _warn_if_ties_defeat_ratio(kept_leaves, q, n, key):
-  if any(isinstance(x, jax.core.Tracer) for x in kept_leaves + [key]):
+def _warn_if_ties_defeat_ratio(kept_leaves, q, n, threshold):
+  if any(isinstance(x, jax.core.Tracer) for x in kept_leaves + [threshold]):
     return
   nonzero = sum(int(jnp.count_nonzero(x)) for x in kept_leaves)
   if nonzero > q:
-    threshold = float(keys.key_to_score(key, jnp.float32 if key.dtype ==
-                                          jnp.int32 else jnp.float64))
+    threshold = float(threshold)
     warnings.warn(
         f'prune kept {nonzero:,} non-zero weights, not Q = {q:,}: '
         f'{nonzero - q:,} more tie at the threshold |w| = {threshold:g}, and '

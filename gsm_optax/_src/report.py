@@ -1,13 +1,15 @@
 """Per-layer sparsity: how GSM distributed the kept weights."""
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 
+from gsm_optax._src.deploy import slim as slim_lib
 from gsm_optax._src.deploy import sparse
 from gsm_optax._src.deploy import sparse_io
+from gsm_optax._src.groups import groups as groups_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 
 
@@ -136,3 +138,88 @@ def sparsity_report(params: Any,
         nbytes=x.nbytes,
         sparse_nbytes=sparse_io.csr_nbytes(x) if as_csr else x.nbytes))
   return SparsityReport(leaves=tuple(leaves))
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureReport:
+  """What a structured prune keeps: per family its channels, per kernel its
+  parameters and FLOPs, before and after; ``str(report)`` is a table."""
+  channels: tuple[tuple[str, int, int], ...]  # (family, before, after)
+  params: tuple[tuple[str, float, float], ...]  # (leaf, before, after)
+  flops: tuple[tuple[str, float, float], ...]  # (kernel, before, after)
+
+  @property
+  def total_params(self) -> tuple[float, float]:
+    return (sum(p[1] for p in self.params), sum(p[2] for p in self.params))
+
+  @property
+  def total_flops(self) -> tuple[float, float]:
+    return (sum(f[1] for f in self.flops), sum(f[2] for f in self.flops))
+
+  def to_dict(self) -> dict[str, Any]:
+    return {'channels': [list(c) for c in self.channels],
+            'params': [list(p) for p in self.params],
+            'flops': [list(f) for f in self.flops],
+            'total_params': list(self.total_params),
+            'total_flops': list(self.total_flops)}
+
+  def __str__(self) -> str:
+    width = max([len(n) for n, *_ in self.channels + self.flops] + [6])
+    lines = [f"{'layer':<{width}}  {'channels':>13}  {'params':>21}  "
+             f"{'FLOPs':>25}"]
+    params = {n: (b, a) for n, b, a in self.params}
+    flops = {n: (b, a) for n, b, a in self.flops}
+    for name, before, after in self.channels:
+      lines.append(f'{name:<{width}}  {after:>6,} / {before:<5,}')
+    lines.append('kernels:')
+    for name, (before, after) in flops.items():
+      p = params.get(name, (0, 0))
+      lines.append(f'{name:<{width}}  {"":>13}  {p[1]:>10,.0f} / '
+                   f'{p[0]:<9,.0f}  {after:>12,.0f} / {before:<11,.0f}')
+    (pb, pa), (fb, fa) = self.total_params, self.total_flops
+    lines.append(f'total: params {pa:,.0f} of {pb:,.0f} ({pb / max(pa, 1):.2f}x '
+                 f'fewer), FLOPs {fa:,.0f} of {fb:,.0f} '
+                 f'({fb / max(fa, 1):.2f}x fewer)')
+    return '\n'.join(lines)
+
+
+def structure_report(params: Any, groups: Any,
+                     masks: Optional[Any] = None) -> StructureReport:
+  """Per family the channels kept, per kernel the parameters and FLOPs
+  before and after: what `slim` will remove.
+
+  Args:
+    params: the params (e.g. after ``prune(..., groups=groups)``).
+    groups: from `find_groups`.
+    masks: which groups are kept, as `prune`'s masks; default: the groups
+      with a non-zero element (see `slim`).
+
+  Returns:
+    A `StructureReport`; ``print(report)`` shows the table.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from gsm_optax import find_groups, structure_report
+    >>> params = {'w1': jnp.ones((4, 3)).at[:, 1].set(0.0), 'b1': jnp.zeros(3),
+    ...           'w2': jnp.ones((3, 2)).at[1].set(0.0)}
+    >>> mlp = lambda p, x: jax.nn.relu(x @ p['w1'] + p['b1']) @ p['w2']
+    >>> r = structure_report(params, find_groups(mlp, params, jnp.ones((1, 4))))
+    >>> r.channels[0][1:], r.total_params, r.total_flops
+    ((3, 2), (21.0, 14.0), (36.0, 24.0))
+  """
+  active = slim_lib.active_groups(params, groups, masks)
+  counts = np.array([active[groups.offsets[i]:groups.offsets[i + 1]].sum()
+                     for i in range(len(groups.families))], float)
+  full = np.array([f.size for f in groups.families], float)
+
+  def rows(polynomials):
+    out = []
+    for name, terms in polynomials.items():
+      p = groups_lib.polynomial(terms, len(groups.families))
+      out.append((name, p.value(full), p.value(counts)))
+    return tuple(out)
+
+  return StructureReport(
+      channels=tuple((f.name, f.size, int(n)) for f, n in zip(
+          groups.families, counts)),
+      params=rows(groups.params_by_leaf), flops=rows(groups.flops_by_leaf))

@@ -128,13 +128,20 @@ class Groups:
             f'layer ({f.name} has {f.size} channels): a group may never empty '
             'a layer.')
     index = {a: i for i, a in self.atom_of.items()}
-    param_poly = lay.poly_sum([
-        lay.poly_product([atoms.polynomial(l, index) for l in layouts])
-        for layouts in analysis.param_layouts])
-    flops_poly = lay.poly_sum([
-        {k: v * factor for k, v in lay.poly_product(
-            [atoms.polynomial(l, index) for l in out + contracted]).items()}
-        for out, contracted, factor in analysis.products])
+    # FLOPs of each matmul and convolution, by the kernel it multiplies.
+    self.flops_by_leaf = {}
+    for out, contracted, factor, leaf in analysis.products:
+      poly = {k: v * factor for k, v in lay.poly_product(
+          [atoms.polynomial(l, index) for l in out + contracted]).items()}
+      key = self.paths[leaf] if leaf is not None else '(between activations)'
+      self.flops_by_leaf[key] = lay.poly_sum([self.flops_by_leaf.get(key, {}),
+                                              poly])
+    flops_poly = lay.poly_sum(list(self.flops_by_leaf.values()))
+    self.params_by_leaf = {
+        self.paths[leaf]: lay.poly_product([atoms.polynomial(l, index)
+                                            for l in layouts])
+        for leaf, layouts in enumerate(analysis.param_layouts)}
+    param_poly = lay.poly_sum(list(self.params_by_leaf.values()))
     self.polynomials = {'params': _Polynomial(param_poly, len(families)),
                         'flops': _Polynomial(flops_poly, len(families))}
     sizes = np.array([f.size for f in families], np.float64)
@@ -388,8 +395,8 @@ class _GroupStructure:
     self.groups.bind(params)
     self.groups.budget(ratio, self.budget)
 
-  def choose(self, values, params, ratio, kind, guess=None):
-    del guess  # the groups are few: no search to start
+  def choose(self, values, params, ratio, kind, guess=None, q=None):
+    del guess, q  # the groups are few: no search to start; the budget counts
     if kind == 'magnitude':
       scores = self.groups.magnitudes(params)
     else:
@@ -403,13 +410,17 @@ class _GroupStructure:
 def _family_name(members, shapes) -> str:
   """A family's name: the kernel whose output axis it is, else its first
   member."""
+  for m in members:  # attention's (in, heads, head_dim) kernels
+    if m.path.endswith("['kernel']") and len(shapes[m.leaf]) == 3:
+      layer = m.path[:-len("['kernel']")]
+      parent = layer[:layer.rfind('[')] or layer
+      if m.axis == 1:
+        return f'{parent} heads'
+      if m.axis == 2:
+        return f'{layer} head dims'
   for m in members:
     if m.path.endswith("['kernel']") and m.axis == len(shapes[m.leaf]) - 1:
       return m.path[:-len("['kernel']")] or m.path
-  for m in members:
-    if m.path.endswith("['kernel']") and len(shapes[m.leaf]) == 3 and (
-        m.axis == 1):  # attention: (in, heads, head_dim) kernels
-      return m.path[:-len("['kernel']")] + ' heads'
   return f'{members[0].path} axis {members[0].axis}'
 
 
@@ -419,6 +430,11 @@ def normalize_path(path: str) -> str:
     if path.endswith(suffix):
       return path[:-len(suffix)]
   return path
+
+
+def polynomial(terms: dict, num_families: int) -> '_Polynomial':
+  """A cost polynomial (see `Groups.params_by_leaf`) to evaluate."""
+  return _Polynomial(terms, num_families)
 
 
 class _Polynomial:

@@ -58,7 +58,7 @@ class Analysis:
   atoms: lay.Atoms
   param_layouts: list  # per param leaf: one layout per axis
   eqn_layouts: list  # per visited equation: per output, one layout per axis
-  products: list  # (out layouts, contracted layouts, factor) per matmul/conv
+  products: list  # (out layouts, contracted layouts, factor, param leaf)
   unsupported: dict  # primitive name -> where it was met
 
 
@@ -85,6 +85,7 @@ class _Walker:
     self.eqn_layouts = []
     self.products = []
     self.unsupported = {}
+    self.param_of = {}  # var -> the parameter leaf it is (through casts)
 
   @property
   def evaluating(self):
@@ -93,8 +94,10 @@ class _Walker:
   def new_shape(self, layouts):
     return tuple(self.atoms.kept_size(l, self.kept) for l in layouts)
 
-  def walk(self, jaxpr, in_layouts, in_values=None, consts=()):
-    """Layouts (and values) of ``jaxpr``'s outputs."""
+  def walk(self, jaxpr, in_layouts, in_values=None, consts=(),
+           in_params=None):
+    """Layouts (and values) of ``jaxpr``'s outputs; ``in_params``: the
+    parameter leaf each input is, or None."""
     env = {}
 
     def read(v):
@@ -109,6 +112,8 @@ class _Walker:
       env[v] = (layouts, value)
     for i, v in enumerate(jaxpr.invars):
       env[v] = (in_layouts[i], None if in_values is None else in_values[i])
+      if in_params is not None and in_params[i] is not None:
+        self.param_of[v] = in_params[i]
     for eqn in jaxpr.eqns:
       ins = [read(v) for v in eqn.invars]
       outs = self.equation(eqn, [l for l, _ in ins], [x for _, x in ins])
@@ -124,7 +129,9 @@ class _Walker:
       jaxpr = closed.jaxpr if closed is not None else sub
       consts = closed.consts if closed is not None else ()
       outs = self.walk(jaxpr, in_layouts,
-                       in_values if self.evaluating else None, consts)
+                       in_values if self.evaluating else None, consts,
+                       [self.param_of.get(v) if not isinstance(
+                           v, jex.Literal) else None for v in eqn.invars])
       if eqn.primitive.name.startswith('custom_vjp') or len(outs) != len(
           eqn.outvars):
         outs = outs[:len(eqn.outvars)]
@@ -135,6 +142,10 @@ class _Walker:
       rule = _rule_for(eqn.primitive.name)
       out_layouts = rule(self, eqn, in_layouts)
       self.eqn_layouts.append(out_layouts)
+      if eqn.primitive.name in ('convert_element_type', 'copy', 'copy_p'):
+        source = self.param_of.get(eqn.invars[0])
+        if source is not None:
+          self.param_of[eqn.outvars[0]] = source
     values = [None] * len(eqn.outvars)
     if self.evaluating:
       values = self.bind(eqn, in_values, out_layouts)
@@ -278,7 +289,8 @@ def _dot_general(w, eqn, ins):
   out = ([lhs[a] for a in lb] +
          [l for k, l in enumerate(lhs) if k not in lc and k not in lb] +
          [l for k, l in enumerate(rhs) if k not in rc and k not in rb])
-  w.products.append((tuple(out), tuple(lhs[a] for a in lc), 2))
+  w.products.append((tuple(out), tuple(lhs[a] for a in lc), 2,
+                     _param_operand(w, eqn)))
   return [tuple(out)]
 
 
@@ -314,8 +326,18 @@ def _conv(w, eqn, ins):
   window = 1
   for k in dn.rhs_spec[2:]:
     window *= rhs_shape[k]
-  w.products.append((tuple(out), tuple(contracted), 2 * window))
+  w.products.append((tuple(out), tuple(contracted), 2 * window,
+                     _param_operand(w, eqn)))
   return [tuple(out)]
+
+
+def _param_operand(w, eqn):
+  """The parameter leaf a matmul or convolution multiplies by (its right
+  operand, else its left), or None."""
+  for v in reversed(eqn.invars[:2]):
+    if not isinstance(v, jex.Literal) and v in w.param_of:
+      return w.param_of[v]
+  return None
 
 
 def _reduction(w, eqn, ins):
@@ -463,7 +485,9 @@ def analyze(closed_jaxpr, num_params: int) -> Analysis:
   for layouts in in_layouts[num_params:]:
     for l in layouts:
       atoms.block(l, 'an input of the function')
-  outs = walker.walk(jaxpr, in_layouts, consts=closed_jaxpr.consts)
+  outs = walker.walk(jaxpr, in_layouts, consts=closed_jaxpr.consts,
+                     in_params=list(range(num_params)) + [None] * (
+                         len(jaxpr.invars) - num_params))
   for layouts, _ in outs:
     for l in layouts:
       atoms.block(l, 'an output of the function')

@@ -54,10 +54,12 @@ class Structure(Protocol):
     fit."""
 
   def choose(self, values: dict, params: Any, ratio: Any,
-             kind: str, guess: Optional[jax.Array] = None) -> Chosen:
+             kind: str, guess: Optional[jax.Array] = None,
+             q: Optional[int] = None) -> Chosen:
     """Scores the units from ``values`` (leaf index -> the update, or the
     smoothed gradient, of that leaf; ``kind='magnitude'``: ignored, the
-    weights are scored) and keeps those the budget allows."""
+    weights are scored) and keeps those the budget allows (per weight:
+    ``q`` of them if given)."""
 
 
 class PerWeight:
@@ -92,16 +94,18 @@ class PerWeight:
     ratio_lib.num_to_keep(sum(leaves[i].size for i in
                               self.scored_leaves(params)), ratio)
 
-  def choose(self, values, params, ratio, kind, guess=None):
+  def choose(self, values, params, ratio, kind, guess=None, q=None):
     param_leaves = jax.tree.leaves(params)
-    chosen = sorted(values)
     if kind == 'magnitude':
+      chosen = self.scored_leaves(params)
       scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
     else:
+      chosen = sorted(values)
       scores = keys.taylor_scores([values[i] for i in chosen],
                                   [param_leaves[i] for i in chosen])
-    q = ratio_lib.num_to_keep(sum(param_leaves[i].size for i in chosen),
-                              ratio)
+    if q is None:
+      q = ratio_lib.num_to_keep(sum(param_leaves[i].size for i in chosen),
+                                ratio)
     top = search.select_top_q(scores, q, self.method, guess=guess)
     masks = dict(zip(chosen, keys.at_least(scores, top.mask_key)))
     threshold = keys.key_to_score(top.threshold_key,
