@@ -98,7 +98,8 @@ class Groups:
     for leaf, layouts in enumerate(analysis.param_layouts):
       for axis, layout in enumerate(layouts):
         roots = atoms.leaves(layout)
-        free = [a for a in roots if not atoms.blocked(a)]
+        free = [a for a in roots if not atoms.blocked(a) and
+                a in analysis.used]
         if free:
           maps = atoms.index_maps(layout)
           for a in free:
@@ -106,6 +107,8 @@ class Groups:
                 leaf, axis, self.paths[leaf], maps[a]))
         reasons = sorted(set().union(*(atoms.reasons.get(a, set())
                                        for a in roots if atoms.blocked(a))))
+        if not reasons and any(a not in analysis.used for a in roots):
+          reasons = ['not used by the function']
         if reasons and self.shapes[leaf][axis] > 1:
           blocked.append(Blocked(self.paths[leaf], axis, tuple(reasons)))
     self.atom_of = {}  # family index -> its root atom
@@ -408,19 +411,18 @@ class _GroupStructure:
 
 
 def _family_name(members, shapes) -> str:
-  """A family's name: the kernel whose output axis it is, else its first
-  member."""
-  for m in members:  # attention's (in, heads, head_dim) kernels
-    if m.path.endswith("['kernel']") and len(shapes[m.leaf]) == 3:
-      layer = m.path[:-len("['kernel']")]
-      parent = layer[:layer.rfind('[')] or layer
-      if m.axis == 1:
-        return f'{parent} heads'
-      if m.axis == 2:
-        return f'{layer} head dims'
+  """A family's name: the layer whose output axis it is (an attention
+  projection's: its head dims), else the attention whose heads it is,
+  else its first member."""
   for m in members:
     if m.path.endswith("['kernel']") and m.axis == len(shapes[m.leaf]) - 1:
-      return m.path[:-len("['kernel']")] or m.path
+      layer = m.path[:-len("['kernel']")] or m.path
+      return f'{layer} head dims' if len(shapes[m.leaf]) == 3 else layer
+  for m in members:  # attention's (in, heads, head_dim) kernels
+    if m.path.endswith("['kernel']") and len(shapes[m.leaf]) == 3 and (
+        m.axis == 1):
+      layer = m.path[:-len("['kernel']")]
+      return f"{layer[:layer.rfind('[')] or layer} heads"
   return f'{members[0].path} axis {members[0].axis}'
 
 

@@ -60,6 +60,7 @@ class Analysis:
   eqn_layouts: list  # per visited equation: per output, one layout per axis
   products: list  # (out layouts, contracted layouts, factor, param leaf)
   unsupported: dict  # primitive name -> where it was met
+  used: set  # the root atoms that some equation reads
 
 
 def _shape(v):
@@ -86,6 +87,7 @@ class _Walker:
     self.products = []
     self.unsupported = {}
     self.param_of = {}  # var -> the parameter leaf it is (through casts)
+    self.read = []  # layouts that equations read (analysis)
 
   @property
   def evaluating(self):
@@ -139,6 +141,7 @@ class _Walker:
     if self.evaluating:
       out_layouts = self.recorded.pop(0)
     else:
+      self.read.extend(l for layouts in in_layouts for l in layouts)
       rule = _rule_for(eqn.primitive.name)
       out_layouts = rule(self, eqn, in_layouts)
       self.eqn_layouts.append(out_layouts)
@@ -492,8 +495,9 @@ def analyze(closed_jaxpr, num_params: int) -> Analysis:
     for l in layouts:
       atoms.block(l, 'an output of the function')
   atoms.frozen = True
+  used = {a for l in walker.read for a in atoms.leaves(l)}
   return Analysis(atoms, in_layouts[:num_params], walker.eqn_layouts,
-                  walker.products, walker.unsupported)
+                  walker.products, walker.unsupported, used)
 
 
 def evaluate(analysis: Analysis, closed_jaxpr, kept: dict,

@@ -1,0 +1,43 @@
+"""The example models with random weights, built without running their
+initializers (each conv's initializer compiles once per shape: DenseNet-40
+took minutes); the tests of the structure do not depend on the weights'
+distribution."""
+
+import functools
+
+import flax.nnx as nnx
+import jax
+import numpy as np
+
+from examples.paper import models
+
+MAKERS = {
+    'lenet300': lambda: models.create_model('lenet300', 10, 0),
+    'lenet5': lambda: models.create_model('lenet5', 10, 0),
+    'resnet56': lambda: models.create_model('resnet56', 10, 0),
+    'resnet50': lambda: models.create_model('resnet50', 1000, 0),
+    'densenet40': lambda: models.create_model('densenet40', 10, 0),
+    'transformer': lambda: models.TinyTransformer(rngs=nnx.Rngs(0)),
+}
+
+
+@functools.cache
+def model(name):
+  """``(graphdef, state)`` of the model in eval mode, with random weights
+  (positive batch-norm variances)."""
+  abstract = nnx.eval_shape(MAKERS[name])
+  abstract.eval()
+  graphdef, state = nnx.split(abstract)
+  rng = np.random.default_rng(0)
+
+  def fill(path, leaf):
+    if not hasattr(leaf, 'shape') or not np.issubdtype(leaf.dtype,
+                                                      np.floating):
+      return leaf
+    x = 0.1 * rng.normal(size=leaf.shape)
+    if jax.tree_util.keystr(path).endswith("['var']"):
+      x = 1.0 + np.abs(x)
+    return x.astype(leaf.dtype)
+
+  params = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(state))
+  return graphdef, params
