@@ -380,3 +380,19 @@ def test_ratio_warmup_uses_the_configured_selection_route():
   tx = phases.gsm_with_ratio_warmup(config, steps_per_epoch=2)
   updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
   assert updates['w'].shape == (4, 4)
+
+
+def test_structured_gsm_run_slims_and_exports(tmp_path):
+  config = tiny_config('lenet5_fmnist')
+  config.structure, config.budget, config.ratio = 'channels', 'flops', 2.0
+  report = train.train_and_evaluate(config, str(tmp_path))
+  slim = report['slim']
+  before, after = slim['flops']
+  assert before / after >= 2.0 * (1 - 1e-6) and after > 0  # within budget
+  kept = {name: (size, n) for name, size, n in slim['channels']}
+  assert set(kept) == {"['conv1']", "['conv2']", "['fc1']"}
+  assert all(1 <= n <= size for size, n in kept.values())
+  assert (tmp_path / slim['artefact']).stat().st_size == slim['artefact_bytes']
+  records = [json.loads(l) for l in
+             (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert 3 <= records[1]['num_active'] <= 570  # groups, one per layer at least

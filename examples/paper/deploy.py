@@ -8,6 +8,7 @@ import time
 import flax.nnx as nnx
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 import gsm_optax
 
@@ -73,3 +74,45 @@ def export(model, workdir, snapshots, images, repeats=20):
           'inference': {'batch': int(images.shape[0]), 'repeats': repeats,
                         'dense_seconds': dense, 'sparse_seconds': sparse,
                         'speedup': dense / sparse}}
+
+
+SLIM_FILE = 'slim_model.bin'
+
+
+def export_slim(model, groups, workdir, images, repeats=20):
+  """The structured prune's slim model: the passive groups cut out, exported
+  with `jax.export` (weights inside: it runs without this code), saved with
+  orbax, and its forward pass timed against the full model's.
+
+  Returns:
+    The channels kept, the parameters and FLOPs before and after, the file
+    sizes and the timing (process 0; the others get None).
+  """
+  if jax.process_index() != 0:
+    return None
+  model.eval()
+  graphdef, state = nnx.split(model)
+  state = jax.device_get(nnx.to_pure_dict(state))
+  forward = lambda p, x: nnx.merge(graphdef, p)(x)
+  slim_state, slim_fn, info = gsm_optax.slim(forward, state, groups)
+  blob = gsm_optax.export_slim(slim_fn, slim_state, images)
+  with open(os.path.join(workdir, SLIM_FILE), 'wb') as f:
+    f.write(blob)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(os.path.abspath(workdir), 'slim_state'),
+                    slim_state, force=True)
+  checkpointer.wait_until_finished()
+  dense_fn, small_fn = jax.jit(forward), jax.jit(slim_fn)
+  seconds = median_seconds({'dense': lambda: dense_fn(state, images),
+                            'slim': lambda: small_fn(slim_state, images)},
+                           repeats)
+  model.train()
+  return {'channels': [list(c) for c in info.channels],
+          'params': list(info.params), 'flops': list(info.flops),
+          'artefact': SLIM_FILE, 'artefact_bytes': len(blob),
+          'slim_array_bytes': sum(np.asarray(x).nbytes for x in
+                                  jax.tree.leaves(slim_state)),
+          'inference': {'batch': int(images.shape[0]), 'repeats': repeats,
+                        'dense_seconds': seconds['dense'],
+                        'slim_seconds': seconds['slim'],
+                        'speedup': seconds['dense'] / seconds['slim']}}

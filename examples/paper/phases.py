@@ -85,7 +85,7 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
   to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
   g = config.gsm
   lr = learning_rate_schedule(g, steps_per_epoch)
-  options = gsm_options(g, steps_per_epoch)
+  options = dict(gsm_options(g, steps_per_epoch), **structure_options(config))
   if not g.ratio_warmup_epochs:
     return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
                          weight_decay=g.weight_decay, nesterov=g.nesterov,
@@ -96,7 +96,8 @@ def gsm_with_ratio_warmup(config, steps_per_epoch):
       step >= warmup, config.ratio,
       1.0 / gsm_optax.cubic_keep_fraction(step, config.ratio, 0, warmup))
   return optax.inject_hyperparams(
-      gsm_optax.gsm, static_args=('nesterov', 'method', 'track_churn'))(
+      gsm_optax.gsm, static_args=('nesterov', 'method', 'track_churn',
+                                  'groups', 'budget', 'score'))(
           learning_rate=lr, ratio=ratio, momentum=g.momentum,
           weight_decay=g.weight_decay, nesterov=g.nesterov,
           method=config.method, **options)
@@ -122,6 +123,40 @@ def gsm_options(g, steps_per_epoch=None):
   if g.get('passive_decay') is not None:
     options['passive_decay'] = g.passive_decay
   return options
+
+
+def structure_options(config):
+  """With ``config.structure='channels'``: structured GSM's groups (found
+  from the model's code), its budget and its group score; else nothing."""
+  if config.get('structure', 'weights') == 'weights':
+    return {}
+  if config.structure != 'channels':
+    raise ValueError("config.structure must be 'weights' or 'channels'; "
+                     f'got {config.structure!r}.')
+  return {'groups': groups_for(config), 'budget': config.budget,
+          'score': config.group_score}
+
+
+def groups_for(config):
+  """The groups of the config's model, or None for per-weight pruning."""
+  if config.get('structure', 'weights') == 'weights':
+    return None
+  return _groups(config.model, config.num_classes,
+                 tuple(config.image_shape))
+
+
+@functools.cache
+def _groups(name, num_classes, image_shape):
+  """Found on the model's eval-mode forward pass, one example: the
+  structure does not depend on the weights, so an abstract model will do
+  (no initializer runs)."""
+  abstract = nnx.eval_shape(lambda: models.create_model(name, num_classes, 0))
+  abstract.eval()
+  graphdef, state = nnx.split(abstract)
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                        nnx.to_pure_dict(state))
+  return gsm_optax.find_groups(lambda p, x: nnx.merge(graphdef, p)(x), params,
+                               jnp.zeros((1,) + image_shape))
 
 
 def make_phases(config, steps_per_epoch, snapshots):

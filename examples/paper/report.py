@@ -21,6 +21,7 @@ def format_report(summary, report) -> str:
          f"{pct(summary['ticket_magnitude_accuracy'])}"]
         if summary['ticket_accuracy'] is not None else []),
       *deploy_lines(summary.get('deploy')),
+      *slim_lines(summary.get('slim')),
       '', str(report)])
 
 
@@ -39,6 +40,23 @@ def deploy_lines(deploy):
       f"{inference['repeats']}): dense {inference['dense_seconds'] * 1e3:.2f}"
       f" ms, sparse {inference['sparse_seconds'] * 1e3:.2f} ms "
       f"({inference['speedup']:.1f}x)"]
+
+
+def slim_lines(slim):
+  """The structured prune's slim model: its size and speed."""
+  if not slim:
+    return []
+  (pb, pa), (fb, fa) = slim['params'], slim['flops']
+  inference = slim['inference']
+  widths = ', '.join(f'{name} {kept}/{size}' for name, size, kept in
+                     slim['channels'])
+  return [
+      f'slim model: {pa:,.0f} of {pb:,.0f} parameters ({pb / pa:.2f}x fewer), '
+      f'{fa:,.0f} of {fb:,.0f} FLOPs ({fb / fa:.2f}x fewer); widths: {widths}',
+      f"exported ({slim['artefact']}, {slim['artefact_bytes']:,} bytes); "
+      f"forward pass, batch {inference['batch']}: dense "
+      f"{inference['dense_seconds'] * 1e3:.2f} ms, slim "
+      f"{inference['slim_seconds'] * 1e3:.2f} ms ({inference['speedup']:.2f}x)"]
 
 
 def plot_density(report, path, title):

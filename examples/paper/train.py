@@ -168,11 +168,22 @@ def mask_stats(model, optimizer, config):
     return {}
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   check = gsm_optax.check_final_prune(params, config.ratio,
-                                      method=config.method, warn=False)
+                                      method=config.method, warn=False,
+                                      **prune_structure(config))
   return {'num_active': int(found.num_active[...]),
           'threshold': float(found.threshold[...]),
           'pruned_norm_share': check.share,
           'prune_warning': not check.ok}
+
+
+def prune_structure(config):
+  """The arguments that make `gsm_optax.prune` and its diagnostics prune
+  what the config's GSM ranks: whole groups (``structure='channels'``) or
+  single weights."""
+  groups = phases_lib.groups_for(config)
+  if groups is None:
+    return {}
+  return {'groups': groups, 'budget': config.budget}
 
 
 def last_mask_accuracy(model, optimizer, data, config, mesh=None):
@@ -183,11 +194,16 @@ def last_mask_accuracy(model, optimizer, data, config, mesh=None):
   if found is None or not found.active:
     return None
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # arrays: a copy
-  flags = jax.tree.leaves(gsm_optax.default_prunable(params))
   leaves, treedef = jax.tree.flatten(params)
-  active = iter(found.active)
-  masked = [jnp.where(next(active)[...], x, 0) if f else x
-            for x, f in zip(leaves, flags)]
+  groups = phases_lib.groups_for(config)
+  if groups is not None:  # one mask over the groups
+    masks = groups.expand(found.active[0][...], params)
+  else:
+    ranked = [i for i, f in enumerate(jax.tree.leaves(
+        gsm_optax.default_prunable(params))) if f]
+    masks = {i: a[...] for i, a in zip(ranked, found.active)}
+  masked = [jnp.where(masks[i], x, 0) if i in masks else x
+            for i, x in enumerate(leaves)]
   nnx.update(model, jax.tree.unflatten(treedef, masked))
   accuracy = evaluate(model, data, config, mesh)
   nnx.update(model, params)  # (nnx.state is a view: it would be masked too)
@@ -310,14 +326,17 @@ def finish(config, workdir, model, results, data, mesh=None,
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   diverged = not all(bool(jnp.all(jnp.isfinite(x)))
                      for x in jax.tree.leaves(params))
+  structure = prune_structure(config)
   check = gsm_optax.check_final_prune(params, config.ratio,
-                                      method=config.method, warn=False)
+                                      method=config.method, warn=False,
+                                      **structure)
   if diverged:  # no ranking to prune by: report the model as it is
     print(f'{config.pruning} at {config.ratio:g}x diverged: the parameters '
           'are not finite, so they are not pruned.')
     pruned = params
   else:
-    pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method)
+    pruned, _ = gsm_optax.prune(params, config.ratio, method=config.method,
+                                **structure)
   nnx.update(model, pruned)
   if mesh is not None:  # replicated, to evaluate with the global batches
     nnx.update(model, sharding.place(nnx.state(model), mesh, 'data')[0])
@@ -345,6 +364,9 @@ def finish(config, workdir, model, results, data, mesh=None,
     batch = next(data.test_batches(config.eval_batch_size))[0]
     summary['deploy'] = deploy.export(model, workdir, snapshots,
                                       preprocess(batch, config))
+    if structure:
+      summary['slim'] = deploy.export_slim(model, structure['groups'],
+                                           workdir, preprocess(batch, config))
   if jax.process_index() != 0:
     return summary
   with open(os.path.join(workdir, 'report.json'), 'w') as f:

@@ -33,6 +33,13 @@ def get_config():
   # global magnitude prune of the dense model + fine-tuning with the mask
   # fixed) or 'gradual_magnitude' (Zhu & Gupta's cubic schedule).
   c.pruning = 'gsm'
+  # What GSM ranks: 'weights' (the paper), or 'channels': structured GSM,
+  # whole neurons, channels and heads (gsm_optax.find_groups), to a budget
+  # of 'params' or 'flops', ranked by 'group_taylor' |sum g*w| or
+  # 'weight_taylor' sum |g*w|; the pruned model is then also slimmed.
+  c.structure = 'weights'
+  c.budget = 'params'
+  c.group_score = 'group_taylor'
   c.dense_from = ''  # workdir of a run whose dense model to start from
   c.gradual = ml_collections.ConfigDict()
   c.gradual.end_fraction = 0.75  # reach the final sparsity at 3/4 of training

@@ -267,9 +267,10 @@ class Groups:
              budget: str = 'params') -> Selection:
     """The active groups: ranked by score per unit of cost (a group's cost
     is what removing it alone saves), the best ``min_keep`` of each family
-    first, and kept in that order until the kept model's exact cost
-    reaches ``totals[budget] / ratio``; ties at that point are kept. A NaN
-    score ranks first."""
+    first, and kept in that order while the kept model's exact cost stays
+    within ``totals[budget] / ratio``, so the model is at least ``ratio``
+    times smaller in ``budget`` (ties at the last group kept are kept, and
+    may go over). A NaN score ranks first."""
     target = self.budget(ratio, budget)
     cost = jnp.asarray(self.costs[budget], jnp.float32)
     scores = jnp.asarray(scores, jnp.float32)
@@ -281,9 +282,10 @@ class Groups:
     onehot = (jnp.asarray(self.family_of)[order][:, None] ==
               jnp.arange(len(self.families))[None, :]).astype(jnp.float32)
     reached = self.polynomials[budget].value(jnp.cumsum(onehot, axis=0))
-    k = jnp.argmax(reached >= jnp.asarray(target, jnp.float32) * (1 - 1e-6))
-    k = jnp.where(jnp.any(reached >= target * (1 - 1e-6)), k,
-                  self.num_groups - 1)
+    # The last prefix within the budget (the costs grow along the order),
+    # never fewer than the best min_keep of each family.
+    within = jnp.sum(reached <= jnp.asarray(target, jnp.float32) * (1 + 1e-6))
+    k = jnp.maximum(within, self.min_keep * len(self.families)) - 1
     threshold = key[order[k]]
     active = key >= threshold
     return Selection(active, threshold.astype(jnp.float32),
