@@ -1,0 +1,150 @@
+"""The slim model of a structured prune against the dense one.
+
+Usage: python -m benchmarks.speed.slim [--repeats 50] [--json out.json]
+       [--models lenet300,lenet5] [--ratios 2,4,8]
+
+For LeNet-300-100 and LeNet-5 (random weights: the speed does not depend on
+them), the groups are found from the model's code (`gsm_optax.find_groups`)
+and every layer keeps the same fraction of its channels, the largest whose
+FLOPs stay within 1/2, 1/4 and 1/8 of the model's (what GSM keeps per layer
+depends on the training; see the docs' results); the other channels are
+zeroed and `gsm_optax.slim` cuts them out. Timed, jitted, dense
+and slim alternated in one process, medians after compilation: the forward
+pass at batch 1 and 256, and a training step at batch 256 (loss, gradient,
+SGD update of every parameter). On a GPU (the same script; the
+``platform`` field says which), the table is the same.
+"""
+
+import argparse
+import json
+import os
+import platform
+
+import flax.nnx as nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from examples.paper import deploy
+from examples.paper import models
+import gsm_optax
+
+SHAPES = {'lenet300': (28, 28, 1), 'lenet5': (28, 28, 1)}
+
+
+def random_model(name, seed=0):
+  """``(forward, state)`` of the model in eval mode with random weights."""
+  abstract = nnx.eval_shape(lambda: models.create_model(name, 10, seed))
+  abstract.eval()
+  graphdef, state = nnx.split(abstract)
+  rng = np.random.default_rng(seed)
+  state = jax.tree.map(lambda s: (0.1 * rng.normal(size=s.shape)).astype(
+      s.dtype), nnx.to_pure_dict(state))
+  return (lambda p, x: nnx.merge(graphdef, p)(x)), state
+
+
+def uniform_widths(groups, ratio):
+  """The groups that keep the same fraction of every layer, the largest
+  fraction within ``1 / ratio`` of the FLOPs."""
+  target = groups.totals['flops'] / ratio
+  best = None
+  for fraction in np.linspace(1.0, 0.0, 1001):
+    active = np.zeros(groups.num_groups, bool)
+    for i, f in enumerate(groups.families):
+      keep = max(1, int(np.ceil(fraction * f.size)))
+      active[groups.offsets[i]:groups.offsets[i] + keep] = True
+    if float(groups.kept_cost(jnp.asarray(active), 'flops')) <= target:
+      best = active
+      break
+  return best
+
+
+def cut(forward, state, groups, ratio):
+  """The state with uniform widths within ``1 / ratio`` of the FLOPs (the
+  other channels zeroed), and its slim model."""
+  masks = groups.expand(jnp.asarray(uniform_widths(groups, ratio)), state)
+  leaves, treedef = jax.tree.flatten(state)
+  pruned = jax.tree.unflatten(treedef, [
+      jnp.where(masks[i], x, 0) if i in masks else x
+      for i, x in enumerate(leaves)])
+  slim_state, slim_fn, info = gsm_optax.slim(forward, pruned, groups)
+  return pruned, slim_state, slim_fn, info
+
+
+def train_step(fn):
+  """A jitted SGD step of ``fn``'s cross-entropy on a batch."""
+  def step(params, x, y):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        fn(p, x), y).mean()
+    grads = jax.grad(loss)(params)
+    return jax.tree.map(lambda w, g: w - 1e-2 * g, params, grads)
+  return jax.jit(step)
+
+
+def measure(name, ratios, repeats):
+  forward, state = random_model(name)
+  x1 = jnp.ones((1,) + SHAPES[name])
+  x256 = jax.random.normal(jax.random.key(0), (256,) + SHAPES[name])
+  y256 = jnp.arange(256) % 10
+  groups = gsm_optax.find_groups(forward, state, x1)
+  rows = []
+  for ratio in ratios:
+    pruned, slim_state, slim_fn, info = cut(forward, state, groups, ratio)
+    dense_fwd, slim_fwd = jax.jit(forward), jax.jit(slim_fn)
+    dense_step, slim_step = train_step(forward), train_step(slim_fn)
+    np.testing.assert_allclose(slim_fwd(slim_state, x256),
+                               dense_fwd(pruned, x256), atol=1e-4, rtol=1e-4)
+    seconds = deploy.median_seconds({
+        'dense_1': lambda: dense_fwd(pruned, x1),
+        'slim_1': lambda: slim_fwd(slim_state, x1),
+        'dense_256': lambda: dense_fwd(pruned, x256),
+        'slim_256': lambda: slim_fwd(slim_state, x256),
+        'dense_step': lambda: dense_step(pruned, x256, y256),
+        'slim_step': lambda: slim_step(slim_state, x256, y256)}, repeats)
+    rows.append({
+        'model': name, 'flops_ratio': ratio,
+        'flops': list(info.flops), 'params': list(info.params),
+        'channels': [list(c) for c in info.channels],
+        'seconds': seconds,
+        'speedup': {k: seconds[f'dense_{k}'] / seconds[f'slim_{k}']
+                    for k in ('1', '256', 'step')}})
+    print(table_line(rows[-1]), flush=True)
+  return rows
+
+
+def table_line(row):
+  (fb, fa), (pb, pa) = row['flops'], row['params']
+  widths = ', '.join(f'{n}/{s}' for _, s, n in row['channels'])
+  s = row['speedup']
+  return (f"| {row['model']} | {row['flops_ratio']:g}× | {fb / fa:.2f}× | "
+          f"{pb / pa:.2f}× | {widths} | {s['1']:.2f}× | {s['256']:.2f}× | "
+          f"{s['step']:.2f}× |")
+
+
+TABLE_HEADER = ('| model | FLOPs budget | FLOPs fewer | params fewer | widths kept | '
+                'speed-up, batch 1 | batch 256 | training step, 256 |\n'
+                '|---|---:|---:|---:|---|---:|---:|---:|')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--models', default='lenet300,lenet5')
+  parser.add_argument('--ratios', default='2,4,8')
+  parser.add_argument('--repeats', type=int, default=50)
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args()
+  print(TABLE_HEADER)
+  rows = [r for name in args.models.split(',') for r in measure(
+      name, [float(r) for r in args.ratios.split(',')], args.repeats)]
+  if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, 'w') as f:
+      json.dump({'platform': jax.default_backend(),
+                 'machine': platform.processor() or platform.machine(),
+                 'jax': jax.__version__, 'repeats': args.repeats,
+                 'rows': rows}, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
