@@ -21,6 +21,9 @@ bisect column.)
 GSM runs once per selection route in ``--methods``, all in the same
 rotation. The table shows medians of the timed steps and their ratios.
 
+``--structured R`` adds structured GSM (whole channels, `find_groups`) to
+1/R of the FLOPs to the rotation, with the same settings.
+
 ``--parts`` adds two steps to the rotation that split GSM's overhead:
 ``mask`` scores |g * w| and masks the gradient at a fixed threshold (no
 search), and ``search`` scores and runs the default search but keeps only
@@ -113,7 +116,7 @@ def batches(images, labels, batch_size, seed):
 
 
 def time_case(config, repeats, dense_steps, methods, parts=False,
-              pruning_steps=0):
+              pruning_steps=0, structured=None):
   """Median seconds of the SGD step and of GSM's per route (and with
   ``parts`` of the two partial steps), after a dense start: ``{'sgd': s,
   'interpolate': s, ...}``."""
@@ -136,6 +139,12 @@ def time_case(config, repeats, dense_steps, methods, parts=False,
   if parts:
     for name, tx in _parts(config, steps_per_epoch).items():
       runs[name] = make_step(config, tx, dense)
+  if structured:
+    by_channels = config.copy_and_resolve_references()
+    by_channels.structure, by_channels.budget = 'channels', 'flops'
+    by_channels.ratio = structured
+    runs['structured'] = make_step(by_channels, phases.gsm_with_ratio_warmup(
+        by_channels, steps_per_epoch), dense)
   states = {name: s for name, (_, (_, s)) in runs.items()}
   times = {name: [] for name in runs}
   untimed = pruning_steps + 3  # the first calls compile
@@ -158,10 +167,13 @@ def main():
   parser.add_argument('--models', default='lenet300,lenet5')
   parser.add_argument('--methods', default='interpolate,bisect')
   parser.add_argument('--parts', action='store_true')
+  parser.add_argument('--structured', type=float, default=None,
+                      help='also structured GSM to 1/R of the FLOPs')
   parser.add_argument('--json', default=None)
   args = parser.parse_args()
   methods = args.methods.split(',')
-  columns = methods + (['mask', 'search'] if args.parts else [])
+  columns = methods + (['mask', 'search'] if args.parts else []) + (
+      ['structured'] if args.structured else [])
   rows = []
   print(f'jax {jax.__version__}, {jax.devices()[0].device_kind}, batch 256, '
         f'{args.dense_steps} dense steps, {args.pruning_steps} untimed '
@@ -176,7 +188,7 @@ def main():
     config.ratio = ratio
     config.gsm.track_churn = False  # the paper's step, as in the results
     seconds = time_case(config, args.repeats, args.dense_steps, methods,
-                        args.parts, args.pruning_steps)
+                        args.parts, args.pruning_steps, args.structured)
     print(f"{name:<10} {ratio:>5g}x {seconds['sgd'] * 1e3:>8.2f}ms " +
           ' '.join(f"{seconds[m] / seconds['sgd']:>16.3f}x" for m in columns),
           flush=True)
