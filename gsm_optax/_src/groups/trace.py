@@ -390,42 +390,30 @@ def _concatenate(w, eqn, ins):
   return [tuple(out)]
 
 
-def _pad(w, eqn, ins):
-  out = list(w.fresh(_shape(eqn.outvars[0])))
-  for k, (lo, hi, interior) in enumerate(eqn.params['padding_config']):
-    if (lo, hi, interior) == (0, 0, 0):
-      out[k] = ins[0][k]
-    else:
-      w.atoms.block(ins[0][k], 'a pad')
-      w.atoms.block(out[k], 'a pad')
-  return [tuple(out)]
+def _where_unchanged(unchanged, what):
+  """A rule for an op that keeps some axes as they are (linked through)
+  and changes the others (blocked, in and out): pad, slice."""
+  def rule(w, eqn, ins):
+    shape = _shape(eqn.invars[0])
+    out = list(w.fresh(_shape(eqn.outvars[0])))
+    for k in range(len(shape)):
+      if unchanged(eqn.params, shape, k):
+        out[k] = ins[0][k]
+      else:
+        w.atoms.block(ins[0][k], what)
+        w.atoms.block(out[k], what)
+    return [tuple(out)]
+  return rule
 
 
-def _slice(w, eqn, ins):
-  shape = _shape(eqn.invars[0])
-  p = eqn.params
-  strides = p['strides'] or (1,) * len(shape)
-  out = list(w.fresh(_shape(eqn.outvars[0])))
-  for k in range(len(shape)):
-    if (p['start_indices'][k], p['limit_indices'][k], strides[k]) == (
-        0, shape[k], 1):
-      out[k] = ins[0][k]
-    else:
-      w.atoms.block(ins[0][k], 'a slice')
-      w.atoms.block(out[k], 'a slice')
-  return [tuple(out)]
-
-
-def _dynamic_slice(w, eqn, ins):
-  shape = _shape(eqn.invars[0])
-  out = list(w.fresh(_shape(eqn.outvars[0])))
-  for k, size in enumerate(eqn.params['slice_sizes']):
-    if size == shape[k]:
-      out[k] = ins[0][k]
-    else:
-      w.atoms.block(ins[0][k], 'a dynamic slice')
-      w.atoms.block(out[k], 'a dynamic slice')
-  return [tuple(out)]
+_pad = _where_unchanged(
+    lambda p, shape, k: tuple(p['padding_config'][k]) == (0, 0, 0), 'a pad')
+_slice = _where_unchanged(
+    lambda p, shape, k: (p['start_indices'][k], p['limit_indices'][k],
+                         (p['strides'] or (1,) * len(shape))[k]) == (
+                             0, shape[k], 1), 'a slice')
+_dynamic_slice = _where_unchanged(
+    lambda p, shape, k: p['slice_sizes'][k] == shape[k], 'a dynamic slice')
 
 
 def _rev(w, eqn, ins):
