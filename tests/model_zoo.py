@@ -21,14 +21,12 @@ MAKERS = {
 }
 
 
-@functools.cache
-def model(name):
-  """``(graphdef, state)`` of the model in eval mode, with random weights
-  (positive batch-norm variances)."""
-  abstract = nnx.eval_shape(MAKERS[name])
-  abstract.eval()
+def random_module(make, seed=0):
+  """``make()``'s module, built abstractly and filled with random weights
+  (positive batch-norm variances) instead of running its initializers."""
+  abstract = nnx.eval_shape(make)
   graphdef, state = nnx.split(abstract)
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
     if not hasattr(leaf, 'shape') or not np.issubdtype(leaf.dtype,
@@ -40,4 +38,22 @@ def model(name):
     return x.astype(leaf.dtype)
 
   params = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(state))
-  return graphdef, params
+  return nnx.merge(graphdef, params)
+
+
+def fast_create_model(name, num_classes, seed, kernel_init='default'):
+  """`examples.paper.models.create_model` with random weights (see
+  `random_module`): for tests of a training loop, not of an initializer."""
+  del kernel_init
+  return random_module(lambda: models.MODELS[name](num_classes,
+                                                   rngs=nnx.Rngs(seed)), seed)
+
+
+@functools.cache
+def model(name):
+  """``(graphdef, state)`` of the model in eval mode, with random weights
+  (see `random_module`)."""
+  module = random_module(MAKERS[name])
+  module.eval()
+  graphdef, state = nnx.split(module)
+  return graphdef, nnx.to_pure_dict(state)

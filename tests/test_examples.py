@@ -17,6 +17,7 @@ import sys
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import model_zoo
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -42,12 +43,25 @@ MODEL_SIZES = [('lenet300', (2, 28, 28, 1), 10, 266_610, 266_200),
                ('resnet50', (1, 64, 64, 3), 1000, 25_557_032, 25_502_912)]
 
 
+# The conv nets' initializers compile for minutes on a 2-core CPU (one
+# program per layer shape): where a test is about shapes or a training loop,
+# not about the initializers, their weights are random (tests/model_zoo.py).
+CONV_NETS = ('resnet56', 'densenet40', 'resnet50')
+
+
+def create_model(name, classes, seed=0):
+  make = (model_zoo.fast_create_model if name in CONV_NETS else
+          models.create_model)
+  return make(name, classes, seed)
+
+
 @pytest.mark.parametrize('name,shape,classes,n_params,n_kernels', MODEL_SIZES)
 def test_model_output_shape_and_parameter_count(name, shape, classes,
                                                 n_params, n_kernels):
-  model = models.create_model(name, classes, seed=0)
+  model = create_model(name, classes, seed=0)
   model.eval()
-  assert model(jnp.zeros(shape)).shape == (shape[0], classes)
+  assert nnx.jit(lambda m, x: m(x))(model, jnp.zeros(shape)).shape == (
+      shape[0], classes)
   params = jax.tree.leaves(nnx.state(model, nnx.Param))
   assert sum(p.size for p in params) == n_params
   assert sum(p.size for p in params if p.ndim >= 2) == n_kernels
@@ -72,8 +86,10 @@ def tiny_config(name, tmp_path=None):
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_every_config_trains(name, tmp_path):
+def test_every_config_trains(name, tmp_path, monkeypatch):
   config = tiny_config(name)
+  if config.model in CONV_NETS:
+    monkeypatch.setattr(models, 'create_model', model_zoo.fast_create_model)
   with tfds.testing.mock_data(num_examples=8):
     report = train.train_and_evaluate(config, str(tmp_path))
   assert report['kept_weights'] >= report['prunable_weights'] // 5

@@ -3,6 +3,7 @@
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import model_zoo
 import numpy as np
 import pytest
 from test_native import needs_compiler
@@ -28,7 +29,10 @@ def test_sparse_forward_equals_dense_forward(name, shape, ratios, jitted):
 
 
 def check_sparse_forward(name, shape, ratio, jitted):
-  model = models.create_model(name, 1000 if name == 'resnet50' else 10, 0)
+  # Random weights (a prune's pattern is drawn below anyway); the conv nets'
+  # initializers would compile for minutes.
+  model = model_zoo.fast_create_model(name, 1000 if name == 'resnet50' else
+                                      10, 0)
   model.eval()
   graphdef, state = nnx.split(model)
   full = nnx.to_pure_dict(state)
