@@ -222,6 +222,24 @@ def test_missing_data_error_names_the_fix(tmp_path):
     input_pipeline.load_idx(str(tmp_path), 'test')
 
 
+def test_no_idx_files_and_no_tfds_data_error_names_the_fix(monkeypatch):
+  # A fresh machine without Debian's package: TFDS is the fallback, and
+  # offline it fails deep inside (no download); the error names the fix.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  def offline(name, split):
+    raise ModuleNotFoundError(f'cannot prepare {name}/{split} here')
+
+  monkeypatch.setattr(tfds, 'data_source', offline)
+  monkeypatch.setattr(input_pipeline, 'IDX_DIRS',
+                      {'fashion_mnist': ('/nonexistent',)})
+  config = tiny_config('lenet300_fmnist')
+  config.dataset = 'fashion_mnist'
+  with pytest.raises(RuntimeError, match=r"'fashion_mnist'.*apt-get install "
+                     r'dataset-fashion-mnist.*config.data_dir'):
+    input_pipeline.load_split(config, 'train')
+
+
 def test_holdout_evaluates_on_the_training_tail_never_on_test():
   config = tiny_config('lenet300_fmnist')
   config.synthetic_size = 48

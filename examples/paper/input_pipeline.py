@@ -78,7 +78,16 @@ def load_idx(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_tfds(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """All of one TFDS split as arrays (suits MNIST/CIFAR-sized datasets)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  source = tfds.data_source(name, split=split)
+  try:
+    source = tfds.data_source(name, split=split)
+  except Exception as e:  # pylint: disable=broad-except
+    hint = (' On Debian/Ubuntu: `sudo apt-get install dataset-fashion-mnist`, '
+            'or set --config.data_dir to a folder of MNIST-format idx files.'
+            if name in IDX_DIRS else '')
+    raise RuntimeError(
+        f'tensorflow_datasets could not load {name!r} split {split!r} '
+        f'({type(e).__name__}: {e}); TFDS needs the dataset prepared under '
+        f'~/tensorflow_datasets or a network to download it.{hint}') from e
   records = [source[i] for i in range(len(source))]
   images = np.stack([r['image'] for r in records]).astype(np.uint8)
   labels = np.array([r['label'] for r in records], np.int32)
