@@ -185,7 +185,7 @@ def test_check_final_prune_warns_above_the_tolerance_with_the_fix():
   np.testing.assert_allclose(check.share, expected, rtol=1e-3)
   with pytest.warns(gsm_optax.PruneCostWarning,
                     match=r'would remove .*% of the kernels\' norm.*'
-                    r'score_decay=0\.99.*passive_decay'):
+                    r'score_decay=0\.9\).*passive_decay'):
     check = gsm_optax.check_final_prune({'w': w}, ratio)
   assert not check.ok and check.share > 0.5
   # The tolerance is the line: just below the share it warns, above not.
@@ -193,3 +193,13 @@ def test_check_final_prune_warns_above_the_tolerance_with_the_fix():
                                          warn=False).ok
   assert gsm_optax.check_final_prune({'w': w}, ratio, check.share * 1.01,
                                      warn=False).ok
+  # The default line is 2% of the norm: passive weights scaled to hold 1.5%
+  # pass, to 2.5% warn.
+  active = np.abs(w) >= t
+  a, b = np.linalg.norm(w[~active]), np.linalg.norm(w[active])
+  for share, ok in ((0.015, True), (0.025, False)):
+    c = share * b / (a * np.sqrt(1 - share**2))
+    check = gsm_optax.check_final_prune({'w': np.where(active, w, c * w)},
+                                        ratio, warn=False)
+    np.testing.assert_allclose(check.share, share, rtol=1e-4)
+    assert check.ok == ok
