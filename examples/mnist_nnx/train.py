@@ -34,6 +34,12 @@ class Config:
   learning_rate: float = 3e-2  # GSM: the passive weights shrink by about
   momentum: float = 0.99       # exp(-lr * decay / (1 - momentum)) a step,
   weight_decay: float = 2e-3   # so these three set how fast they vanish
+  # The recipe (docs: FAQ): rank a smoothed score so the same weights stay
+  # passive (0: the paper's |g*w|), and shrink the passive weights by
+  # passive_decay_steps / steps a step of their own, as the cosine schedule
+  # takes the lr (and the weight decay with it) to zero (0: off).
+  score_decay: float = 0.9
+  passive_decay_steps: float = 10.0
   seed: int = 0
   out_dir: str = 'runs/mnist_nnx'  # where the pruned model is saved
 
@@ -132,6 +138,8 @@ def run(config: Config, train_data, test_data) -> dict:
         f'exp(-{decay:.1f}) of their size')
   tx = gsm_optax.gsm(schedule, config.ratio, momentum=config.momentum,
                      weight_decay=config.weight_decay, nesterov=True,
+                     score_decay=config.score_decay or None,
+                     passive_decay=config.passive_decay_steps / steps or None,
                      track_churn=True)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   train_epochs(model, optimizer, train_data, config.gsm_epochs, config, rng)

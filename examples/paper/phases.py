@@ -111,7 +111,7 @@ def gsm_options(g, steps_per_epoch=None):
   the score is ``|m * w|`` with ``m`` the gradient average at that step,
   a score decay of 1)."""
   options = {'track_churn': g.get('track_churn', False)}
-  decay = g.get('score_decay')
+  decay = g.get('score_decay') or None  # 0: the paper's rule, as None
   freeze = g.get('freeze_ranking_epoch', 0)
   if freeze:
     freeze_step = freeze * steps_per_epoch + int(g.warmup_epochs *

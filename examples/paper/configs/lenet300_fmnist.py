@@ -66,7 +66,8 @@ def get_config():
   c.gsm.ratio_warmup_epochs = 0  # >0: keep 1 -> 1/C on a cubic schedule
   # Beyond the paper (gsm_optax.keep_top_taylor): log how many weights enter
   # the active set (one bool per weight of state), and optionally rank an
-  # exponential average of the gradient, |m * w|, with this decay.
+  # exponential average of the gradient, |m * w|, with this decay (None or
+  # 0: the paper's |g * w|; demo.sh passes the recipe's 0.9).
   c.gsm.track_churn = True
   c.gsm.score_decay = ml_collections.FieldReference(None, field_type=float)
   # Also beyond the paper: shrink every passive weight by this share a step,
