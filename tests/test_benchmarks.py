@@ -476,7 +476,7 @@ def test_step_overhead_times_every_call_on_the_same_inputs():
   def recording_step(p, s, g):
     seen.append(np.asarray(p['w']).copy())
     return step(p, s, g)
-  step_overhead.median_seconds(recording_step, params, state, grads, 3)
+  step_overhead.time_steps({'gsm': (recording_step, params, state)}, grads, 3)
   # The step donates its inputs, yet the caller's arrays stay intact and
   # every call (one to compile, three timed) starts from the same values.
   np.testing.assert_array_equal(params['w'], np.arange(12.0).reshape(3, 4))

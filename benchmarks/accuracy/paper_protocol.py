@@ -122,6 +122,7 @@ def _stat(values, scale=100.0, digits=2):
 
 def default_tolerance():
   import inspect  # pylint: disable=import-outside-toplevel
+
   import gsm_optax  # pylint: disable=import-outside-toplevel
   return inspect.signature(
       gsm_optax.check_final_prune).parameters['tolerance'].default

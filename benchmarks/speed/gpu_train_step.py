@@ -14,9 +14,8 @@ training step of at most 1.02x SGD's.
 """
 
 import argparse
+import itertools
 import json
-import statistics
-import time
 
 import flax.nnx as nnx
 import jax
@@ -26,6 +25,7 @@ from benchmarks.speed import step_overhead
 from benchmarks.speed import trees
 from examples.paper import models
 from examples.paper import phases
+from examples.paper import timing
 from examples.paper import train
 from examples.paper.configs import resnet50_imagenet
 from examples.paper.configs import resnet56_cifar10
@@ -53,16 +53,16 @@ def time_train_steps(config, batch, repeats):
                                           dtype=np.int32)))
              for _ in range(4)]
   key = jax.random.key(0)
-  times = {name: [] for name in steps}
-  for i in range(repeats + 3):  # three untimed rounds: compile and warm up
-    images, labels = batches[i % len(batches)]
-    for name, step in steps.items():
-      start = time.perf_counter()
-      states[name], metrics = step(states[name], images, labels, key)
-      jax.block_until_ready(metrics['loss'])
-      if i >= 3:
-        times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+
+  def call(name):
+    def run(images, labels):  # the state moves on from step to step
+      states[name], metrics = steps[name](states[name], images, labels, key)
+      return metrics['loss']
+    return run
+  # Each step sees the same batches in the same order.
+  return timing.median_seconds(
+      {name: call(name) for name in steps}, repeats, warmup=3,
+      setup={name: itertools.cycle(batches).__next__ for name in steps})
 
 
 def main():

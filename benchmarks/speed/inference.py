@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from examples.paper import deploy
 from examples.paper import models
+from examples.paper import timing
 import gsm_optax
 
 RESULTS = os.path.join(os.path.dirname(__file__), '..', 'results', 'accuracy')
@@ -127,7 +128,7 @@ def main():
       with jax_bcsr_only():
         bcsr = bcsr_apply.lower(sparse_params, x).compile()
       calls['sparse_apply_jax_bcsr'] = lambda f=bcsr, x=x: f(sparse_params, x)
-      seconds = deploy.median_seconds(calls, args.repeats)
+      seconds = timing.median_seconds(calls, args.repeats)
       rows.append({'model': model_name, 'ratio': ratio, 'batch': batch,
                    'seconds': seconds, 'bytes': sizes})
       print(f"{model_name} {ratio:g}x batch {batch:>4}: dense "

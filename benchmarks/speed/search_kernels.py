@@ -23,26 +23,20 @@ README's "Step overhead" section quotes a run of it.
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from examples.paper import timing
 import gsm_optax
 
 _PASSES = 20
 
 
 def median_us(f, *args, repeats=50):
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e6
+  """Median microseconds of ``f(*args)`` after one compiling call."""
+  return timing.median_seconds({'f': lambda: f(*args)}, repeats)['f'] * 1e6
 
 
 def per_pass(body):

@@ -61,7 +61,8 @@ def measure(num_devices, repeats, ratio=10.0):
   compiled = jitted.lower(params, state, grads).compile()
   memory = compiled.memory_analysis()
   comm = collectives(compiled.as_text())
-  seconds = step_overhead.median_seconds(jitted, params, state, grads, repeats)
+  seconds = step_overhead.time_steps({'gsm': (jitted, params, state)}, grads,
+                                     repeats)['gsm']
   return {'devices': num_devices, 'seconds': seconds,
           'argument_bytes': memory.argument_size_in_bytes,
           'temp_bytes': memory.temp_size_in_bytes,

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from examples.paper import deploy
 from examples.paper import models
+from examples.paper import timing
 import gsm_optax
 
 SHAPES = {'lenet300': (28, 28, 1), 'lenet5': (28, 28, 1)}
@@ -95,7 +95,7 @@ def measure(name, ratios, repeats):
     dense_step, slim_step = train_step(forward), train_step(slim_fn)
     np.testing.assert_allclose(slim_fwd(slim_state, x256),
                                dense_fwd(pruned, x256), atol=1e-4, rtol=1e-4)
-    seconds = deploy.median_seconds({
+    seconds = timing.median_seconds({
         'dense_1': lambda: dense_fwd(pruned, x1),
         'slim_1': lambda: slim_fwd(slim_state, x1),
         'dense_256': lambda: dense_fwd(pruned, x256),

@@ -2,7 +2,8 @@
 
 Usage: python -m benchmarks.speed.step_overhead [--repeats 15] [--json out.json]
 
-Both steps run on the same tree in the same process, after compilation;
+Both steps run on the same tree in the same process, alternated, after
+compilation (`examples.paper.timing`);
 the table shows ratios (GSM / SGD) per selection route. Every timed call
 donates fresh copies of the same parameters and state (copied before the
 clock starts) and takes the same gradients (random values), so every GSM
@@ -15,31 +16,27 @@ than ``bisect``.)
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from benchmarks.speed import trees
+from examples.paper import timing
 import gsm_optax
 
 
-def median_seconds(step, params, state, grads, repeats):
-  """Median seconds of the donating ``step`` on fresh copies of the same
-  inputs, after compiling it."""
-  def fresh():
-    return jax.block_until_ready(jax.tree.map(jnp.copy, (params, state)))
-
-  jax.block_until_ready(step(*fresh(), grads))  # compile
-  times = []
-  for _ in range(repeats):
-    inputs = fresh()
-    start = time.perf_counter()
-    jax.block_until_ready(step(*inputs, grads))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def time_steps(steps, grads, repeats):
+  """Median seconds of each donating step, the steps alternated, every call
+  on fresh copies of its own params and state (copied before the clock
+  starts) and the same ``grads``; ``steps``: name -> (step, params, state).
+  """
+  def fresh(params, state):
+    return lambda: jax.block_until_ready(
+        jax.tree.map(jnp.copy, (params, state))) + (grads,)
+  return timing.median_seconds(
+      {name: step for name, (step, _, _) in steps.items()}, repeats,
+      setup={name: fresh(p, s) for name, (_, p, s) in steps.items()})
 
 
 def make_step(tx):
@@ -57,12 +54,11 @@ def time_tree(shapes, ratio, repeats, methods):
   for m in methods:
     optimizers[m] = gsm_optax.gsm(0.01, ratio, momentum=0.9,
                                   weight_decay=1e-4, method=m)
-  seconds = {}
+  steps = {}
   for name, tx in optimizers.items():
     p = jax.tree.map(jax.numpy.asarray, params)
-    seconds[name] = median_seconds(make_step(tx), p, tx.init(p), grads,
-                                   repeats)
-  return n_params, seconds
+    steps[name] = (make_step(tx), p, tx.init(p))
+  return n_params, time_steps(steps, grads, repeats)
 
 
 def main():

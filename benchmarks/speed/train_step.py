@@ -33,8 +33,6 @@ its result in the state, so the update does not wait for it.
 import argparse
 import importlib
 import json
-import statistics
-import time
 
 import flax.nnx as nnx
 import jax
@@ -45,6 +43,7 @@ import optax
 from examples.paper import input_pipeline
 from examples.paper import models
 from examples.paper import phases
+from examples.paper import timing
 from examples.paper import train
 import gsm_optax
 
@@ -146,17 +145,23 @@ def time_case(config, repeats, dense_steps, methods, parts=False,
     runs['structured'] = make_step(by_channels, phases.gsm_with_ratio_warmup(
         by_channels, steps_per_epoch), dense)
   states = {name: s for name, (_, (_, s)) in runs.items()}
-  times = {name: [] for name in runs}
-  untimed = pruning_steps + 3  # the first calls compile
-  for i in range(untimed + repeats):
-    x, y = next(data)
-    for name, (step, _) in runs.items():
-      start = time.perf_counter()
-      states[name], metrics = step(states[name], x, y, key)
-      jax.block_until_ready(metrics['loss'])
-      if i >= untimed:
-        times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+
+  def call(name):
+    def run(x, y):  # the state moves on from step to step
+      states[name], metrics = runs[name][0](states[name], x, y, key)
+      return metrics['loss']
+    return run
+  # Every step sees the same batches in the same order (one stream each,
+  # from the same seed, after the dense start's).
+  streams = {name: batches(images, labels, config.batch_size, seed=0)
+             for name in runs}
+  for stream in streams.values():
+    for _ in range(dense_steps):
+      next(stream)
+  return timing.median_seconds(
+      {name: call(name) for name in runs}, repeats,
+      warmup=pruning_steps + 3,  # the first calls compile
+      setup={name: stream.__next__ for name, stream in streams.items()})
 
 
 def main():

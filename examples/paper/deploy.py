@@ -2,14 +2,13 @@
 snapshot and as a compact sparse file, and how fast it runs sparse."""
 
 import os
-import statistics
-import time
 
 import flax.nnx as nnx
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from examples.paper import timing
 import gsm_optax
 
 SPARSE_FILE = 'pruned_sparse.npz'
@@ -18,19 +17,6 @@ SPARSE_FILE = 'pruned_sparse.npz'
 def directory_bytes(path):
   return sum(os.path.getsize(os.path.join(root, f))
              for root, _, files in os.walk(path) for f in files)
-
-
-def median_seconds(calls, repeats):
-  """Median time of each call, alternating them, after one warm-up each."""
-  for call in calls.values():
-    jax.block_until_ready(call())
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def export(model, workdir, snapshots, images, repeats=20):
@@ -61,9 +47,9 @@ def export(model, workdir, snapshots, images, repeats=20):
   forward = lambda p, x: nnx.merge(graphdef, p)(x)
   dense_fn = jax.jit(forward)
   sparse_fn = jax.jit(gsm_optax.sparse_apply(forward))
-  seconds = median_seconds({'dense': lambda: dense_fn(state, images),
-                            'sparse': lambda: sparse_fn(sparse_state, images)},
-                           repeats)
+  seconds = timing.median_seconds(
+      {'dense': lambda: dense_fn(state, images),
+       'sparse': lambda: sparse_fn(sparse_state, images)}, repeats)
   dense, sparse = seconds['dense'], seconds['sparse']
   model.train()
   return {'sparse_file': SPARSE_FILE, 'sparse_file_bytes': file_bytes,
@@ -103,9 +89,9 @@ def export_slim(model, groups, workdir, images, repeats=20):
                     slim_state, force=True)
   checkpointer.wait_until_finished()
   dense_fn, small_fn = jax.jit(forward), jax.jit(slim_fn)
-  seconds = median_seconds({'dense': lambda: dense_fn(state, images),
-                            'slim': lambda: small_fn(slim_state, images)},
-                           repeats)
+  seconds = timing.median_seconds(
+      {'dense': lambda: dense_fn(state, images),
+       'slim': lambda: small_fn(slim_state, images)}, repeats)
   model.train()
   return {'channels': [list(c) for c in info.channels],
           'params': list(info.params), 'flops': list(info.flops),
