@@ -220,35 +220,6 @@ def test_dead_units_counts_relu_units_that_never_fire():
   assert dead_units.dead_units(model, images, config) == 7
 
 
-@pytest.mark.parametrize('kind', ['random', 'ties', 'zeros'])
-def test_search_pass_counters_find_the_exact_key(kind):
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from benchmarks.speed import search_passes  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  scores = {'random': rng.exponential(size=5000),
-            'ties': rng.integers(0, 20, size=5000).astype(float),
-            'zeros': rng.exponential(size=5000) * (rng.random(5000) < 0.1)
-           }[kind]
-  keys = np.abs(scores).astype(np.float32).view(np.int32)
-  for q in (1, 7, 500, 4999, 5000):
-    expected = np.sort(keys)[::-1][q - 1]
-    key, passes = search_passes.bisect_passes(keys, q)
-    assert key == expected and 1 <= passes <= 32
-    for limit in (1, 3, 12):  # 1 and 3: most of the search bisects
-      key, passes = search_passes.interpolate_passes(
-          keys, q, interpolation_passes=limit)
-      # Bisection of what is left after `limit` passes; and if the answer
-      # is not a normal number (0 here), the bisect route after that.
-      most = limit + 32 + (32 if expected < 0x00800000 else 0)
-      assert key == expected and 1 <= passes <= most
-    # From the previous step's answer (GSM's start), near or far, or from
-    # a start that is not a normal finite number (then from the mean).
-    for start in (expected, expected + 5000, expected - 2**23, 0, 0x7f800000):
-      key, passes = search_passes.interpolate_passes(keys, q, start=start)
-      assert key == expected and 1 <= passes <= 16 + 32 + 32
-
-
 def test_sweep_table_names_diverged_points_and_never_picks_them():
 
   def point(method, lr, acc, ratio=125.0, **extra):

@@ -45,9 +45,9 @@ METHODS = ('interpolate', 'bisect', 'top_k')
 # scores above x falls like x**-_TAIL_EXPONENT, and later steps outside the
 # bracket clip the measured slope to [1/8, 4] times 1/_TAIL_EXPONENT e-folds
 # of the score per e-fold of the count. After _INTERPOLATION_PASSES passes
-# the search bisects what is left. Tuned with the NumPy re-statement in
-# benchmarks/speed/search_passes.py on LeNet-300's real scores and on random
-# uniform, log-normal and two-cluster scores.
+# the search bisects what is left. Tuned on LeNet-300's real scores and on
+# random uniform, log-normal and two-cluster scores; the passes each search
+# makes (`TopQ.passes`) are what benchmarks/speed/search_passes.py reports.
 _TAIL_EXPONENT = 1.5
 _INTERPOLATION_PASSES = 16
 
@@ -57,6 +57,10 @@ class TopQ(NamedTuple):
   mask_key: jax.Array  # key >= mask_key selects exactly the scores >= threshold
   num_active: jax.Array  # count(key >= threshold_key), >= Q (ties kept)
   threshold_key: jax.Array  # the Q-th largest key
+  # The passes the search made over all scores (each a count, the mean or
+  # the minimum: one reduction per array, an all-reduce when sharded);
+  # 'top_k' makes one count beside its sort. Measured, never estimated.
+  passes: jax.Array
 
 
 def bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
@@ -89,7 +93,7 @@ def bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
 
   init = (jnp.zeros((), jnp.int32), jnp.zeros((), key_dtype),
           jnp.asarray(total, key_dtype))
-  _, prefix, n_prefix = jax.lax.while_loop(undecided, set_next_bit, init)
+  passes, prefix, n_prefix = jax.lax.while_loop(undecided, set_next_bit, init)
   # Exactly Q keys reach the prefix: the Q-th largest is the least of them,
   # and the prefix selects the same Q. Stopping there saves the remaining
   # passes (about a third of them on real scores, see
@@ -97,7 +101,7 @@ def bisect_key(scores: Sequence[jax.Array], q) -> TopQ:
   # only for the threshold's value, not for the mask.
   key = jax.lax.cond(n_prefix == q, lambda p: counting.least_at_least(scores, p),
                      lambda p: p, prefix)
-  return TopQ(prefix, n_prefix, key)
+  return TopQ(prefix, n_prefix, key, passes + (n_prefix == q).astype(jnp.int32))
 
 
 def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
@@ -120,7 +124,8 @@ def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
   Every candidate is normal and finite, so the float counts are exact
   whatever the scores (see `keys.at_least_value`). If the answer is below the
   smallest normal number (``lo`` never moved) or not finite (``hi`` never
-  moved), the search hands over to `bisect_key`.
+  moved, and ``lo`` did not stop at exactly Q), the search hands over to
+  `bisect_key`.
   """
   score_dtype = scores[0].dtype
   key_dtype = keys.key_dtype(score_dtype)
@@ -178,25 +183,35 @@ def _interpolate_key(scores: Sequence[jax.Array], q, guess=None) -> TopQ:
     return (i + 1, lo, n_lo, hi, n_hi, lo + offset, kept, w_lo, w_hi,
             candidate, n)
 
-  first = _first_candidate(scores, total, guess, floor_key, inf_key)
+  first, mean_passes = _first_candidate(scores, total, guess, floor_key,
+                                        inf_key)
   init = (jnp.zeros((), jnp.int32), floor_key, jnp.asarray(total, key_dtype),
           inf_key, jnp.zeros((), key_dtype), first,
           jnp.zeros((), jnp.int32), one, one, first,
           jnp.zeros((), key_dtype))
-  _, lo, n_lo, hi = jax.lax.while_loop(searching, next_pass, init)[:4]
+  i, lo, n_lo, hi = jax.lax.while_loop(searching, next_pass, init)[:4]
+  passes = mean_passes + i
 
   def finish(lo, n_lo):
     key = jax.lax.cond(n_lo == q, lambda k: counting.least_at_least(scores, k),
                        lambda k: k, lo)
-    return TopQ(lo, n_lo, key)
+    return TopQ(lo, n_lo, key, passes + (n_lo == q).astype(jnp.int32))
 
-  return jax.lax.cond((lo == floor_key) | (hi == inf_key),
-                      lambda lo, n_lo: bisect_key(scores, q),
-                      finish, lo, n_lo)
+  def hand_over(lo, n_lo):
+    top = bisect_key(scores, q)
+    return top._replace(passes=passes + top.passes)
+
+  # lo never moved: the answer may be below the smallest normal number;
+  # hi never moved and lo did not stop at exactly Q: it is not finite. A
+  # search that stopped at exactly Q with hi unmoved (the answer among the
+  # largest scores) is done: the least key >= lo is exact whatever it is.
+  return jax.lax.cond((lo == floor_key) | ((hi == inf_key) & (n_lo != q)),
+                      hand_over, finish, lo, n_lo)
 
 
-def _first_candidate(scores, total, guess, floor_key, inf_key) -> jax.Array:
-  """``guess``'s key if it is a normal finite number, else the mean's key.
+def _first_candidate(scores, total, guess, floor_key, inf_key):
+  """``guess``'s key if it is a normal finite number, else the mean's key;
+  and the passes that took (1 for the mean, else 0).
 
   The mean costs a pass over all scores; a guess near the answer (the last
   step's threshold) saves it and, on LeNet-300, a pass or two of the search.
@@ -205,14 +220,15 @@ def _first_candidate(scores, total, guess, floor_key, inf_key) -> jax.Array:
 
   def mean_key():
     mean = (sum(jnp.sum(t) for t in scores) / total).astype(score_dtype)
-    return jax.lax.bitcast_convert_type(mean, floor_key.dtype)
+    return (jax.lax.bitcast_convert_type(mean, floor_key.dtype),
+            jnp.ones((), jnp.int32))
 
   if guess is None:
     return mean_key()
   guess_key = jax.lax.bitcast_convert_type(
       jnp.asarray(guess).astype(score_dtype), floor_key.dtype)
   return jax.lax.cond((guess_key >= floor_key) & (guess_key < inf_key),
-                      lambda: guess_key, mean_key)
+                      lambda: (guess_key, jnp.zeros((), jnp.int32)), mean_key)
 
 
 def _top_k_key(scores: Sequence[jax.Array], q) -> TopQ:
@@ -223,7 +239,8 @@ def _top_k_key(scores: Sequence[jax.Array], q) -> TopQ:
         "use method='interpolate' or method='bisect'.")
   flat = jnp.concatenate([k.reshape(-1) for k in keys.score_keys(scores)])
   key = jax.lax.top_k(flat, int(q))[0][-1]
-  return TopQ(key, counting.count_exact(scores, key), key)
+  return TopQ(key, counting.count_exact(scores, key), key,
+              jnp.ones((), jnp.int32))
 
 
 def select_top_q(scores: Sequence[jax.Array], q, method: str = 'interpolate',
