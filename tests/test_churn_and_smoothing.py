@@ -203,3 +203,17 @@ def test_check_final_prune_warns_above_the_tolerance_with_the_fix():
                                         ratio, warn=False)
     np.testing.assert_allclose(check.share, share, rtol=1e-4)
     assert check.ok == ok
+
+
+def test_a_diverged_model_is_never_reported_ready_to_prune():
+  # All-NaN weights (a run that diverged) once gave a share of 0: "free".
+  w = np.ones((6, 5), np.float32)
+  for bad in (np.nan, np.inf):
+    params = {'w': w.copy()}
+    params['w'][2, 3] = bad
+    assert np.isnan(float(gsm_optax.pruned_norm_share(params, 3.0)))
+    check = gsm_optax.check_final_prune(params, 3.0, warn=False)
+    assert not check.ok and 'NaN or inf weights' in check.message
+    assert 'apply_if_finite' in check.message
+  assert np.isnan(float(gsm_optax.pruned_norm_share(
+      {'w': np.full((6, 5), np.nan, np.float32)}, 3.0)))

@@ -6,6 +6,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gsm_optax._src.spec import official
 from gsm_optax._src.spec import prunable as prunable_lib
@@ -175,8 +176,11 @@ def _norm_share(params, ratio, prunable, method, groups, budget):
     sq = jnp.square(x.astype(jnp.float32))
     total += jnp.sum(sq)
     removed += jnp.sum(jnp.where(keep, 0.0, sq))
-  return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
-                                                           1.0)), 0.0)
+  share = jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
+                                                            1.0)), 0.0)
+  # A diverged model (NaN or inf weights) has no share to speak of: NaN,
+  # which `check_final_prune` reports, never a 0 that says all is well.
+  return jnp.where(jnp.isfinite(total), share, jnp.nan)
 
 
 # `check_final_prune` warns above this share of the kernels' norm (how it
@@ -243,6 +247,15 @@ def check_final_prune(params: Any, ratio: float,
                                   budget))
   if share <= tolerance:  # NaN (diverged) warns too
     return PruneCheck(share, None)
+  if np.isnan(share):
+    message = (
+        'The kernels hold NaN or inf weights (training diverged?), so the '
+        'final prune would keep garbage: lower the learning rate, or wrap '
+        'the optimizer in `optax.apply_if_finite` to skip non-finite steps '
+        '(docs: FAQ, "Training diverged at a low ratio").')
+    if warn:
+      warnings.warn(message, PruneCostWarning, stacklevel=2)
+    return PruneCheck(share, message)
   message = (
       f'The final prune at {ratio:g}x would remove {share:.1%} of the '
       f"kernels' norm (more than {tolerance:.1%}): the passive weights have "
