@@ -1,9 +1,4 @@
-"""The benchmark harness and its notebook stay runnable (--quick, synthetic).
-
-Long because it covers every part of the harness (the accuracy plan, its
-decisions and rendering, the speed benchmarks, the research diagnostics),
-each with a small test; split by part if it grows further.
-"""
+"""The accuracy harness: the quick benchmark end to end with its notebook, the plan's decisions (learning rates, the smoothed decay, dense sources) and what the report renders."""
 
 import json
 import os
@@ -22,6 +17,8 @@ from benchmarks.accuracy import run
 from benchmarks.accuracy import sweep_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 
 
 def test_quick_benchmark_and_notebook(tmp_path):
@@ -203,23 +200,6 @@ def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):
              and l.endswith('pruning phase: 0.200, 0.150.') for l in lines)
 
 
-def test_dead_units_counts_relu_units_that_never_fire():
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from examples.paper import models  # pylint: disable=import-outside-toplevel
-  from examples.paper.configs import lenet5_fmnist  # pylint: disable=import-outside-toplevel
-  from research.lenet5_divergence import dead_units  # pylint: disable=import-outside-toplevel
-  config = lenet5_fmnist.get_config()
-  model = models.create_model('lenet5', 10, seed=0)
-  images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
-                                             dtype=np.uint8)
-  bias = model.fc1.bias[...]
-  model.fc1.bias[...] = bias + 1e3  # every unit fires on every image
-  assert dead_units.dead_units(model, images, config) == 0
-  model.fc1.bias[...] = (bias + 1e3).at[:7].set(-1e3)  # 7 never fire
-  assert dead_units.dead_units(model, images, config) == 7
-
-
 def test_sweep_table_names_diverged_points_and_never_picks_them():
 
   def point(method, lr, acc, ratio=125.0, **extra):
@@ -322,135 +302,3 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
   assert not results_lib.has_result(str(path), 0.01, 0.03)
   path.write_text(json.dumps(dict(learning_rate=0.01)))
   assert results_lib.has_result(str(path), 0.01, 0.03)
-
-
-def test_search_kernels_times_every_pass_and_route():
-  out = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.speed.search_kernels', '--size', '6000',
-       '--repeats', '2'], cwd=ROOT, check=True, capture_output=True,
-      text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
-  assert 'bfloat16 summed in float32 (the searches)' in out
-  assert 'matrix compare times ones (the searches, XLA:CPU' in out
-  for method in ('interpolate', 'bisect'):
-    assert f"global_threshold(method='{method}')" in out
-  assert out.count(' us\n') == 9 + 9  # passes, then calls
-
-
-def test_divergence_step_counts_the_active_weights_per_kernel():
-  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from examples.paper import models  # pylint: disable=import-outside-toplevel
-  from examples.paper import phases  # pylint: disable=import-outside-toplevel
-  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
-  config = plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm', 10.0, 0,
-                           None, None, lottery=False)
-  graphdef, params = nnx.split(models.create_model('lenet5', 10, 0))
-  tx = phases.gsm_with_ratio_warmup(config, steps_per_epoch=4)
-  opt_state = tx.init(params)
-  step = divergence.make_step(graphdef, tx, config)
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
-  labels = rng.integers(0, 10, 8).astype(np.int32)
-  for _ in range(2):
-    params, opt_state, loss, active = step(params, opt_state, images, labels)
-  assert np.isfinite(float(loss))
-  # The per-kernel counts add up to the mask's own count (ties kept).
-  assert sum(int(a) for a in active.values()) == int(opt_state[0].num_active)
-  assert int(opt_state[0].num_active) >= 430_500 // 10
-  stats = divergence.layer_stats(params, opt_state)
-  assert set(stats) == set(divergence.KERNELS)
-  assert all(s['rms_momentum'] > 0 for s in stats.values())
-
-
-def test_divergence_unranked_kernels_take_the_full_gradient():
-  import flax.nnx as nnx  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from examples.paper import models  # pylint: disable=import-outside-toplevel
-  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
-  config = plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm', 10.0, 0,
-                           None, None, lottery=False)
-  config.gsm.weight_decay = 0.0  # so that only the gradient moves a weight
-  _, params = nnx.split(models.create_model('lenet5', 10, 0))
-  grads = jax.tree.map(jax.numpy.ones_like, params)
-  moved = {}
-  for unranked in ((), ('fc2',)):
-    tx = divergence.make_tx(config, 4, unranked)
-    state = tx.init(params)
-    for _ in range(2):  # the first step's learning rate is 0 (warm-up)
-      updates, state = tx.update(grads, state, params)
-    moved[unranked] = np.count_nonzero(updates['fc2']['kernel'][...])
-  assert 0 < moved[()] < 5000  # ranked: only fc2's active weights move
-  assert moved[('fc2',)] == 5000  # unranked: every fc2 weight moves
-  tx = divergence.make_tx(config, 4, freeze_biases=True)
-  state = tx.init(params)
-  for _ in range(2):
-    updates, state = tx.update(grads, state, params)
-  assert all(not np.any(updates[k]['bias'][...]) for k in divergence.KERNELS)
-  assert np.any(updates['fc2']['kernel'][...])
-
-
-def test_train_step_parts_mask_without_search_and_search_without_mask():
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from benchmarks.speed import train_step  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  params = {'w': rng.normal(size=(30, 20)).astype(np.float32),
-            'b': rng.normal(size=(20,)).astype(np.float32)}
-  grads = {k: rng.normal(size=v.shape).astype(np.float32)
-           for k, v in params.items()}
-  scores = np.abs(grads['w'] * params['w'])
-  threshold = float(np.median(scores))
-  tx = train_step.fixed_threshold_mask(threshold)
-  updates, _ = tx.update(grads, tx.init(params), params)
-  np.testing.assert_array_equal(
-      updates['w'], np.where(scores >= threshold, grads['w'], 0.0))
-  np.testing.assert_array_equal(updates['b'], grads['b'])
-  for ratio in (60.0, 7.0):  # Q = N / ratio: 10, then 85 of 600
-    tx = train_step.fixed_threshold_mask(0.0, ratio=ratio)
-    updates, state = tx.update(grads, tx.init(params), params)
-    for k in params:
-      np.testing.assert_array_equal(updates[k], grads[k])
-    q = int(scores.size // ratio)
-    assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
-    assert int(state.num_active) == np.sum(scores >= state.threshold)
-
-
-def test_gradient_shares_through_the_two_masks():
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from research.lenet5_divergence import divergence  # pylint: disable=import-outside-toplevel
-  grads = np.array([3.0, 1.0, 0.1, 2.0])
-  weights = np.array([1.0, 5.0, 10.0, 0.1])
-  # |g*w| = 3, 5, 1, 0.2 -> top 2: indices 1, 0 (g**2 = 1 + 9 of 14.01);
-  # |w| top 2: indices 2, 1 (g**2 = 0.01 + 1).
-  by_score, by_magnitude = divergence.gradient_shares(grads, weights, 2)
-  assert np.isclose(by_score, 10 / 14.01)
-  assert np.isclose(by_magnitude, 1.01 / 14.01)
-
-
-def test_step_overhead_times_every_call_on_the_same_inputs():
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-
-  from benchmarks.speed import step_overhead  # pylint: disable=import-outside-toplevel
-  import gsm_optax  # pylint: disable=import-outside-toplevel
-  params = {'w': jnp.arange(12.0).reshape(3, 4), 'b': jnp.ones(4)}
-  grads = jax.tree.map(jnp.ones_like, params)
-  tx = gsm_optax.gsm(0.1, 2.0, momentum=0.9)
-  state = tx.init(params)
-  seen = []
-  step = step_overhead.make_step(tx)
-  def recording_step(p, s, g):
-    seen.append(np.asarray(p['w']).copy())
-    return step(p, s, g)
-  step_overhead.time_steps({'gsm': (recording_step, params, state)}, grads, 3)
-  # The step donates its inputs, yet the caller's arrays stay intact and
-  # every call (one to compile, three timed) starts from the same values.
-  np.testing.assert_array_equal(params['w'], np.arange(12.0).reshape(3, 4))
-  assert len(seen) == 4
-  for w in seen:
-    np.testing.assert_array_equal(w, params['w'])

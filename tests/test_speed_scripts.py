@@ -1,0 +1,70 @@
+"""The speed scripts: they run, and time what they say they time."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_search_kernels_times_every_pass_and_route():
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.speed.search_kernels', '--size', '6000',
+       '--repeats', '2'], cwd=ROOT, check=True, capture_output=True,
+      text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
+  assert 'bfloat16 summed in float32 (the searches)' in out
+  assert 'matrix compare times ones (the searches, XLA:CPU' in out
+  for method in ('interpolate', 'bisect'):
+    assert f"global_threshold(method='{method}')" in out
+  assert out.count(' us\n') == 9 + 9  # passes, then calls
+
+
+def test_train_step_parts_mask_without_search_and_search_without_mask():
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.speed import train_step  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=(30, 20)).astype(np.float32),
+            'b': rng.normal(size=(20,)).astype(np.float32)}
+  grads = {k: rng.normal(size=v.shape).astype(np.float32)
+           for k, v in params.items()}
+  scores = np.abs(grads['w'] * params['w'])
+  threshold = float(np.median(scores))
+  tx = train_step.fixed_threshold_mask(threshold)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(
+      updates['w'], np.where(scores >= threshold, grads['w'], 0.0))
+  np.testing.assert_array_equal(updates['b'], grads['b'])
+  for ratio in (60.0, 7.0):  # Q = N / ratio: 10, then 85 of 600
+    tx = train_step.fixed_threshold_mask(0.0, ratio=ratio)
+    updates, state = tx.update(grads, tx.init(params), params)
+    for k in params:
+      np.testing.assert_array_equal(updates[k], grads[k])
+    q = int(scores.size // ratio)
+    assert float(state.threshold) == np.sort(scores.ravel())[::-1][q - 1]
+    assert int(state.num_active) == np.sum(scores >= state.threshold)
+
+
+def test_step_overhead_times_every_call_on_the_same_inputs():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.speed import step_overhead  # pylint: disable=import-outside-toplevel
+  import gsm_optax  # pylint: disable=import-outside-toplevel
+  params = {'w': jnp.arange(12.0).reshape(3, 4), 'b': jnp.ones(4)}
+  grads = jax.tree.map(jnp.ones_like, params)
+  tx = gsm_optax.gsm(0.1, 2.0, momentum=0.9)
+  state = tx.init(params)
+  seen = []
+  step = step_overhead.make_step(tx)
+  def recording_step(p, s, g):
+    seen.append(np.asarray(p['w']).copy())
+    return step(p, s, g)
+  step_overhead.time_steps({'gsm': (recording_step, params, state)}, grads, 3)
+  # The step donates its inputs, yet the caller's arrays stay intact and
+  # every call (one to compile, three timed) starts from the same values.
+  np.testing.assert_array_equal(params['w'], np.arange(12.0).reshape(3, 4))
+  assert len(seen) == 4
+  for w in seen:
+    np.testing.assert_array_equal(w, params['w'])
