@@ -58,8 +58,9 @@ def plot_layer_density(results, path, cases=(('lenet300', 60.0),
     x = np.arange(len(layers))
     methods = [m for m in ('gsm', 'gsm_smoothed', 'magnitude_ft') if m in pair]
     width = 0.8 / len(methods)
-    labels = {'gsm': 'GSM', 'gsm_smoothed': 'GSM, smoothed ranking',
-              'magnitude_ft': 'global magnitude of the dense model'}
+    labels = {**results_lib.METHOD_NAMES,  # one name per method
+              'magnitude_ft': (f"{results_lib.METHOD_NAMES['magnitude_ft']}"
+                               ' (the dense model\'s magnitudes)')}
     for k, method in enumerate(methods):
       dens = [100 * l['density'] for l in pair[method]['sparsity']['leaves']
               if l['prunable']]
