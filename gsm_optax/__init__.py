@@ -14,11 +14,11 @@ from gsm_optax._src.deploy.sparse_io import load_sparse
 from gsm_optax._src.deploy.sparse_io import save_sparse
 from gsm_optax._src.groups.groups import find_groups
 from gsm_optax._src.groups.groups import Groups
-from gsm_optax._src.prune import check_final_prune
 from gsm_optax._src.prune import prune
-from gsm_optax._src.prune import PruneCheck
-from gsm_optax._src.prune import PruneCostWarning
-from gsm_optax._src.prune import pruned_norm_share
+from gsm_optax._src.prune_check import check_final_prune
+from gsm_optax._src.prune_check import PruneCheck
+from gsm_optax._src.prune_check import PruneCostWarning
+from gsm_optax._src.prune_check import pruned_norm_share
 from gsm_optax._src.report import LeafSparsity
 from gsm_optax._src.report import sparsity_report
 from gsm_optax._src.report import SparsityReport

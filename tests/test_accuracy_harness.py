@@ -1,4 +1,11 @@
-"""The accuracy harness: the quick benchmark end to end with its notebook, the plan's decisions (learning rates, the smoothed decay, dense sources) and what the report renders."""
+"""The accuracy harness: the quick benchmark end to end with its notebook,
+the plan's decisions (learning rates, the smoothed decay, dense sources)
+and what the report renders.
+
+Long because the harness's plan, runs and rendering are tested together
+(each with a small test); when methods become records (#29), split it by
+part.
+"""
 
 import json
 import os

@@ -78,7 +78,7 @@ def test_table_gives_means_and_the_prune_cost(tmp_path):
                          result('recipe', 0, 0.87, 0.87, 0.001, None),
                          # recorded under an older, lower tolerance: the
                          # table asks the library's default now
-                         result('recipe', 1, 0.87, 0.87, 0.03, 'old')]):
+                         result('recipe', 1, 0.87, 0.87, 0.015, 'old')]):
     (tmp_path / f'{i}.json').write_text(json.dumps(r))
   lines = paper_protocol.report_lines(str(tmp_path))
   paper = next(l for l in lines if l.startswith("| the paper's rule"))
