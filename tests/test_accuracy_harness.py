@@ -309,3 +309,16 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
   assert not results_lib.has_result(str(path), 0.01, 0.03)
   path.write_text(json.dumps(dict(learning_rate=0.01)))
   assert results_lib.has_result(str(path), 0.01, 0.03)
+
+
+def test_the_protocol_is_stated_from_the_config(monkeypatch):
+  g = plan.pruning_phase('lenet300')
+  assert plan.describe_pruning_phase('lenet300') == (
+      f'momentum {g.momentum:g} Nesterov, peak lr {g.learning_rate:g}, '
+      f'warm-up {g.warmup_epochs:g} epoch, x0.1 steps, weight decay '
+      f'{g.weight_decay:g}')
+  g.weight_decay, g.warmup_epochs, g.nesterov = 1e-3, 2, False
+  monkeypatch.setattr(plan, 'pruning_phase', lambda model: g)
+  assert plan.describe_pruning_phase('lenet300') == (
+      f'momentum {g.momentum:g}, peak lr {g.learning_rate:g}, warm-up 2 '
+      'epochs, x0.1 steps, weight decay 0.001')

@@ -92,10 +92,25 @@ def tuning_path(results_dir, model, method, ratio, lr):
                       f'{model}_r{ratio:g}_{method}_lr{lr:g}.json')
 
 
+def pruning_phase(model):
+  """The pruning phase's settings in the model's config (``config.gsm``)."""
+  return importlib.import_module(
+      f'examples.paper.configs.{CONFIGS[model]}').get_config().gsm
+
+
 def default_learning_rate(model):
   """The pruning phase's peak lr in the model's config."""
-  return importlib.import_module(
-      f'examples.paper.configs.{CONFIGS[model]}').get_config().gsm.learning_rate
+  return pruning_phase(model).learning_rate
+
+
+def describe_pruning_phase(model):
+  """``config.gsm``'s momentum, peak lr, warm-up and weight decay, in words
+  (RESULTS.md states the protocol from the config, not from prose)."""
+  g = pruning_phase(model)
+  return (f"momentum {g.momentum:g}{' Nesterov' if g.nesterov else ''}, peak "
+          f'lr {g.learning_rate:g}, warm-up {g.warmup_epochs:g} epoch'
+          f"{'' if g.warmup_epochs == 1 else 's'}, x0.1 steps, weight decay "
+          f'{g.weight_decay:g}')
 
 
 def decay_path(results_dir, decay):

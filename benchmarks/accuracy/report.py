@@ -212,8 +212,8 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
       'Accuracy is top-1 on the Fashion-MNIST test set after the final global '
       'magnitude prune, with **no fine-tuning** after it. Every method '
       'starts from the same dense model and gets the same epochs and '
-      'learning-rate schedule (`config.gsm`: momentum 0.99 Nesterov, peak lr '
-      f'{comparison_lr:g}, warm-up 1 epoch, x0.1 steps, weight decay 5e-4), '
+      'learning-rate schedule (`config.gsm`: '
+      f"{plan_lib.describe_pruning_phase('lenet300')}), "
       'except that where a sweep on a validation split ran at that ratio, '
       'each method takes its own best peak lr there (see Fairness below)'
       + (': ' + '; '.join(exceptions) + '.' if exceptions else '.'), '']
