@@ -136,6 +136,7 @@ def table_lines(runs, model):
   rows = [r for r in runs if r['model'] == model]
   if not rows:
     return []
+  tolerance = default_tolerance()
   lines = ['| variant | seeds | before the prune | after | cost (points) | '
            'norm share removed | churn, last epoch (% of Q a step) | '
            'warns (default tolerance) | kept by last mask | per-layer density (%) |',
@@ -149,8 +150,7 @@ def table_lines(runs, model):
              for r in done if r['curves'].get('entered_per_step')]
     # Whether check_final_prune warns at its default tolerance now (the
     # share is the one it measured at the end of the run).
-    fired = sum(not r['pruned_norm_share'] <= default_tolerance()
-                for r in done)
+    fired = sum(not r['pruned_norm_share'] <= tolerance for r in done)
     layers = [l['path'] for l in done[0]['sparsity']['leaves']
               if l['prunable']]
     density = ', '.join(

@@ -140,18 +140,16 @@ def check_final_prune(params: Any, ratio: float,
         'final prune would keep garbage: lower the learning rate, or wrap '
         'the optimizer in `optax.apply_if_finite` to skip non-finite steps '
         '(docs: FAQ, "Training diverged at a low ratio").')
-    if warn:
-      warnings.warn(message, PruneCostWarning, stacklevel=2)
-    return PruneCheck(share, message)
-  message = (
-      f'The final prune at {ratio:g}x would remove {share:.1%} of the '
-      f"kernels' norm (more than {tolerance:.1%}): the passive weights have "
-      'not glided to zero, so pruning now costs accuracy. Smooth the '
-      'ranking (`gsm(..., score_decay=0.9)`) so the same weights stay '
-      'passive, and/or decay the passive weights on their own '
-      '(`passive_decay=1e-3`, whatever the learning rate), or train longer '
-      'or with more weight decay (docs: FAQ, "The final prune costs a lot '
-      'of accuracy").')
+  else:
+    message = (
+        f'The final prune at {ratio:g}x would remove {share:.1%} of the '
+        f"kernels' norm (more than {tolerance:.1%}): the passive weights "
+        'have not glided to zero, so pruning now costs accuracy. Smooth the '
+        'ranking (`gsm(..., score_decay=0.9)`) so the same weights stay '
+        'passive, and/or decay the passive weights on their own '
+        '(`passive_decay=1e-3`, whatever the learning rate), or train '
+        'longer or with more weight decay (docs: FAQ, "The final prune '
+        'costs a lot of accuracy").')
   if warn:
     warnings.warn(message, PruneCostWarning, stacklevel=2)
   return PruneCheck(share, message)
