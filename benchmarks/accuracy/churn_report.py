@@ -1,4 +1,5 @@
-"""GSM's churn and the smoothed ranking's decay sweep, as Markdown lines.
+"""GSM's churn and the sweeps of a method's chosen hyperparameter (the
+smoothed ranking's decay), as Markdown lines.
 
 Rendering only, like `report` (which includes these lines in RESULTS.md);
 the data come from `results`.
@@ -6,39 +7,41 @@ the data come from `results`.
 
 import statistics
 
-from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
-from benchmarks.accuracy.results import METHOD_NAMES
+from benchmarks.accuracy.methods import label
+from benchmarks.accuracy.methods import METHODS
 
 
-def decay_sweep_lines(results_dir):
-  """The smoothed ranking's decay sweep on validation, and the choice."""
-  runs = sorted(results_lib.load_decay_sweep(results_dir),
-                key=lambda r: r['score_decay'])
-  if not runs:
-    return []
-  s = plan_lib.DECAY_SWEEP
-  try:
-    chosen = results_lib.smoothed_score_decay(
-        results_dir, tuple(r['score_decay'] for r in runs))
-  except ValueError:
-    chosen = None
-  lines = ['## The smoothed ranking\'s decay (validation)', '',
-           f"{s['model']} at {s['ratio']:g}×, lr {s['learning_rate']:g}, seed "
-           f"{s['seed']}, on the validation split; accuracy after the prune "
-           '(before it), the mean weights entering the active set per step '
-           'in the last epoch, and the share of the kernels\' norm the '
-           'prune removed.', '',
-           '| decay | after prune (before) | entered per step, last epoch '
-           '| prune removed |', '|---:|---|---:|---:|']
-  for r in runs:
-    mark = ' (chosen)' if r['score_decay'] == chosen else ''
-    lines.append(f"| {r['score_decay']:g}{mark} | "
-                 f"{100 * r['pruned_accuracy']:.2f}% "
-                 f"({100 * r['accuracy_before_prune']:.2f}%) | "
-                 f"{r['entered_per_step'][-1]:,.0f} | "
-                 f"{100 * r['pruned_norm_share'][-1]:.1f}% |")
-  return lines + ['']
+def choice_lines(results_dir):
+  """Each `methods.Choice` sweep on validation, and the value chosen."""
+  lines = []
+  for name, method in METHODS.items():
+    c = method.choice
+    runs = results_lib.load_choice(results_dir, name) if c else []
+    if not runs:
+      continue
+    try:
+      chosen = results_lib.chosen_value(
+          results_dir, name, tuple(r[c.field] for r in runs))
+    except ValueError:
+      chosen = None
+    lines += [f'## {label(name)}: its {c.name} (validation)', '',
+              f'{c.model} at {c.ratio:g}×, lr {c.learning_rate:g}, seed '
+              f'{c.seed}, on the validation split; accuracy after the prune '
+              '(before it), the mean weights entering the active set per '
+              'step in the last epoch, and the share of the kernels\' norm '
+              'the prune removed.', '',
+              f'| {c.name} | after prune (before) | entered per step, last '
+              'epoch | prune removed |', '|---:|---|---:|---:|']
+    for r in runs:
+      mark = ' (chosen)' if r[c.field] == chosen else ''
+      lines.append(f"| {r[c.field]:g}{mark} | "
+                   f"{100 * r['pruned_accuracy']:.2f}% "
+                   f"({100 * r['accuracy_before_prune']:.2f}%) | "
+                   f"{r['entered_per_step'][-1]:,.0f} | "
+                   f"{100 * r['pruned_norm_share'][-1]:.1f}% |")
+    lines.append('')
+  return lines
 
 
 def churn_lines(results):
@@ -58,7 +61,7 @@ def churn_lines(results):
     mean = lambda f: statistics.mean(f(r) for r in runs)
     decay = runs[0].get('score_decay')
     lines.append(
-        f"- {key[0]} {key[1]:g}× {METHOD_NAMES[key[2]]}"
+        f"- {key[0]} {key[1]:g}× {label(key[2])}"
         + (f' (decay {decay:g})' if decay is not None else '')
         + f": {mean(lambda r: r['entered_per_step'][0]):,.0f} → "
         f"{mean(lambda r: r['entered_per_step'][-1]):,.0f} of "

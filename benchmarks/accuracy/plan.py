@@ -1,4 +1,6 @@
-"""What the accuracy benchmark runs: models, budgets, ratios, seeds, sweeps.
+"""What the accuracy benchmark runs: models, budgets, ratios, seeds, and
+where each run's result and workdir go. The methods and their sweeps are
+records in `methods`.
 
 The decisions (which learning rate each method trains with) are in
 `results`; running the plan is `run`'s job.
@@ -7,15 +9,8 @@ The decisions (which learning rate each method trains with) are in
 import importlib
 import os
 
-METHODS = ('gsm', 'magnitude_ft', 'gradual_magnitude', 'gsm_smoothed')
-# 'gsm_smoothed': GSM ranking |m * w|, m an exponential average of the
-# gradient (`gsm_optax.keep_top_taylor(score_decay=d)`). Its decay d is
-# chosen on validation first (`DECAY_SWEEP`, `results.smoothed_score_decay`):
-# LeNet-300 at 60x, GSM's best lr there, seed 0.
-SCORE_DECAYS = (0.9, 0.99, 0.999)
-SCORE_DECAYS_QUICK = (0.99,)
-DECAY_SWEEP = dict(model='lenet300', ratio=60.0, learning_rate=2e-2, seed=0,
-                   holdout_fraction=1 / 6)
+from benchmarks.accuracy import methods
+
 LOTTERY = {'lenet300': (60.0,), 'lenet5': (125.0, 300.0)}
 CONFIGS = {'lenet300': 'lenet300_fmnist', 'lenet5': 'lenet5_fmnist'}
 
@@ -29,58 +24,22 @@ FULL = {'lenet300': dict(ratios=(10.0, 30.0, 60.0, 125.0, 300.0),
 QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
                           prune_epochs=1, decay_epochs=())}
 
-# Fairness: each method's pruning-phase learning rate (momentum 0.99
-# Nesterov, so the effective step is lr / (1 - 0.99)) is swept on a
-# validation split, the last 1/6 of the training set, never the test set;
-# with the plan's budget for that model and its own dense model. The
-# comparison then trains each method at a swept ratio with its best lr there,
-# and at every other ratio with the config's lr (3e-2: the best of every
-# method in the first sweeps, at 60x and 125x over 1e-2, 3e-2 and 1e-1).
-# LeNet-300 (about 1.5 min a run on one core) is swept at every ratio over
-# 1e-2 to 5e-2, and to 1e-1 at 60x and at 300x (where gradual magnitude did
-# best at 5e-2, the edge of the first range). LeNet-5 (7 to 12 min a run)
-# is swept at every ratio too: first at 125x; then at 10x and 30x, because at
-# 10x GSM diverged at 3e-2 in every seed (the baselines did not) and at 30x a
-# unit of fc1 had died by epoch 7; last at 60x and 300x, to 5e-2 because
-# GSM did best at 3e-2, the edge of the first range (1e-2 to 3e-2).
+# --quick sweeps every method at one ratio over two lrs; a method's own
+# sweeps (the full plan) are in its record (`methods.METHODS`).
+TUNING_QUICK = {'lenet300': (methods.sweep(60.0, (1e-2, 3e-2)),)}
 
-
-def sweep(ratio, learning_rates, seed=0, holdout_fraction=1 / 6):
-  """One learning-rate sweep of ``TUNING``."""
-  return dict(ratio=ratio, seed=seed, learning_rates=learning_rates,
-              holdout_fraction=holdout_fraction)
-
-
-TUNING = {'lenet300': (sweep(60.0, (1e-2, 2e-2, 3e-2, 5e-2, 1e-1)),
-                       sweep(10.0, (1e-2, 2e-2, 3e-2, 5e-2)),
-                       sweep(30.0, (1e-2, 2e-2, 3e-2, 5e-2)),
-                       sweep(125.0, (1e-2, 2e-2, 3e-2, 5e-2)),
-                       sweep(300.0, (1e-2, 2e-2, 3e-2, 5e-2, 1e-1))),
-          'lenet5': (sweep(125.0, (1e-2, 3e-2, 1e-1)),
-                     sweep(10.0, (1e-2, 2e-2, 3e-2)),
-                     sweep(30.0, (1e-2, 2e-2, 3e-2)),
-                     sweep(60.0, (1e-2, 2e-2, 3e-2, 5e-2)),
-                     sweep(300.0, (1e-2, 2e-2, 3e-2, 5e-2)))}
-TUNING_QUICK = {'lenet300': (sweep(60.0, (1e-2, 3e-2)),)}
-# The smoothed ranking's own sweep is narrower: 1e-2 to 3e-2, which holds
-# GSM's best at every LeNet-300 ratio (2e-2 or 3e-2). On LeNet-5 (10 to 15
-# min a run) 2e-2 and 3e-2, GSM's best at every ratio; and 1e-2 from 60x
-# down: the smoothed ranking diverged at 2e-2 at 10x and 30x (and 3e-2 at
-# 10x), where GSM did not; at 30x 3e-2 is left out (LeNet-5 diverges the
-# more, the larger the lr: research/lenet5_divergence).
-TUNING_SMOOTHED = {
-    'lenet300': tuple(sweep(r, (1e-2, 2e-2, 3e-2))
-                      for r in (60.0, 10.0, 30.0, 125.0, 300.0)),
-    'lenet5': (sweep(125.0, (2e-2, 3e-2)), sweep(300.0, (2e-2, 3e-2)),
-               sweep(10.0, (1e-2, 2e-2, 3e-2)), sweep(30.0, (1e-2, 2e-2)),
-               sweep(60.0, (1e-2, 2e-2, 3e-2)))}
+# The paper's MNIST numbers (PAPER.md, Tables 1 and 4) beside the analogues.
+PAPER_TABLE1 = {('lenet300', 60.0): (98.19, 98.18),
+                ('lenet5', 125.0): (99.21, 99.22),
+                ('lenet5', 300.0): (99.21, 99.06)}
+PAPER_TABLE4 = {('lenet300', 60.0): (97.39, 98.22),  # magnitude, GSM ticket
+                ('lenet5', 125.0): (97.60, 99.04),
+                ('lenet5', 300.0): (11.35, 98.88)}
 
 
 def tuning_for(method, quick=False):
   """The learning-rate sweeps of ``method``."""
-  if quick:
-    return TUNING_QUICK
-  return TUNING_SMOOTHED if method == 'gsm_smoothed' else TUNING
+  return TUNING_QUICK if quick else methods.METHODS[method].tuning
 
 
 def result_path(results_dir, model, method, ratio, seed):
@@ -113,16 +72,40 @@ def describe_pruning_phase(model):
           f'{g.weight_decay:g}')
 
 
-def decay_path(results_dir, decay):
-  s = DECAY_SWEEP
-  return os.path.join(results_dir, 'tuning', 'decay',
-                      f"{s['model']}_r{s['ratio']:g}_d{decay:g}_lr"
-                      f"{s['learning_rate']:g}.json")
+def choice_path(results_dir, method, value=None):
+  """The result of ``method``'s `methods.Choice` sweep at ``value`` (None:
+  a glob pattern of every value's)."""
+  c = methods.METHODS[method].choice
+  value = '*' if value is None else f'{value:g}'
+  return os.path.join(results_dir, 'tuning', c.name,
+                      f'{c.model}_r{c.ratio:g}_{c.tag}{value}_lr'
+                      f'{c.learning_rate:g}.json')
+
+
+def choice_workdir(runs_dir, method, value):
+  """The workdir of ``method``'s `methods.Choice` sweep at ``value``."""
+  c = methods.METHODS[method].choice
+  return os.path.join(sweep_dir(runs_dir, c.model, c.ratio),
+                      f'{method}_{c.tag}{value:g}')
+
+
+def run_workdir(runs_dir, model, seed, method, ratio, lr, default_lr):
+  """The workdir of one comparison run (named by its lr where that is not
+  the config's)."""
+  return os.path.join(runs_dir, model, f's{seed}', f'{method}_r{ratio:g}' +
+                      ('' if lr == default_lr else f'_lr{lr:g}'))
+
+
+def dense_workdir(runs_dir, model, seed, budget, lr, default_lr):
+  """The comparison run that trains a seed's dense model: GSM's at the
+  plan's first ratio (at ``lr``, its lr there)."""
+  return run_workdir(runs_dir, model, seed, 'gsm', budget['ratios'][0], lr,
+                     default_lr)
 
 
 def sweep_dir(runs_dir, model, ratio):
-  """The workdirs of a learning-rate sweep (and, at `DECAY_SWEEP`'s ratio,
-  of the decay sweep, which shares its dense model)."""
+  """The workdirs of a learning-rate sweep (and of a `methods.Choice` sweep
+  at its ratio, which shares its dense model)."""
   return os.path.join(runs_dir, 'tuning', model, f'r{ratio:g}')
 
 
@@ -140,17 +123,22 @@ def sweep_dense_lr(tuning, model, ratio, default=None):
 
 
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
-                lottery=True, learning_rate=None, score_decay=None):
+                lottery=True, learning_rate=None, overrides=None):
+  """The config of one run: the model's, with ``method``'s record's fields
+  (`methods.Method.config`) and ``overrides`` (dotted keys, e.g. a
+  `methods.Choice`'s value) set, the budget's epochs, and the run's seed,
+  ratio, dense source, dataset and lr."""
   config = importlib.import_module(
       f'examples.paper.configs.{CONFIGS[model]}').get_config()
+  record = methods.METHODS[method]
+  for key, value in {**record.config, **(overrides or {})}.items():
+    *parents, field = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[field] = value
   config.seed = seed
   config.ratio = ratio
-  config.pruning = 'gsm' if method == 'gsm_smoothed' else method
-  if method == 'gsm_smoothed':
-    if score_decay is None:
-      raise ValueError('gsm_smoothed needs its score_decay (run the decay '
-                       'sweep first: --part decay).')
-    config.gsm.score_decay = score_decay
   config.dense.epochs = budget['dense_epochs']
   config.gsm.epochs = budget['prune_epochs']
   config.gsm.decay_epochs = budget['decay_epochs']
@@ -158,7 +146,7 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset,
       e for e in (int(budget['dense_epochs'] * 0.6),
                   int(budget['dense_epochs'] * 0.85)) if e > 0)
   config.dense_from = dense_from
-  config.lottery = (lottery and method == 'gsm' and
+  config.lottery = (lottery and record.lottery and
                     ratio in LOTTERY.get(model, ()))
   if learning_rate is not None:
     config.gsm.learning_rate = learning_rate

@@ -8,14 +8,16 @@ from `figures`. The hand-written findings at the top of RESULTS.md (above
 import datetime
 import os
 import platform
-import statistics
 
 from benchmarks.accuracy import churn_report
 from benchmarks.accuracy import figures
+from benchmarks.accuracy import findings
+from benchmarks.accuracy import methods as methods_lib
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy import sweep_report
-from benchmarks.accuracy.results import METHOD_NAMES
+from benchmarks.accuracy.methods import label
+from benchmarks.accuracy.methods import METHODS
 from benchmarks.speed import report as speed_report
 
 
@@ -59,15 +61,17 @@ def fmt_cell(stat, num_diverged, with_n=True):
   return f'{fmt(stat, with_n)}; {text}' if stat else text
 
 
-def accuracy_table_lines(results, model, with_n=True):
-  """The accuracy-vs-ratio table of ``model`` as Markdown lines, the best
-  pruning method's mean in bold. ``with_n=False`` leaves out the ``(n=k)``:
-  the form the README quotes (``tests/test_readme.py`` checks it)."""
-  columns = ('dense',) + tuple(METHOD_NAMES)
-  lines = ['| ratio | dense | ' + ' | '.join(METHOD_NAMES.values()) + ' |',
+def accuracy_table_lines(results, model, with_n=True, axis='params'):
+  """The accuracy-vs-ratio table of ``model`` and the methods on ``axis``
+  as Markdown lines, the best pruning method's mean in bold.
+  ``with_n=False`` leaves out the ``(n=k)``: the form the README quotes
+  (``tests/test_readme.py`` checks it)."""
+  names = methods_lib.on_axis(axis)
+  columns = ('dense',) + names
+  lines = ['| ratio | dense | ' + ' | '.join(map(label, names)) + ' |',
            '|---:|' + '---|' * len(columns)]
-  for ratio, row in results_lib.accuracy_table(results, model).items():
-    means = {c: row[c][0] for c in METHOD_NAMES if row[c] is not None}
+  for ratio, row in results_lib.accuracy_table(results, model, axis).items():
+    means = {c: row[c][0] for c in names if row[c] is not None}
     best = max(means, key=means.get) if means else None
     cells = []
     for c in columns:
@@ -77,89 +81,69 @@ def accuracy_table_lines(results, model, with_n=True):
   return lines
 
 
-def divergence_lines(results, tuning, default_lr):
-  """Where GSM diverged in the comparison: its lr, and the sweep's run."""
-  by_point = {(r['model'], r['ratio'], r['method'], r['learning_rate']): r
-              for r in tuning}
-  lines = []
-  for model, ratio, lr in sorted({
-      (r['model'], r['ratio'], results_lib.learning_rate_of(r, default_lr))
-      for r in results if r['method'] == 'gsm' and results_lib.diverged(r)}):
-    text = f'- {model} {ratio:g}×: GSM at lr {lr:g}'
-    swept = by_point.get((model, ratio, 'gsm', lr))
-    if swept is not None:
-      text += (', its best on validation at this ratio. The sweep\'s run (seed '
-               f"{swept['seed']}, 5/6 of the training set) "
-               + ('diverged too.' if results_lib.diverged(swept) else
-                  f"did not diverge: {100 * swept['pruned_accuracy']:.2f}% "
-                  'on validation after the prune. This lr is at the edge of '
-                  'what GSM trains stably at this ratio.'))
-    else:
-      text += ' (no sweep at this ratio).'
-    lines.append(text)
+def paper_table_lines(results):
+  """The analogues of the paper's Tables 1 and 4 (GSM base → pruned, and
+  the lottery tickets), beside the paper's MNIST numbers
+  (`plan.PAPER_TABLE1`, `plan.PAPER_TABLE4`)."""
+  mean = lambda runs, key: fmt(results_lib.mean_std([r[key] for r in runs]))
+  lines = ['## Paper Table 1 analogue (GSM, base → pruned)', '',
+           '| model | ratio | base | pruned | kept weights | paper (MNIST) |',
+           '|---|---:|---|---|---:|---|']
+  for (model, ratio), (base, pruned) in plan_lib.PAPER_TABLE1.items():
+    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
+            and r['method'] == 'gsm' and not results_lib.diverged(r)]
+    if runs:
+      lines.append(f'| {model} | {ratio:g}× | '
+                   f"{mean(runs, 'dense_accuracy')} | "
+                   f"{mean(runs, 'pruned_accuracy')} | "
+                   f"{runs[0]['kept_weights']:,} | {base:.2f} → {pruned:.2f} |")
+  lines += ['', '## Paper Table 4 analogue: lottery tickets', '',
+            'Masks from GSM, or from global magnitude of the trained dense '
+            'model, applied to the *initial* weights and retrained with the '
+            'dense schedule and the loss gradient masked.', '',
+            '| model | ratio | magnitude ticket | GSM ticket | paper (MNIST) |',
+            '|---|---:|---|---|---|']
+  for (model, ratio), (magnitude, gsm) in plan_lib.PAPER_TABLE4.items():
+    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
+            and r['method'] == 'gsm' and r.get('ticket_accuracy') is not None]
+    if runs:
+      lines.append(f'| {model} | {ratio:g}× | '
+                   f"{mean(runs, 'ticket_magnitude_accuracy')} | "
+                   f"{mean(runs, 'ticket_accuracy')} | {magnitude:.2f} vs "
+                   f'{gsm:.2f} |')
   return lines
 
 
-def findings_lines(results, plan, tuning=(), default_lr=0.03):
-  """Plain statements: where GSM wins or loses, computed from the table."""
-  lines = ['## Per-ratio summary (computed from the tables)', '']
-  for model in sorted({r['model'] for r in results}):
-    for ratio, row in results_lib.accuracy_table(results, model).items():
-      failed = row['diverged']['gsm']
-      if failed:
-        lines.append(f'- {model} {ratio:g}×: GSM diverged (non-finite loss '
-                     f"and weights) in {failed} of {results_lib.num_runs(row['gsm'], failed)}"
-                     ' seeds; the means leave those runs out.')
-      if row['gsm'] is None:
-        continue
-      baselines = {m: row[m][0] for m in ('magnitude_ft', 'gradual_magnitude')
-                   if row[m] is not None}
-      best = max(baselines, key=baselines.get) if baselines else None
-      text = (f"- {model} {ratio:g}×: GSM {row['gsm'][0]:.2f}%, "
-              f"{row['gsm'][0] - row['dense'][0]:+.2f} points vs dense")
-      if best:
-        gap = row['gsm'][0] - baselines[best]
-        verdict = 'beats' if gap > 0 else 'loses to'
-        text += (f"; {verdict} the best baseline ({METHOD_NAMES[best]}, "
-                 f"{baselines[best]:.2f}%) by {abs(gap):.2f} points")
-      smoothed = row.get('gsm_smoothed')
-      if smoothed is not None:
-        text += (f"; smoothed {smoothed[0]:.2f}% ({smoothed[0] - row['gsm'][0]:+.2f} "
-                 "vs the paper's rule, seeds' std "
-                 f"{max(row['gsm'][1], smoothed[1]):.2f}"
-                 + (f', {smoothed[0] - baselines[best]:+.2f} vs '
-                    f'{METHOD_NAMES[best]}' if best else '') + ')')
-      lines.append(text + '.')
-  gsm = [r for r in results if r['method'] == 'gsm' and not results_lib.diverged(r)
-         and r.get('accuracy_before_prune') is not None]
-  if gsm:
-    lines += ['', 'What the final prune costs GSM (accuracy before it minus '
-              'after it, in points):', '']
-    for method in ('gsm', 'gsm_smoothed'):
-      runs = [r for r in results if r['method'] == method and
-              not results_lib.diverged(r) and
-              r.get('accuracy_before_prune') is not None]
-      for model in sorted({r['model'] for r in runs}):
-        costs = [100 * (r['accuracy_before_prune'] - r['pruned_accuracy'])
-                 for r in runs if r['model'] == model]
-        epochs = next(r['epochs']['prune'] for r in runs
-                      if r['model'] == model)
-        lines.append(f'- {METHOD_NAMES[method]}, {model} ({epochs} pruning '
-                     f'epochs): mean {statistics.mean(costs):+.2f}, largest '
-                     f'{max(costs):+.2f} over {len(costs)} runs.')
-    lines += churn_report.churn_lines(results)
-    lines += ['', 'How far a never-active weight decays over the pruning '
-              'phase, exp(-Σ lr·λ/(1-β)) with the runs\' schedule: '
-              + ', '.join(f'e^-{results_lib.passive_decay_exponent(m, plan[m]):.1f} '
-                          f'for {m}' for m in sorted({r['model'] for r in gsm})
-                          if m in plan) + '.']
-    if tuning:
-      lines += ['', 'Each method trains at its best lr on validation at every '
-                'swept ratio' + sweep_report.stale_lr_text(results, tuning, default_lr)]
-  if any(results_lib.diverged(r) for r in results):
-    lines += ['', 'Where GSM diverged:', ''] + divergence_lines(
-        results, tuning, default_lr)
-  return lines + ['']
+def fairness_lines(results_dir, results, comparison_lr, exceptions):
+  """RESULTS.md's Fairness section: the shared protocol, each method's
+  record's line (`methods.Method.fairness`, filled from its config), the
+  values its `methods.Choice` was chosen from, and the lrs."""
+  lines = ['## Fairness', '',
+           '- Same dense start (one dense model per seed, shared through '
+           '`config.dense_from`), same epochs, same learning-rate schedule, '
+           'momentum and weight decay for every method.']
+  for name in sorted({r['method'] for r in results}, key=list(METHODS).index):
+    method = METHODS[name]
+    config = plan_lib.make_config(
+        next(r['model'] for r in results if r['method'] == name),
+        {'dense_epochs': 1, 'prune_epochs': 1, 'decay_epochs': ()}, name,
+        1.0, 0, '', None)
+    text = method.fairness.format(c=config)
+    c = method.choice
+    swept = results_lib.load_choice(results_dir, name) if c else []
+    if swept:
+      text += (f' Its {c.name} is chosen on validation first ({c.model} at '
+               f'{c.ratio:g}×, seed {c.seed}: {c.name}s '
+               + ', '.join(f'{r[c.field]:g}' for r in swept)
+               + ').')
+    lines.append(f'- {text}')
+  return lines + [
+      f'- Peak lr {comparison_lr:g} for every method, except at a '
+      'ratio with a sweep on validation, where each method trains with '
+      'its own best lr there' + (' (' + '; '.join(exceptions) + ')'
+                                 if exceptions else '') + '.',
+      '- Fashion-MNIST replaces MNIST (no download here); the paper\'s '
+      'numbers are MNIST numbers and are shown for orientation only.']
 
 
 MARKER = ('<!-- Generated below by `python -m benchmarks.accuracy.run` from '
@@ -218,7 +202,7 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
       'each method takes its own best peak lr there (see Fairness below)'
       + (': ' + '; '.join(exceptions) + '.' if exceptions else '.'), '']
   tuning = results_lib.load_tuning(results_dir)
-  lines += findings_lines(results, plan, tuning, comparison_lr)
+  lines += findings.findings_lines(results, plan, tuning, comparison_lr)
   bad = [why for why in map(results_lib.invalid, every_run) if why]
   if bad:
     lines += ['## Invalid runs, left out of every table', '',
@@ -227,73 +211,25 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
               'found:', ''] + [f'- {b}.' for b in bad] + ['']
   for model in sorted({r['model'] for r in results}):
     epochs = next(r['epochs'] for r in results if r['model'] == model)
-    lines += [f'## {model}: accuracy vs compression', '',
-              f"Dense {epochs['dense']} epochs, pruning phase "
-              f"{epochs['prune']} epochs. Mean ± std over seeds; the best "
-              'pruning method in bold.', '']
-    lines += accuracy_table_lines(results, model) + ['']
+    for axis in results_lib.axes(results, model):
+      lines += [f'## {model}: accuracy vs '
+                + ('compression' if axis == 'params' else
+                   methods_lib.AXES[axis]), '',
+                f"Dense {epochs['dense']} epochs, pruning phase "
+                f"{epochs['prune']} epochs. Mean ± std over seeds; the best "
+                'pruning method in bold.', '']
+      lines += accuracy_table_lines(results, model, axis=axis) + ['']
   lines += [f'![accuracy vs ratio]({rel}/accuracy_vs_ratio.png)', '']
-  lines += ['## Paper Table 1 analogue (GSM, base → pruned)', '',
-            '| model | ratio | base | pruned | kept weights | paper (MNIST) |',
-            '|---|---:|---|---|---:|---|']
-  paper = {('lenet300', 60.0): '98.19 → 98.18',
-           ('lenet5', 125.0): '99.21 → 99.22',
-           ('lenet5', 300.0): '99.21 → 99.06'}
-  for (model, ratio), ref in paper.items():
-    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
-            and r['method'] == 'gsm' and not results_lib.diverged(r)]
-    if runs:
-      lines.append(f'| {model} | {ratio:g}× | '
-                   f'{fmt(results_lib.mean_std([r["dense_accuracy"] for r in runs]))} | '
-                   f'{fmt(results_lib.mean_std([r["pruned_accuracy"] for r in runs]))} | '
-                   f'{runs[0]["kept_weights"]:,} | {ref} |')
-  lines += ['', '## Paper Table 4 analogue: lottery tickets', '',
-            'Masks from GSM, or from global magnitude of the trained dense '
-            'model, applied to the *initial* weights and retrained with the '
-            'dense schedule and the loss gradient masked.', '',
-            '| model | ratio | magnitude ticket | GSM ticket | paper (MNIST) |',
-            '|---|---:|---|---|---|']
-  paper4 = {('lenet300', 60.0): '97.39 vs 98.22',
-            ('lenet5', 125.0): '97.60 vs 99.04',
-            ('lenet5', 300.0): '11.35 vs 98.88'}
-  for (model, ratio), ref in paper4.items():
-    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
-            and r['method'] == 'gsm' and r.get('ticket_accuracy') is not None]
-    if runs:
-      lines.append(
-          f'| {model} | {ratio:g}× | '
-          f'{fmt(results_lib.mean_std([r["ticket_magnitude_accuracy"] for r in runs]))} | '
-          f'{fmt(results_lib.mean_std([r["ticket_accuracy"] for r in runs]))} | {ref} |')
+  lines += paper_table_lines(results)
   if has_density:
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({rel}/layer_density.png)']
   if speed_dir is not None:
     lines += speed_report.speed_lines(speed_dir)
   lines += [''] + sweep_report.tuning_lines(tuning, results, comparison_lr)
-  lines += churn_report.decay_sweep_lines(results_dir)
+  lines += churn_report.choice_lines(results_dir)
   lines += diagnostics_lines(results_dir)
-  lines += ['## Fairness', '',
-            '- Same dense start (one dense model per seed, shared through '
-            '`config.dense_from`), same epochs, same learning-rate schedule, '
-            'momentum and weight decay for every method.',
-            '- magnitude + FT: one-shot global magnitude prune of the dense '
-            'model, then training with the mask fixed (`fixed_mask`).',
-            '- gradual magnitude: cubic schedule from 0 to the final sparsity '
-            'over the first 75% of the phase, mask updates every 50 steps, '
-            'global ranking (`gradual_magnitude_pruning`).',
-            "- GSM, smoothed: GSM ranking |m·w|, m an exponential average of "
-            'the gradient (`gsm(..., score_decay=d)`), d chosen on '
-            'validation first (LeNet-300 at 60×, seed 0: decays '
-            f"{', '.join(f'{d:g}' for d in plan_lib.SCORE_DECAYS)}); the rest "
-            'as GSM. Its dense models were trained again from the same seeds '
-            '(the shared ones\' workdirs were gone), so its dense column can '
-            'differ from the others\' by float noise.',
-            f'- Peak lr {comparison_lr:g} for every method, except at a '
-            'ratio with a sweep on validation, where each method trains with '
-            'its own best lr there' + (' (' + '; '.join(exceptions) + ')'
-                                       if exceptions else '') + '.',
-            '- Fashion-MNIST replaces MNIST (no download here); the paper\'s '
-            'numbers are MNIST numbers and are shown for orientation only.']
+  lines += fairness_lines(results_dir, results, comparison_lr, exceptions)
   with open(md_path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
   return md_path

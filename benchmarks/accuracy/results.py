@@ -9,11 +9,10 @@ import statistics
 
 import numpy as np
 
+from benchmarks.accuracy import methods as methods_lib
 from benchmarks.accuracy import plan as plan_lib
-
-METHOD_NAMES = {'gsm': 'GSM', 'magnitude_ft': 'magnitude + FT',
-                'gradual_magnitude': 'gradual magnitude',
-                'gsm_smoothed': 'GSM, smoothed'}
+from benchmarks.accuracy.methods import label
+from benchmarks.accuracy.methods import METHODS
 
 
 def load(results_dir):
@@ -30,14 +29,15 @@ def load_all(results_dir):
 
 
 def invalid(run):
-  """Why a run cannot be used, or ''. Gradual magnitude pruning and
-  magnitude + FT hold their weights at the final mask, so the final prune
-  must not change their accuracy; if it does, the run never reached its
-  sparsity and its number would be a one-shot prune of a denser model."""
-  if (run['method'] in ('gradual_magnitude', 'magnitude_ft') and
+  """Why a run cannot be used, or ''. A method that holds its weights at
+  the final mask (`methods.Method.holds_final_mask`: gradual magnitude,
+  magnitude + FT) must not have its accuracy changed by the final prune;
+  if it does, the run never reached its sparsity and its number would be a
+  one-shot prune of a denser model."""
+  if (METHODS[run['method']].holds_final_mask and
       run.get('accuracy_before_prune') is not None and
       run['accuracy_before_prune'] != run['pruned_accuracy']):
-    return (f"{run['model']} {METHOD_NAMES[run['method']]} "
+    return (f"{run['model']} {label(run['method'])} "
             f"{run['ratio']:g}× seed {run['seed']}: accuracy "
             f"{100 * run['accuracy_before_prune']:.2f}% before the final "
             f"prune, {100 * run['pruned_accuracy']:.2f}% after; it did not "
@@ -69,30 +69,33 @@ def pruning_phase_curves(workdir, phase):
           if any(key in r for r in records if r['phase'] == phase)}
 
 
-def load_decay_sweep(results_dir):
-  """The smoothed ranking's decay sweep (``tuning/decay/*.json``)."""
-  return [json.load(open(p)) for p in sorted(glob.glob(
-      os.path.join(results_dir, 'tuning', 'decay', '*.json')))]
+def load_choice(results_dir, method):
+  """The runs of ``method``'s `methods.Choice` sweep (if run), by value."""
+  field = METHODS[method].choice.field
+  return sorted((json.load(open(p)) for p in
+                 glob.glob(plan_lib.choice_path(results_dir, method))),
+                key=lambda r: r[field])
 
 
-def smoothed_score_decay(results_dir, decays=plan_lib.SCORE_DECAYS):
-  """The decay of ``gsm_smoothed``: the best on validation of the decay
-  sweep over ``decays`` (ties: the smaller decay). Every point must have
+def chosen_value(results_dir, method, values):
+  """The value of ``method``'s `methods.Choice`: the best on validation of
+  its sweep over ``values`` (ties: the smaller value). Every point must have
   been run."""
+  field = METHODS[method].choice.field
   points = []
-  for decay in decays:
-    path = plan_lib.decay_path(results_dir, decay)
+  for value in values:
+    path = plan_lib.choice_path(results_dir, method, value)
     if not os.path.exists(path):
       raise FileNotFoundError(
-          f'gsm_smoothed takes its decay from the decay sweep, and {path} is '
-          'missing; run --part decay first.')
+          f'{method} takes its {field} from its sweep on validation, and '
+          f'{path} is missing; run --part choices first.')
     with open(path) as f:
       points.append(json.load(f))
   valid = [r for r in points if not diverged(r)]
   if not valid:
-    raise ValueError('gsm_smoothed diverged at every decay of the sweep.')
+    raise ValueError(f'{method} diverged at every {field} of its sweep.')
   return max(valid, key=lambda r: (r['pruned_accuracy'],
-                                   -r['score_decay']))['score_decay']
+                                   -r[field]))[field]
 
 
 def best_learning_rates(tuning):
@@ -135,7 +138,7 @@ def lr_exceptions(results, default_lr):
     other = [lr for lr in lrs if lr != default_lr]
     if other:
       by_point.setdefault((model, ratio), []).append(
-          f"{METHOD_NAMES[method]} {'/'.join(f'{lr:g}' for lr in other)}")
+          f"{label(method)} {'/'.join(f'{lr:g}' for lr in other)}")
   return [f'{model} {ratio:g}×: ' + ', '.join(cells)
           for (model, ratio), cells in by_point.items()]
 
@@ -154,17 +157,27 @@ def diverged(run):
   return bool(run.get('diverged'))
 
 
-def accuracy_table(results, model):
-  """{ratio: {column: (mean, std, n)}} for one model, and under
-  ``'diverged'`` {method: the number of its runs that diverged}, which the
-  means leave out."""
+def axes(results, model):
+  """The axes (`methods.AXES`) of ``model``'s results, in that order."""
+  present = {METHODS[r['method']].axis for r in results
+             if r['model'] == model}
+  return [a for a in methods_lib.AXES if a in present]
+
+
+def accuracy_table(results, model, axis='params'):
+  """{ratio: {column: (mean, std, n)}} for one model and the methods on
+  ``axis``, and under ``'diverged'`` {method: the number of its runs that
+  diverged}, which the means leave out."""
+  names = methods_lib.on_axis(axis)
   rows = {}
-  for ratio in sorted({r['ratio'] for r in results if r['model'] == model}):
-    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio]
+  for ratio in sorted({r['ratio'] for r in results if r['model'] == model
+                       and r['method'] in names}):
+    runs = [r for r in results if r['model'] == model and r['ratio'] == ratio
+            and r['method'] in names]
     row = {'dense': mean_std({r['seed']: r['dense_accuracy']
                               for r in runs}.values()),
            'diverged': {}}
-    for method in METHOD_NAMES:
+    for method in names:
       row[method] = mean_std([r['pruned_accuracy'] for r in runs
                               if r['method'] == method and not diverged(r)])
       row['diverged'][method] = sum(1 for r in runs if r['method'] == method

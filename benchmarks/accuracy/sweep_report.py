@@ -2,7 +2,8 @@
 method's best, and whether the comparison trained at it."""
 
 from benchmarks.accuracy import results as results_lib
-from benchmarks.accuracy.results import METHOD_NAMES
+from benchmarks.accuracy.methods import label
+from benchmarks.accuracy.methods import METHODS
 
 
 def tuning_lines(tuning, results, default_lr):
@@ -45,13 +46,13 @@ def tuning_lines(tuning, results, default_lr):
       cell = f"{100 * run['pruned_accuracy']:.2f}"
       cells.append((f'**{cell}**' if lr == best_lr else cell) +
                    f" ({100 * run['accuracy_before_prune']:.2f})")
-    lines.append(f'| {model} | {ratio:g}× | {METHOD_NAMES[method]} | '
+    lines.append(f'| {model} | {ratio:g}× | {label(method)} | '
                  + ' | '.join(cells) + ' |')
   lines += ['', 'Each method\'s best lr on validation:', '']
   lines += best_lr_table_lines(tuning) + ['']
   used = results_lib.learning_rates_used(results, default_lr)
   for model, ratio, method in swept:
-    text = f'- {model} {ratio:g}× {METHOD_NAMES[method]}: '
+    text = f'- {model} {ratio:g}× {label(method)}: '
     if (model, ratio, method) not in best:
       lines.append(text + 'diverged at every learning rate of the sweep.')
       continue
@@ -74,11 +75,11 @@ def best_lr_table_lines(tuning):
   ratio); the README quotes them (``tests/test_readme.py`` checks it)."""
   best = results_lib.best_learning_rates(tuning)
   swept = {(r['model'], r['ratio'], r['method']) for r in tuning}
-  lines = ['| model | ratio | ' + ' | '.join(METHOD_NAMES.values()) + ' |',
-           '|---|---:|' + '---:|' * len(METHOD_NAMES)]
+  lines = ['| model | ratio | ' + ' | '.join(map(label, METHODS)) + ' |',
+           '|---|---:|' + '---:|' * len(METHODS)]
   for model, ratio in sorted({(r['model'], r['ratio']) for r in tuning}):
     cells = []
-    for method in METHOD_NAMES:
+    for method in METHODS:
       key = (model, ratio, method)
       if key in best:
         cells.append(f'{best[key][0]:g}')
@@ -91,7 +92,7 @@ def best_lr_table_lines(tuning):
 def stale_lr_text(results, tuning, default_lr):
   """'.' or ', except …' naming comparison runs not at their sweep's best."""
   used = results_lib.learning_rates_used(results, default_lr)
-  stale = [f'{model} {ratio:g}× {METHOD_NAMES[method]} (best {lr:g}, ran at '
+  stale = [f'{model} {ratio:g}× {label(method)} (best {lr:g}, ran at '
            + ', '.join(f'{u:g}' for u in used[(model, ratio, method)]) + ')'
            for (model, ratio, method), (lr, _) in sorted(
                results_lib.best_learning_rates(tuning).items())

@@ -3,7 +3,8 @@
 Usage: python -m research.churn.churn [--results research/churn/results]
 
 Runs the paper's rule (GSM ranking |g * w|) in the setting of the accuracy
-benchmark's decay sweep (`benchmarks.accuracy.plan.DECAY_SWEEP`: LeNet-300
+benchmark's decay sweep (`gsm_smoothed`'s `Choice` in
+`benchmarks.accuracy.methods`: LeNet-300
 at 60x, lr 2e-2, seed 0, evaluated on the validation split, from the same
 dense model), logging the weights entering the active set each step and the
 share of the kernels' norm the final prune would remove, then prints them
@@ -17,6 +18,8 @@ import os
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy import run as run_lib
+from benchmarks.accuracy import runs as runs_lib
+from benchmarks.accuracy.methods import METHODS
 
 BENCHMARK_RESULTS = os.path.join(os.path.dirname(__file__), '..', '..',
                                  'benchmarks', 'results', 'accuracy')
@@ -25,17 +28,15 @@ EPOCHS_SHOWN = (1, 5, 10, 20, 40, 60)
 
 def run_paper_rule(results_dir, runs_dir):
   """The paper's rule in the decay sweep's setting (skipped if done)."""
-  s = plan_lib.DECAY_SWEEP
-  path = os.path.join(results_dir, f"{s['model']}_r{s['ratio']:g}_gsm_lr"
-                      f"{s['learning_rate']:g}_validation.json")
-  if os.path.exists(path):
-    return path
-  workdir = os.path.join(runs_dir, 'churn', 'gsm')
-  config = run_lib.decay_sweep_config(plan_lib.TUNING, plan_lib.FULL,
-                                      runs_dir, 'gsm', workdir,
-                                      retrain_dense=True)
-  run_lib.train_and_save(config, workdir, path,
-                         plan_lib.FULL[s['model']], 'gsm')
+  s = METHODS['gsm_smoothed'].choice
+  path = os.path.join(results_dir, f'{s.model}_r{s.ratio:g}_gsm_lr'
+                      f'{s.learning_rate:g}_validation.json')
+  # The decay sweep's run with the paper's rule: method 'gsm', no override.
+  run = runs_lib.choice_run('gsm_smoothed', 0.0, results_dir, runs_dir)._replace(
+      title="the paper's rule in the decay sweep's setting", method='gsm',
+      path=path, workdir=os.path.join(runs_dir, 'churn', 'gsm'),
+      overrides={})
+  run_lib.run_each([run], plan_lib.FULL, retrain_dense=True)
   return path
 
 
@@ -66,7 +67,7 @@ def main():
   os.makedirs(args.results, exist_ok=True)
   with open(run_paper_rule(args.results, args.runs)) as f:
     runs = [json.load(f)]
-  runs += sorted(results_lib.load_decay_sweep(BENCHMARK_RESULTS),
+  runs += sorted(results_lib.load_choice(BENCHMARK_RESULTS, 'gsm_smoothed'),
                  key=lambda r: r['score_decay'])
   print('\n'.join(table_lines(runs)))
 
