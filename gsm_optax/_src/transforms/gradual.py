@@ -1,6 +1,8 @@
-"""Gradual magnitude pruning (Zhu & Gupta 2017): the baseline users pick."""
+"""Gradual magnitude pruning (Zhu & Gupta 2017): the baseline users pick;
+with groups, gradual channel pruning by magnitude or a Taylor group score
+(in the manner of Molchanov et al. 2019)."""
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,9 @@ from gsm_optax._src.selection import keys
 from gsm_optax._src.selection import search
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
+from gsm_optax._src.spec import structure as structure_lib
+
+SCORES = ('magnitude', 'group_taylor', 'weight_taylor')
 
 
 class GradualMagnitudeState(NamedTuple):
@@ -33,7 +38,10 @@ def cubic_keep_fraction(step, ratio: float, begin_step: int, end_step: int):
 def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
                               update_every: int = 100,
                               global_ranking: bool = True,
-                              prunable: prunable_lib.PrunableSpec = None
+                              prunable: prunable_lib.PrunableSpec = None,
+                              groups: Optional[Any] = None,
+                              budget: str = 'params',
+                              score: str = 'magnitude'
                               ) -> optax.GradientTransformation:
   """Prunes by magnitude on a cubic schedule, keeping pruned weights at zero.
 
@@ -53,6 +61,17 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     global_ranking: rank all prunable weights together (like GSM) or keep
       ``floor(n_layer / ratio)``-ish per layer.
     prunable: which leaves are pruned (see `keep_top_taylor`).
+    groups: None (single weights), or a `Groups` (from `find_groups`):
+      whole groups (neurons, channels, heads) are removed instead, ranked
+      globally per unit of cost until the kept model's ``budget`` is the
+      cubic schedule's fraction of the dense one's (``1 / ratio`` at
+      ``end_step``); a removed group stays removed.
+    budget: with ``groups``: ``'params'`` or ``'flops'``.
+    score: ``'magnitude'`` (the sum of a group's squared weights), or with
+      ``groups`` a Taylor score of the update this step applies (chained
+      after the optimizer: its momentum average of the gradient, weight
+      decay included) times the weights, ``'group_taylor'`` ``|sum u*w|``
+      or ``'weight_taylor'`` ``sum |u*w|`` (see `Groups.scores`).
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -69,11 +88,29 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
   References:
     Zhu & Gupta, `To prune, or not to prune: exploring the efficacy of pruning
     for model compression <https://arxiv.org/abs/1710.01878>`_, 2017
+
+    Molchanov et al., `Importance Estimation for Neural Network Pruning
+    <https://arxiv.org/abs/1906.10771>`_, CVPR 2019
   """
   ratio_lib.validate_ratio(ratio)
   if end_step < begin_step or update_every < 1:
     raise ValueError('`end_step` must be >= `begin_step` and `update_every` '
                      f'>= 1; got {begin_step}, {end_step}, {update_every}.')
+  if score not in SCORES:
+    raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
+  if groups is None and score != 'magnitude':
+    raise ValueError(f"`score={score!r}` scores groups: pass `groups` (from "
+                     "gsm_optax.find_groups), or keep `score='magnitude'`.")
+  if groups is not None:
+    if not global_ranking:
+      raise ValueError('`groups` are ranked globally (per unit of cost): '
+                       'leave `global_ranking=True`.')
+    return _gradual_groups(ratio, begin_step, end_step, update_every,
+                           structure_lib.resolve(
+                               groups, prunable, 'interpolate', budget,
+                               'group_taylor' if score == 'magnitude'
+                               else score), score)
+  structure_lib.resolve(None, prunable, 'interpolate', budget)
 
   def init_fn(params):
     flags = prunable_lib.resolve_prunable(params, prunable)
@@ -124,6 +161,57 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
             (state.count == end_step)))
     current = [mask_leaves[i] for i in chosen]
     new_masks = jax.lax.cond(due, magnitude_masks, lambda: current)
+    for i, m in zip(chosen, new_masks):
+      mask_leaves[i] = m
+      update_leaves[i] = jnp.where(m, update_leaves[i], -leaves[i])
+    return (jax.tree.unflatten(treedef, update_leaves),
+            GradualMagnitudeState(state.count + 1,
+                                  jax.tree.unflatten(treedef, mask_leaves)))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _gradual_groups(ratio, begin_step, end_step, update_every, structure,
+                    score):
+  """`gradual_magnitude_pruning` over groups (``structure``: the groups
+  with their budget and Taylor score)."""
+
+  def init_fn(params):
+    structure.check(params, ratio)
+    return GradualMagnitudeState(
+        jnp.zeros((), jnp.int32),
+        jax.tree.map(lambda x: jnp.ones(jnp.shape(x), bool), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('gradual_magnitude_pruning needs `params`: call '
+                       '`tx.update(grads, state, params)`.')
+    leaves, treedef = jax.tree.flatten(params)
+    update_leaves = treedef.flatten_up_to(updates)
+    mask_leaves = treedef.flatten_up_to(state.masks)
+    chosen = structure.scored_leaves(params)
+    # Scored on the weights this step would produce, removed groups at zero.
+    new_weights = list(leaves)
+    for i in chosen:
+      new_weights[i] = jnp.where(mask_leaves[i], leaves[i] + update_leaves[i],
+                                 0)
+    keep = cubic_keep_fraction(state.count, ratio, begin_step, end_step)
+    # 1 / keep in float32 can end just above C: end on C itself.
+    now = jnp.where(state.count >= end_step, ratio,
+                    jnp.minimum(1.0 / keep, ratio))
+
+    def group_masks():
+      top = structure.choose({i: update_leaves[i] for i in chosen},
+                             jax.tree.unflatten(treedef, new_weights), now,
+                             'magnitude' if score == 'magnitude' else 'taylor')
+      return [top.masks[i] & mask_leaves[i] if i in top.masks
+              else mask_leaves[i] for i in chosen]
+
+    due = ((state.count >= begin_step) & (state.count <= end_step) &
+           (((state.count - begin_step) % update_every == 0) |
+            (state.count == end_step)))
+    new_masks = jax.lax.cond(due, group_masks,
+                             lambda: [mask_leaves[i] for i in chosen])
     for i, m in zip(chosen, new_masks):
       mask_leaves[i] = m
       update_leaves[i] = jnp.where(m, update_leaves[i], -leaves[i])
