@@ -430,3 +430,32 @@ def test_structured_gsm_run_slims_and_exports(tmp_path):
   records = [json.loads(l) for l in
              (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert 3 <= records[1]['num_active'] <= 570  # groups, one per layer at least
+
+
+@pytest.mark.parametrize('pruning,score', [('magnitude_ft', 'magnitude'),
+                                           ('gradual_magnitude',
+                                            'group_taylor')])
+def test_structured_baselines_remove_whole_neurons_within_budget(
+    pruning, score, tmp_path):
+  config = tiny_config('lenet300_fmnist')
+  config.structure, config.budget, config.ratio = 'channels', 'flops', 3.0
+  config.gsm.epochs = 2
+  train.train_and_evaluate(config, str(tmp_path / 'gsm'))
+  config.pruning, config.gradual.score = pruning, score
+  config.gradual.update_every = 1
+  config.dense_from = str(tmp_path / 'gsm')
+  report = train.train_and_evaluate(config, str(tmp_path / pruning))
+  # It trained at its final mask of whole neurons: the prune changes nothing.
+  assert report['accuracy_before_prune'] == report['pruned_accuracy']
+  before, after = report['slim']['flops']
+  assert before / after >= 3.0 * (1 - 1e-6)
+  model = checkpoints.Snapshots(str(tmp_path / pruning)).load(pruning, config)
+  kernel = np.asarray(model.fc1.kernel[...])
+  dead = ~kernel.any(axis=0)  # a removed neuron: its column, bias, next row
+  assert dead.any() and not np.asarray(model.fc1.bias[...])[dead].any()
+  assert not np.asarray(model.fc2.kernel[...])[dead].any()
+  if pruning == 'magnitude_ft':  # the group prune of the shared dense model
+    dense = checkpoints.Snapshots(str(tmp_path / 'gsm')).load('dense', config)
+    _, masks = gsm_optax.prune(nnx.state(dense, nnx.Param), 3.0,
+                               **phases.prune_structure(config))
+    np.testing.assert_array_equal(~dead, np.asarray(masks['fc1']['bias']))

@@ -69,13 +69,16 @@ def pruning_phase(config, steps_per_epoch, snapshots):
                  start_from=lambda model: apply_mask(model, mask()))
   if config.pruning == 'gradual_magnitude':  # Zhu & Gupta 2017
     total = g.epochs * steps_per_epoch
+    structure = prune_structure(config)  # with groups: channels removed
+    if structure:
+      structure['score'] = config.gradual.score
     return Phase('gradual_magnitude', g.epochs, lambda: optax.chain(
         sgd_with_decay(g, steps_per_epoch),
         gsm_optax.gradual_magnitude_pruning(
             config.ratio, begin_step=0,
             end_step=int(config.gradual.end_fraction * total),
             update_every=config.gradual.update_every,
-            global_ranking=config.gradual.global_ranking)))
+            global_ranking=config.gradual.global_ranking, **structure)))
   raise ValueError("config.pruning must be 'gsm', 'magnitude_ft' or "
                    f"'gradual_magnitude'; got {config.pruning!r}.")
 
@@ -137,6 +140,16 @@ def structure_options(config):
           'score': config.group_score}
 
 
+def prune_structure(config):
+  """The arguments that make `gsm_optax.prune` (and the diagnostics and
+  baselines) prune what the config's GSM ranks: whole groups
+  (``structure='channels'``) or single weights."""
+  groups = groups_for(config)
+  if groups is None:
+    return {}
+  return {'groups': groups, 'budget': config.budget}
+
+
 def groups_for(config):
   """The groups of the config's model, or None for per-weight pruning."""
   if config.get('structure', 'weights') == 'weights':
@@ -184,12 +197,14 @@ def make_phases(config, steps_per_epoch, snapshots):
 
 
 def snapshot_mask(snapshots, name, config):
-  """A cached loader of the global magnitude mask (at ``config.ratio``) of
-  the model saved at the end of phase ``name``; loaded when first needed."""
+  """A cached loader of the global magnitude mask (at ``config.ratio``; of
+  whole groups with ``config.structure='channels'``) of the model saved at
+  the end of phase ``name``; loaded when first needed."""
   @functools.cache
   def mask():
     params = nnx.state(snapshots.load(name, config), nnx.Param)
-    return gsm_optax.prune(params, config.ratio, method=config.method)[1]
+    return gsm_optax.prune(params, config.ratio, method=config.method,
+                           **prune_structure(config))[1]
   return mask
 
 

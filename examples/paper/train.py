@@ -169,21 +169,11 @@ def mask_stats(model, optimizer, config):
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   check = gsm_optax.check_final_prune(params, config.ratio,
                                       method=config.method, warn=False,
-                                      **prune_structure(config))
+                                      **phases_lib.prune_structure(config))
   return {'num_active': int(found.num_active[...]),
           'threshold': float(found.threshold[...]),
           'pruned_norm_share': check.share,
           'prune_warning': not check.ok}
-
-
-def prune_structure(config):
-  """The arguments that make `gsm_optax.prune` and its diagnostics prune
-  what the config's GSM ranks: whole groups (``structure='channels'``) or
-  single weights."""
-  groups = phases_lib.groups_for(config)
-  if groups is None:
-    return {}
-  return {'groups': groups, 'budget': config.budget}
 
 
 def last_mask_accuracy(model, optimizer, data, config, mesh=None):
@@ -326,7 +316,7 @@ def finish(config, workdir, model, results, data, mesh=None,
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   diverged = not all(bool(jnp.all(jnp.isfinite(x)))
                      for x in jax.tree.leaves(params))
-  structure = prune_structure(config)
+  structure = phases_lib.prune_structure(config)
   check = gsm_optax.check_final_prune(params, config.ratio,
                                       method=config.method, warn=False,
                                       **structure)

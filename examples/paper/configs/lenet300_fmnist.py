@@ -45,6 +45,9 @@ def get_config():
   c.gradual.end_fraction = 0.75  # reach the final sparsity at 3/4 of training
   c.gradual.update_every = 50
   c.gradual.global_ranking = True
+  # With structure='channels': rank the groups by 'magnitude' or by a
+  # Taylor score of the update ('group_taylor', 'weight_taylor').
+  c.gradual.score = 'magnitude'
 
   c.dense = ml_collections.ConfigDict()
   c.dense.epochs = 20
