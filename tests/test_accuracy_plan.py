@@ -224,10 +224,22 @@ def test_a_method_is_one_record(tmp_path, monkeypatch):
   assert (tmp_path / 'a.png').stat().st_size > 1000
 
 
-def test_methods_on_another_axis_get_their_own_table(monkeypatch):
+def test_methods_on_another_axis_get_their_own_table(monkeypatch, tmp_path):
   record = methods.Method('channels', 'channels', {'pruning': 'gsm'}, {},
-                          fairness='', axis='flops')
+                          fairness='', axis='flops',
+                          ratios={'lenet5': (2.0, 4.0)})
   monkeypatch.setitem(methods.METHODS, record.name, record)
+  budget = dict(plan.FULL['lenet5'], ratios=(7.0,), seeds=(0,))
+  todo = runs_lib.comparison_runs({'lenet5': budget}, str(tmp_path),
+                                  str(tmp_path / 'w'),
+                                  methods=('gsm', 'channels'))
+  assert [(r.method, r.ratio) for r in todo] == [
+      ('gsm', 7.0), ('channels', 2.0), ('channels', 4.0)]
+  assert {r.dense[0] for r in todo[1:]} == {todo[0].workdir}
+  quick = runs_lib.comparison_runs({'lenet5': budget}, str(tmp_path),
+                                   str(tmp_path / 'w'), quick=True,
+                                   methods=('channels',))
+  assert [r.ratio for r in quick] == [7.0]  # --quick: the plan's ratios
   results = [dict(model='lenet5', ratio=r, method=m, seed=0,
                   dense_accuracy=0.9, pruned_accuracy=0.8)
              for m, r in (('gsm', 10.0), ('channels', 4.0))]

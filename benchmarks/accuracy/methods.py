@@ -85,6 +85,9 @@ class Method(NamedTuple):
     marker: its matplotlib format string in the figures.
     axis: what its ratio divides: ``'params'`` (the prunable weights kept)
       or ``'flops'``; methods on one axis share a table.
+    ratios: ``{model: ratios}`` it runs at in the full plan, where not the
+      plan's (`plan.FULL`); ``--quick`` runs every method at the quick
+      plan's.
   """
   name: str
   label: str
@@ -98,6 +101,7 @@ class Method(NamedTuple):
   lottery: bool = False
   marker: str = 'o-'
   axis: str = 'params'
+  ratios: Optional[Mapping[str, tuple]] = None
 
 
 _SWEEPS = {'lenet300': (sweep(60.0, (1e-2, 2e-2, 3e-2, 5e-2, 1e-1)),

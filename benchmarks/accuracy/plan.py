@@ -37,6 +37,15 @@ PAPER_TABLE4 = {('lenet300', 60.0): (97.39, 98.22),  # magnitude, GSM ticket
                 ('lenet5', 300.0): (11.35, 98.88)}
 
 
+def method_ratios(method, model, budget, quick=False):
+  """The ratios ``method`` runs at on ``model``: its record's
+  (`methods.Method.ratios`) in the full plan, else the plan's."""
+  own = methods.METHODS[method].ratios
+  if quick or not own or model not in own:
+    return budget['ratios']
+  return own[model]
+
+
 def tuning_for(method, quick=False):
   """The learning-rate sweeps of ``method``."""
   return TUNING_QUICK if quick else methods.METHODS[method].tuning

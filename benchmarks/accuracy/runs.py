@@ -47,9 +47,10 @@ def comparison_runs(plan, results_dir, runs_dir, seeds=None, ratios=None,
                     lr_from=None, values=None):
   """Every (model, seed, ratio, method) of ``plan``, in that order.
 
-  ``seeds``, ``ratios`` and ``methods`` (optional; default every record)
-  restrict the plan to a slice; ``lottery=False`` skips the lottery tickets (their result fields
-  stay empty). The dense model of a seed is trained by the GSM run at the
+  A method runs at its own ratios (`plan.method_ratios`). ``seeds``,
+  ``ratios`` and ``methods`` (optional; default every record) restrict the
+  plan to a slice; ``lottery=False`` skips the lottery tickets (their
+  result fields stay empty). The dense model of a seed is trained by the GSM run at the
   plan's first ratio (`plan.dense_workdir`), so a slice of later ratios
   needs that run first. At a ratio swept in a method's sweeps
   (`plan.tuning_for`) it trains with its best lr there
@@ -64,11 +65,15 @@ def comparison_runs(plan, results_dir, runs_dir, seeds=None, ratios=None,
   values = values or {}
   runs = []
   for model, budget in plan.items():
-    model_ratios = budget['ratios'] if ratios is None else ratios
+    own = {m: plan_lib.method_ratios(m, model, budget, quick)
+           for m in methods}
+    model_ratios = [r for r in dict.fromkeys(r for m in methods
+                                             for r in own[m])
+                    if ratios is None or r in ratios]
     lrs = {(ratio, method): results_lib.comparison_learning_rate(
         plan_lib.tuning_for(lr_from.get(method, method), quick), results_dir,
         model, ratio, lr_from.get(method, method))
-           for method in methods for ratio in model_ratios}
+           for method in methods for ratio in own[method]}
     overrides = {m: chosen(m, results_dir, quick, values.get(m))
                  for m in methods}
     default_lr = plan_lib.default_learning_rate(model)
@@ -79,7 +84,7 @@ def comparison_runs(plan, results_dir, runs_dir, seeds=None, ratios=None,
       dense_dir = plan_lib.dense_workdir(runs_dir, model, seed, budget,
                                          dense_lr, default_lr)
       for ratio in model_ratios:
-        for method in methods:
+        for method in (m for m in methods if ratio in own[m]):
           lr = lrs[(ratio, method)]
           workdir = plan_lib.run_workdir(runs_dir, model, seed, method, ratio,
                                          lr, default_lr)
