@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import gsm_optax
 from test_structured import cost
 from test_structured import groups_for
 from test_structured import H1
 from test_structured import H2
 from test_structured import reference_select
+
+import gsm_optax
 
 # Each hidden unit's members: (leaf, axis) of its weights (test_structured.mlp).
 UNITS = ([('w1', 1), ('b1', 0), ('w2', 0)], [('w2', 1), ('b2', 0), ('w3', 0)])
