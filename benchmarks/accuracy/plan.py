@@ -123,12 +123,15 @@ def sweep_workdir(runs_dir, model, ratio, method, lr):
   return os.path.join(sweep_dir(runs_dir, model, ratio), f'{method}_lr{lr:g}')
 
 
-def sweep_dense_lr(tuning, model, ratio, default=None):
-  """The lr of the GSM run that trains the dense model of the sweeps at
-  ``ratio``: the first of GSM's sweep there (``tuning``: GSM's sweeps);
-  ``default`` where ``tuning`` has none at that ratio."""
-  return next((s['learning_rates'][0] for s in tuning.get(model, ())
-               if s['ratio'] == ratio), default)
+def sweep_dense_run(model, ratio, quick=False):
+  """``(method, lr)`` of the sweep run that trains the dense model of every
+  sweep of ``model`` at ``ratio``: GSM's first lr there, else the first
+  record's (in `methods.METHODS` order) with a sweep there."""
+  for name in ('gsm',) + tuple(methods.METHODS):
+    for s in tuning_for(name, quick).get(model, ()):
+      if s['ratio'] == ratio:
+        return name, s['learning_rates'][0]
+  raise ValueError(f'No learning-rate sweep of {model} at {ratio:g}x.')
 
 
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,

@@ -109,12 +109,11 @@ def tuning_runs(plan, results_dir, runs_dir, methods=None,
   learning rates) writes ``<results_dir>/tuning/<model>_r<ratio>_<method>
   _lr<lr>.json``. ``learning_rates`` and ``ratios`` (optional) restrict the
   sweeps to those of their points. A sweep's dense model is trained by the
-  GSM run at the first learning rate of GSM's sweep at that ratio, so a
+  run `plan.sweep_dense_run` names (GSM's at its first lr there), so a
   slice of other points needs that run first. A method with a
   `methods.Choice` sweeps at its chosen value (``values``: see
   `comparison_runs`).
   """
-  gsm_tuning = plan_lib.tuning_for('gsm', quick)
   runs = []
   for method in tuple(METHODS) if methods is None else methods:
     overrides = chosen(method, results_dir, quick, (values or {}).get(method))
@@ -125,9 +124,8 @@ def tuning_runs(plan, results_dir, runs_dir, methods=None,
         ratio = sweep['ratio']
         if ratios is not None and ratio not in ratios:
           continue
-        first_lr = plan_lib.sweep_dense_lr(gsm_tuning, model, ratio,
-                                           sweep['learning_rates'][0])
-        dense_dir = plan_lib.sweep_workdir(runs_dir, model, ratio, 'gsm',
+        first, first_lr = plan_lib.sweep_dense_run(model, ratio, quick)
+        dense_dir = plan_lib.sweep_workdir(runs_dir, model, ratio, first,
                                            first_lr)
         for lr in sweep['learning_rates']:
           if learning_rates is not None and lr not in learning_rates:
@@ -139,7 +137,7 @@ def tuning_runs(plan, results_dir, runs_dir, methods=None,
               plan_lib.tuning_path(results_dir, model, method, ratio, lr),
               workdir, None if workdir == dense_dir else (
                   dense_dir, f'{model} tuning at {ratio:g}x',
-                  f'its GSM run at lr {first_lr:g}'),
+                  f'its {METHODS[first].label} run at lr {first_lr:g}'),
               sweep['holdout_fraction'], overrides=overrides))
   # The runs that train a sweep's dense model go first.
   return sorted(runs, key=lambda r: r.dense is not None)
@@ -147,16 +145,15 @@ def tuning_runs(plan, results_dir, runs_dir, methods=None,
 
 def choice_run(method, value, results_dir, runs_dir, quick=False):
   """The run of ``method``'s `methods.Choice` sweep at ``value``: on
-  validation, from the dense model of GSM's lr sweep at its ratio."""
+  validation, from the dense model of the lr sweeps at its ratio."""
   c = METHODS[method].choice
-  first_lr = plan_lib.sweep_dense_lr(plan_lib.tuning_for('gsm', quick),
-                                     c.model, c.ratio)
+  first, first_lr = plan_lib.sweep_dense_run(c.model, c.ratio, quick)
   return Run(
       f'{c.name} sweep {c.model} {c.ratio:g}x {c.name} {value:g}', c.model,
       method, c.ratio, c.seed, c.learning_rate,
       plan_lib.choice_path(results_dir, method, value),
       plan_lib.choice_workdir(runs_dir, method, value),
-      (plan_lib.sweep_workdir(runs_dir, c.model, c.ratio, 'gsm', first_lr),
+      (plan_lib.sweep_workdir(runs_dir, c.model, c.ratio, first, first_lr),
        f'{c.model} {c.name} sweep',
-       f'the GSM sweep at {c.ratio:g}x, lr {first_lr:g},'),
+       f'the {METHODS[first].label} sweep at {c.ratio:g}x, lr {first_lr:g},'),
       c.holdout_fraction, overrides={f'gsm.{c.field}': value})
