@@ -21,8 +21,11 @@ FULL = {'lenet300': dict(ratios=(10.0, 30.0, 60.0, 125.0, 300.0),
                          decay_epochs=(40, 52)),
         'lenet5': dict(ratios=(125.0, 300.0, 10.0, 30.0, 60.0), seeds=(0, 1, 2),
                        dense_epochs=8, prune_epochs=16, decay_epochs=(11, 14))}
-QUICK = {'lenet300': dict(ratios=(10.0, 60.0), seeds=(0,), dense_epochs=1,
-                          prune_epochs=1, decay_epochs=())}
+# --quick checks the harness, not the models: one epoch each, the pruned
+# model neither saved nor timed (``config``: fields set in every run).
+QUICK = {'lenet300': dict(ratios=(60.0,), seeds=(0,), dense_epochs=1,
+                          prune_epochs=1, decay_epochs=(),
+                          config={'export': False})}
 
 # --quick sweeps every method at one ratio over two lrs; a method's own
 # sweeps (the full plan) are in its record (`methods.METHODS`).
@@ -136,14 +139,15 @@ def sweep_dense_run(model, ratio, quick=False):
 
 def make_config(model, budget, method, ratio, seed, dense_from, dataset,
                 lottery=True, learning_rate=None, overrides=None):
-  """The config of one run: the model's, with ``method``'s record's fields
-  (`methods.Method.config`) and ``overrides`` (dotted keys, e.g. a
-  `methods.Choice`'s value) set, the budget's epochs, and the run's seed,
+  """The config of one run: the model's, with the budget's ``config``
+  fields, ``method``'s record's (`methods.Method.config`) and
+  ``overrides`` (dotted keys, e.g. a `methods.Choice`'s value) set, the budget's epochs, and the run's seed,
   ratio, dense source, dataset and lr."""
   config = importlib.import_module(
       f'examples.paper.configs.{CONFIGS[model]}').get_config()
   record = methods.METHODS[method]
-  for key, value in {**record.config, **(overrides or {})}.items():
+  for key, value in {**budget.get('config', {}), **record.config,
+                     **(overrides or {})}.items():
     *parents, field = key.split('.')
     node = config
     for parent in parents:

@@ -25,7 +25,9 @@ the figures from all results.
 """
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 
 from benchmarks.accuracy import dense_models
@@ -67,17 +69,51 @@ def run_config(run, plan, dataset=None, retrain_dense=False):
   return config
 
 
-def run_each(runs, plan, dataset=None, retrain_dense=False):
+def train_run(run, plan, dataset=None, retrain_dense=False):
+  """Trains ``run`` and writes its result."""
+  config = run_config(run, plan, dataset, retrain_dense)
+  print(f'== {run.title}', flush=True)
+  train_and_save(config, run.workdir, run.path, plan[run.model], run.method,
+                 **run.fields)
+
+
+def run_each(runs, plan, dataset=None, retrain_dense=False, pool=None):
   """The one run loop: trains each of ``runs`` whose result is not there
-  yet at its lr (so an interrupted benchmark resumes) and writes it."""
-  for run in runs:
-    if results_lib.has_result(run.path, run.learning_rate,
-                              plan_lib.default_learning_rate(run.model)):
-      continue
-    config = run_config(run, plan, dataset, retrain_dense)
-    print(f'== {run.title}', flush=True)
-    train_and_save(config, run.workdir, run.path, plan[run.model],
-                   run.method, **run.fields)
+  yet at its lr (so an interrupted benchmark resumes) and writes it.
+
+  With ``pool`` (a `concurrent.futures.Executor`, see `worker_pool`) the
+  runs that train a dense model go first, side by side, then the others.
+  """
+  todo = [r for r in runs if not results_lib.has_result(
+      r.path, r.learning_rate, plan_lib.default_learning_rate(r.model))]
+  if pool is None:
+    for run in todo:
+      train_run(run, plan, dataset, retrain_dense)
+    return
+  for batch in ([r for r in todo if r.dense is None],
+                [r for r in todo if r.dense is not None]):
+    for future in [pool.submit(train_run, r, plan, dataset, retrain_dense)
+                   for r in batch]:
+      future.result()  # a failed run raises here
+
+
+def quick_compilation():
+  """--quick's runs are a few steps each, so compiling is most of their
+  time: XLA's optimizations off halves the quick harness (measured in
+  benchmarks/README.md)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update('jax_disable_most_optimizations', True)
+
+
+def worker_pool(jobs, quick=False):
+  """``jobs`` worker processes (spawned: JAX does not fork), or None for
+  one: the runs of `run_each` are independent once their dense models
+  exist."""
+  if jobs <= 1:
+    return None
+  return concurrent.futures.ProcessPoolExecutor(
+      jobs, mp_context=multiprocessing.get_context('spawn'),
+      initializer=quick_compilation if quick else None)
 
 
 def main():
@@ -113,6 +149,9 @@ def main():
                       help='train a dense model again (same seed) where '
                       'the run that trained it kept its result but not its '
                       'workdir')
+  parser.add_argument('--jobs', type=int, default=1,
+                      help='runs trained side by side, in this many worker '
+                      'processes (e.g. 2 on a 2-core machine)')
   parser.add_argument('--no-lottery', action='store_true',
                       help='skip the lottery tickets (to save time)')
   parser.add_argument('--results', default=None)
@@ -121,11 +160,7 @@ def main():
                       help="override the data, e.g. 'synthetic' in tests")
   args = parser.parse_args()
   if args.quick:
-    # Its runs are a few steps each, so compiling is most of their time;
-    # XLA's optimizations off halves the quick harness (measured in
-    # benchmarks/README.md).
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.config.update('jax_disable_most_optimizations', True)
+    quick_compilation()
   benchmarks_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   plan = plan_lib.QUICK if args.quick else plan_lib.FULL
   if args.models:
@@ -143,8 +178,9 @@ def main():
             if METHODS[m].choice and args.choice_values}
   lr_from = dict([args.learning_rate_of.split('=')]) if (
       args.learning_rate_of) else None
+  pool = worker_pool(args.jobs, args.quick)
   loop = lambda runs: run_each(runs, plan, args.dataset,
-                               args.retrain_missing_dense)
+                               args.retrain_missing_dense, pool)
 
   # A method with a `methods.Choice` chooses it first, from the dense model
   # of GSM's sweep; then its learning rate.
@@ -168,6 +204,8 @@ def main():
                          args.seeds and [int(s) for s in args.seeds.split(',')],
                          floats(args.ratios), methods, not args.no_lottery,
                          args.quick, lr_from, values))
+  if pool is not None:
+    pool.shutdown()
   full = not args.quick and args.results is None
   report.write(results_dir, plan_lib.QUICK if args.quick else plan_lib.FULL,
                md_path=os.path.join(benchmarks_dir, 'RESULTS.md') if full

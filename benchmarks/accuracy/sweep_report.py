@@ -1,9 +1,9 @@
 """Markdown for the learning-rate sweep on validation: every point, each
 method's best, and whether the comparison trained at it."""
 
+from benchmarks.accuracy import methods as methods_lib
 from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy.methods import label
-from benchmarks.accuracy.methods import METHODS
 
 
 def tuning_lines(tuning, results, default_lr):
@@ -49,7 +49,9 @@ def tuning_lines(tuning, results, default_lr):
     lines.append(f'| {model} | {ratio:g}× | {label(method)} | '
                  + ' | '.join(cells) + ' |')
   lines += ['', 'Each method\'s best lr on validation:', '']
-  lines += best_lr_table_lines(tuning) + ['']
+  for axis in methods_lib.AXES:
+    if any(methods_lib.METHODS[r['method']].axis == axis for r in tuning):
+      lines += best_lr_table_lines(tuning, axis) + ['']
   used = results_lib.learning_rates_used(results, default_lr)
   for model, ratio, method in swept:
     text = f'- {model} {ratio:g}× {label(method)}: '
@@ -70,16 +72,19 @@ def tuning_lines(tuning, results, default_lr):
   return lines + ['']
 
 
-def best_lr_table_lines(tuning):
+def best_lr_table_lines(tuning, axis='params'):
   """Markdown lines: each method's best lr on validation per swept (model,
-  ratio); the README quotes them (``tests/test_readme.py`` checks it)."""
+  ratio), for the methods on ``axis``; the README quotes them
+  (``tests/test_readme.py`` checks it)."""
+  names = methods_lib.on_axis(axis)
+  tuning = [r for r in tuning if r['method'] in names]
   best = results_lib.best_learning_rates(tuning)
   swept = {(r['model'], r['ratio'], r['method']) for r in tuning}
-  lines = ['| model | ratio | ' + ' | '.join(map(label, METHODS)) + ' |',
-           '|---|---:|' + '---:|' * len(METHODS)]
+  lines = ['| model | ratio | ' + ' | '.join(map(label, names)) + ' |',
+           '|---|---:|' + '---:|' * len(names)]
   for model, ratio in sorted({(r['model'], r['ratio']) for r in tuning}):
     cells = []
-    for method in METHODS:
+    for method in names:
       key = (model, ratio, method)
       if key in best:
         cells.append(f'{best[key][0]:g}')

@@ -13,6 +13,7 @@ checkpoints and resume, evaluation, GSM's statistics, the phases and the
 final prune), and each part is read with the others.
 """
 
+import functools
 from functools import partial
 import json
 import os
@@ -21,6 +22,7 @@ import time
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import tqdm
 
@@ -35,11 +37,15 @@ from examples.paper import sharding
 import gsm_optax
 
 
+def normalize(images, mean, std):
+  """uint8 images -> float32, ``(x / 255 - mean) / std``."""
+  return ((images.astype(jnp.float32) / 255.0 - jnp.asarray(mean)) /
+          jnp.asarray(std))
+
+
 def preprocess(images, config, key=None):
   """uint8 NHWC -> normalised float; random pad-4 crop + flip if augmenting."""
-  x = images.astype(jnp.float32) / 255.0
-  mean, std = input_pipeline.normalization(config)
-  x = (x - jnp.asarray(mean)) / jnp.asarray(std)
+  x = normalize(images, *input_pipeline.normalization(config))
   if key is None or not config.augment:
     return x
   n, h, w, _ = x.shape
@@ -142,13 +148,23 @@ def make_train_epoch(graphdef, config, mesh=None, shardings=None):
   return train_epoch
 
 
+@functools.cache
+def _correct(mean, std):
+  """The jitted hit count of a batch normalised by ``mean``, ``std``: one
+  function for every evaluation of a process, so a model (graph) is
+  compiled once, not once per call."""
+  @nnx.jit
+  def correct(model, x, y):
+    hits = jnp.sum(jnp.argmax(model(normalize(x, mean, std)), -1) == y)
+    return hits, jnp.sum(y >= 0)
+  return correct
+
+
 def evaluate(model, data, config, mesh=None):
   """Top-1 accuracy over the whole test split, in batches."""
   model.eval()
-  @nnx.jit
-  def correct(model, x, y):
-    hits = jnp.sum(jnp.argmax(model(preprocess(x, config)), -1) == y)
-    return hits, jnp.sum(y >= 0)
+  correct = _correct(*(tuple(np.ravel(v).tolist()) for v in
+                       input_pipeline.normalization(config)))
   total = count = 0
   for batch in data.test_batches(config.eval_batch_size):
     hits, real = correct(model, *data_lib.global_batch(batch, mesh, pad=True))
@@ -350,7 +366,7 @@ def finish(config, workdir, model, results, data, mesh=None,
       'sparsity': report.to_dict(),
       'diverged': diverged,
   }
-  if snapshots is not None and not diverged:
+  if snapshots is not None and not diverged and config.export:
     batch = next(data.test_batches(config.eval_batch_size))[0]
     summary['deploy'] = deploy.export(model, workdir, snapshots,
                                       preprocess(batch, config))

@@ -86,6 +86,9 @@ def get_config():
   c.mesh_axes = ('data',)
 
   c.lottery = False  # also retrain GSM and magnitude tickets from init
+  # Save the pruned model (sparse file, orbax snapshot, slim model) and time
+  # its forward pass against the dense one's.
+  c.export = True
   c.checkpoint_every_epochs = 1
   # >0: also every this many steps inside an epoch, with the data iterator's
   # state, so a killed run resumes at the next batch (examples/paper/checkpoints.py).
