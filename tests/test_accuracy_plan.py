@@ -251,7 +251,7 @@ def test_methods_on_another_axis_get_their_own_table(monkeypatch, tmp_path):
   params = report.accuracy_table_lines(results, 'lenet5')
   flops = report.accuracy_table_lines(results, 'lenet5', axis='flops')
   assert [l.split(' |')[0] for l in params[2:]] == ['| 10×']
-  assert flops[0].startswith('| ratio | dense |')
+  assert flops[0].startswith('| ratio | dense | structured GSM |')
   assert flops[0].endswith('| channels |') and 'GSM, smoothed' not in flops[0]
   assert len(flops) == 3 and flops[2].startswith('| 4× | 90.00 (n=1) |')
   assert flops[2].endswith('| **80.00 (n=1)** |')

@@ -59,6 +59,8 @@ def test_quick_benchmark_and_notebook(tmp_path):
           for p in results.glob('*.json')} == {'test'}
   md = (tmp_path / 'RESULTS_results_quick.md').read_text()
   assert '| 60× |' in md and 'lottery' in md
+  assert '## lenet300: accuracy vs FLOPs reduction' in md  # the structured
+  assert 'structured GSM 'in md and 'gradual channels, Taylor' in md
   assert 'learning-rate sweep on a validation split' in md
   assert md.count('| lenet300 | ') >= 3  # one sweep row per method
   assert (results / 'accuracy_vs_ratio.png').stat().st_size > 1000
@@ -79,7 +81,7 @@ def test_quick_benchmark_and_notebook(tmp_path):
   tables = ''.join(o.get('data', {}).get('text/markdown', '')
                    for c in notebook.cells if c.cell_type == 'code'
                    for o in c.outputs)  # the accuracy tables
-  assert '| 60× |' in tables
+  assert tables.count('| 60× |') == 2  # per weight and per FLOPs
   # Churn of both GSM rankings (the quick runs log it) and the decay sweep.
   assert 'GSM, smoothed (decay 0.99)' in tables and '60× GSM:' in tables
   assert '| 0.99 (chosen) |' in tables

@@ -128,6 +128,19 @@ _SMOOTHED_SWEEPS = {
                sweep(10.0, (1e-2, 2e-2, 3e-2)), sweep(30.0, (1e-2, 2e-2)),
                sweep(60.0, (1e-2, 2e-2, 3e-2)))}
 
+# Structured methods remove whole neurons and channels (`find_groups`) to a
+# FLOPs budget, at 2x, 4x and 8x fewer FLOPs. Their sweeps are at 4x:
+# LeNet-300 over GSM's range; LeNet-5 lower, as structured GSM diverged
+# there at 2e-2 and 3e-2 and trained at 1e-2 (docs/structured.md).
+_STRUCTURED = {'structure': 'channels', 'budget': 'flops'}
+_FLOPS_RATIOS = {'lenet300': (2.0, 4.0, 8.0), 'lenet5': (2.0, 4.0, 8.0)}
+_STRUCTURED_SWEEPS = {'lenet300': (sweep(4.0, (1e-2, 2e-2, 3e-2)),),
+                      'lenet5': (sweep(4.0, (5e-3, 1e-2, 2e-2)),)}
+# Structured GSM with the recipe of the final-prune study (#27): the
+# smoothed ranking and a decay of the passive groups of their own.
+_STRUCTURED_GSM = {'pruning': 'gsm', **_STRUCTURED, 'gsm.score_decay': 0.9,
+                   'gsm.passive_decay': 1e-3}
+
 METHODS = {m.name: m for m in (
     Method('gsm', 'GSM', {'pruning': 'gsm'}, _SWEEPS, kind='gsm',
            lottery=True, marker='o-',
@@ -156,6 +169,40 @@ METHODS = {m.name: m for m in (
            'trained again from the same seeds (the shared ones\' workdirs '
            'were gone), so its dense column can differ from the others\' by '
            'float noise.'),
+    Method('structured_gsm', 'structured GSM',
+           {**_STRUCTURED_GSM, 'group_score': 'group_taylor'},
+           _STRUCTURED_SWEEPS, kind='gsm', axis='flops', ratios=_FLOPS_RATIOS,
+           marker='o-',
+           fairness='structured GSM: GSM over whole neurons and channels '
+           '(`gsm(..., groups=find_groups(...), budget=\'flops\')`), '
+           'ranked by |Σ m·w| per group (m the smoothed gradient, decay '
+           '{c.gsm.score_decay:g}), passive groups also decayed by '
+           '{c.gsm.passive_decay:g} a step; its final group prune is the only '
+           'cut, with no fine-tuning after it.'),
+    Method('structured_gsm_weight_taylor', 'structured GSM, Σ|m·w|',
+           {**_STRUCTURED_GSM, 'group_score': 'weight_taylor'},
+           _STRUCTURED_SWEEPS, kind='gsm', variant_of='structured_gsm',
+           axis='flops', ratios=_FLOPS_RATIOS, marker='D:',
+           fairness='structured GSM, Σ|m·w|: the same, each group scored by '
+           'the sum of its weights\' own scores |m·w| instead.'),
+    Method('filter_magnitude_ft', 'filter magnitude + FT',
+           {'pruning': 'magnitude_ft', **_STRUCTURED}, _STRUCTURED_SWEEPS,
+           holds_final_mask=True, axis='flops', ratios=_FLOPS_RATIOS,
+           marker='s-',
+           fairness='filter magnitude + FT (after Li et al. 2017): one-shot '
+           'global prune of whole neurons and channels of the dense model, '
+           'ranked by the sum of their squared weights per FLOP saved (Li et '
+           'al. rank by the L1 norm), then training with the mask fixed.'),
+    Method('gradual_channel_taylor', 'gradual channels, Taylor',
+           {'pruning': 'gradual_magnitude', **_STRUCTURED,
+            'gradual.score': 'group_taylor'}, _STRUCTURED_SWEEPS,
+           holds_final_mask=True, axis='flops', ratios=_FLOPS_RATIOS,
+           marker='^-',
+           fairness='gradual channels, Taylor (after Molchanov et al. 2019): '
+           'whole neurons and channels removed on the cubic schedule over '
+           'the first {c.gradual.end_fraction:.0%} of the phase, every '
+           '{c.gradual.update_every} steps, ranked globally by |Σ u·w| per '
+           'FLOP (u the momentum update); a removed one stays removed.'),
 )}
 
 
