@@ -130,3 +130,31 @@ def test_the_protocol_is_stated_from_the_config(monkeypatch):
   assert plan.describe_pruning_phase('lenet300') == (
       f'momentum {g.momentum:g}, peak lr {g.learning_rate:g}, warm-up 2 '
       'epochs, x0.1 steps, weight decay 0.001')
+
+
+def test_the_slim_table_and_figure_read_each_runs_slim_model(tmp_path):
+  from benchmarks.accuracy import slim_report  # pylint: disable=import-outside-toplevel
+
+  def run(method, seed, acc, speedup, fc1=81):
+    return dict(model='lenet300', ratio=4.0, method=method, seed=seed,
+                pruned_accuracy=acc, diverged=False,
+                slim={'channels': [["['fc1']", 300, fc1], ["['fc2']", 100, 28]],
+                      'params': [266610.0, 66652.5],
+                      'flops': [532400.0, 133100.0],
+                      'inference': {'batch': 256, 'speedup': speedup}})
+
+  results = [run('structured_gsm', 1, 0.88, 3.0, fc1=90),
+             run('structured_gsm', 0, 0.86, 2.0),
+             run('structured_gsm', 2, 0.87, 2.5),
+             run('filter_magnitude_ft', 0, 0.85, 2.2),
+             dict(run('gsm', 0, 0.1, 9.0), diverged=True)]
+  lines = slim_report.slim_lines(results)
+  assert lines[-3:] == [
+      '| lenet300 | structured GSM | 4× | 87.00 ± 1.00 (n=3) | 25.0% | 25.0% '
+      '| fc1 81/300, fc2 28/100 | 2.50× (2.00–3.00) |',
+      '| lenet300 | filter magnitude + FT | 4× | 85.00 (n=1) | 25.0% '
+      '| 25.0% | fc1 81/300, fc2 28/100 | 2.20× (2.20–2.20) |', '']
+  assert not any('| GSM |' in l for l in lines)  # diverged: left out
+  assert slim_report.plot_speedup(results, str(tmp_path / 's.png'))
+  assert (tmp_path / 's.png').stat().st_size > 1000
+  assert slim_report.slim_lines(results[-1:]) == []

@@ -15,6 +15,7 @@ from benchmarks.accuracy import findings
 from benchmarks.accuracy import methods as methods_lib
 from benchmarks.accuracy import plan as plan_lib
 from benchmarks.accuracy import results as results_lib
+from benchmarks.accuracy import slim_report
 from benchmarks.accuracy import sweep_report
 from benchmarks.accuracy.methods import label
 from benchmarks.accuracy.methods import METHODS
@@ -224,6 +225,10 @@ def write(results_dir, plan, md_path=None, speed_dir=None):
   if has_density:
     lines += ['', '## Automatic layer-wise sparsity', '',
               f'![layer density]({rel}/layer_density.png)']
+  lines += slim_report.slim_lines(results)
+  if slim_report.plot_speedup(results, os.path.join(results_dir,
+                                                    'accuracy_vs_speedup.png')):
+    lines += [f'![accuracy vs speed-up]({rel}/accuracy_vs_speedup.png)', '']
   if speed_dir is not None:
     lines += speed_report.speed_lines(speed_dir)
   lines += [''] + sweep_report.tuning_lines(tuning, results, comparison_lr)
