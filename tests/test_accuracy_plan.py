@@ -244,6 +244,7 @@ def test_methods_on_another_axis_get_their_own_table(monkeypatch, tmp_path):
                                    str(tmp_path / 'w'), quick=True,
                                    methods=('channels',))
   assert [r.ratio for r in quick] == [7.0]  # --quick: the plan's ratios
+  assert plan.method_ratios('channels', 'lenet300', budget) == ()  # unlisted
   results = [dict(model='lenet5', ratio=r, method=m, seed=0,
                   dense_accuracy=0.9, pruned_accuracy=0.8)
              for m, r in (('gsm', 10.0), ('channels', 4.0))]

@@ -42,11 +42,12 @@ PAPER_TABLE4 = {('lenet300', 60.0): (97.39, 98.22),  # magnitude, GSM ticket
 
 def method_ratios(method, model, budget, quick=False):
   """The ratios ``method`` runs at on ``model``: its record's
-  (`methods.Method.ratios`) in the full plan, else the plan's."""
+  (`methods.Method.ratios`; none for a model it does not list) in the full
+  plan, else the plan's."""
   own = methods.METHODS[method].ratios
-  if quick or not own or model not in own:
+  if quick or own is None:
     return budget['ratios']
-  return own[model]
+  return own.get(model, ())  # a model it does not list, it does not run on
 
 
 def tuning_for(method, quick=False):
