@@ -76,7 +76,8 @@ class Method(NamedTuple):
     fairness: its line in RESULTS.md's Fairness section; ``{c.…}`` fields
       are filled from the model's config (``c.gradual.update_every``).
     kind: ``'gsm'`` (the final prune is the method's own cut, no
-      fine-tuning) or ``'baseline'``.
+      fine-tuning), ``'baseline'`` (what GSM is compared with), or
+      ``'reference'`` (shown in the tables, compared with nothing).
     variant_of: the method a variant is compared with in the findings.
     choice: a hyperparameter chosen on validation first (`Choice`).
     holds_final_mask: it trains at its final mask, so the final prune must
@@ -203,6 +204,25 @@ METHODS = {m.name: m for m in (
            'the first {c.gradual.end_fraction:.0%} of the phase, every '
            '{c.gradual.update_every} steps, ranked globally by |Σ u·w| per '
            'FLOP (u the momentum update); a removed one stays removed.'),
+    # What structure costs: per-weight pruning at the structured rows'
+    # parameter count. On LeNet-300 (dense layers only) FLOPs are
+    # proportional to the weights, so N× fewer FLOPs by whole neurons keeps
+    # about 1/N of the weights: these run at compression N (per weight).
+    Method('gsm_same_params', 'GSM per weight (same params)',
+           {'pruning': 'gsm'}, {'lenet300': _STRUCTURED_SWEEPS['lenet300']},
+           kind='reference', axis='flops', ratios={'lenet300': (2.0, 4.0, 8.0)},
+           marker='x--',
+           fairness='GSM per weight (same params): reference, the paper\'s '
+           'GSM at compression N beside the N× FLOPs rows (LeNet-300 only, '
+           'where that is about the structured models\' parameter count); '
+           'its dense matrices are no faster.'),
+    Method('gradual_same_params', 'gradual magnitude (same params)',
+           {'pruning': 'gradual_magnitude'},
+           {'lenet300': _STRUCTURED_SWEEPS['lenet300']}, kind='reference',
+           holds_final_mask=True, axis='flops',
+           ratios={'lenet300': (2.0, 4.0, 8.0)}, marker='+--',
+           fairness='gradual magnitude (same params): reference, as above, '
+           'Zhu & Gupta per weight.'),
 )}
 
 
