@@ -1,4 +1,6 @@
-"""Every selection route gives the identical threshold and mask on hard inputs."""
+"""Every selection route gives the identical threshold and mask on hard
+inputs: ties, zeros, denormals, NaN and inf, all scores equal, all in one
+radix bucket, Q = 1 and Q = N."""
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,10 @@ def adversarial_scores(kind, rng):
       return rng.choice(choices, size=shape)
     if kind == 'denormal_only':
       return rng.integers(0, 50, size=shape) * 1e-45
+    if kind == 'all_equal':
+      return np.full(shape, 0.7)
+    if kind == 'one_bucket':  # the top 11 key bits (and more) all alike
+      return 1.0 + rng.integers(0, 40, size=shape) * 2.0**-23
     if kind == 'nonfinite':
       return rng.choice(np.array([np.nan, np.inf, 0.5, 2.0, 0.0]), size=shape)
     raise ValueError(kind)
@@ -37,7 +43,8 @@ def adversarial_scores(kind, rng):
 
 
 @pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
-                                  'denormal_only', 'nonfinite'])
+                                  'denormal_only', 'nonfinite', 'all_equal',
+                                  'one_bucket'])
 @pytest.mark.parametrize('q', [1, 2, 17, 100, 236, 237])
 def test_routes_identical_and_exact(kind, q):
   scores = adversarial_scores(kind, np.random.default_rng(q))
@@ -51,7 +58,7 @@ def test_routes_identical_and_exact(kind, q):
     assert int(n) == np.sum(all_keys >= expected) >= q, method
 
 
-@pytest.mark.parametrize('method', ['interpolate', 'bisect'])
+@pytest.mark.parametrize('method', ['interpolate', 'bisect', 'radix'])
 def test_searches_accept_traced_q(method):
   scores = adversarial_scores('random', np.random.default_rng(0))
   f = jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, method))
@@ -233,7 +240,8 @@ def test_interpolate_result_does_not_depend_on_its_guess(kind):
 
 
 @pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
-                                  'denormal_only', 'nonfinite'])
+                                  'denormal_only', 'nonfinite', 'all_equal',
+                                  'one_bucket'])
 @pytest.mark.parametrize('method', gsm_optax.SELECTION_METHODS)
 def test_mask_key_masks_the_scores_at_or_above_the_threshold(kind, method):
   # The mask compares keys with mask_key, which may lie below the
@@ -253,7 +261,7 @@ def test_mask_key_masks_the_scores_at_or_above_the_threshold(kind, method):
 
 
 @pytest.mark.parametrize('rows, cols', [(40, 50), (32, 64)])
-@pytest.mark.parametrize('method', ['interpolate', 'bisect'])
+@pytest.mark.parametrize('method', ['interpolate', 'bisect', 'radix'])
 def test_searches_are_exact_on_float64_scores(method, rows, cols):
   rng = np.random.default_rng(5)
   with jax.enable_x64(True):
