@@ -17,12 +17,8 @@ Four routes give the *identical* threshold (and mask):
   ``count(key >= c) >= Q``, which is the Q-th largest key. Once exactly Q
   keys reach the prefix, the least of them is that key: one pass taking a
   minimum replaces the remaining passes.
-* ``'radix'``: radix select on the keys, a histogram of the next digit
-  (11 or 10 bits) of the keys that share the digits decided so far, per
-  pass: always 3 passes (6 for float64), with no data-dependent loop. A
-  pass is a scatter-add into 2048 bins, so on XLA:CPU it costs more than a
-  counting pass; it is the route with the fewest rounds when sharded (one
-  all-reduce of a histogram per array and pass).
+* ``'radix'``: radix select (`radix`): always 3 histogram passes (6 for
+  float64), no data-dependent loop.
 * ``'top_k'``: ``jax.lax.top_k`` on the concatenated keys. Needs a static Q
   and gathers every score; kept as the reference and for small models.
 
@@ -34,6 +30,10 @@ right Q scores (`TopQ.mask_key`); the pass that finds the least of them,
 the threshold's value, is not on the update's path. How many passes each
 route makes on real scores, and what a pass costs, is measured in
 ``benchmarks/speed`` and reported in the docs (performance page).
+
+Long because the interpolation search's bracket, its guess and its
+hand-over to the bisection are one piece, kept beside the routes it must
+agree with.
 """
 
 from typing import NamedTuple, Sequence
@@ -44,11 +44,9 @@ import numpy as np
 
 from gsm_optax._src.selection import counting
 from gsm_optax._src.selection import keys
+from gsm_optax._src.selection import radix
 
 METHODS = ('interpolate', 'bisect', 'radix', 'top_k')
-
-# Radix select's digits: 31 key bits in 3 passes, 63 in 6.
-_RADIX_DIGITS = {31: (11, 10, 10), 63: (11, 11, 11, 10, 10, 10)}
 
 # The interpolation search: its second candidate assumes that the number of
 # scores above x falls like x**-_TAIL_EXPONENT, and later steps outside the
@@ -241,37 +239,9 @@ def _first_candidate(scores, total, guess, floor_key, inf_key):
 
 
 def radix_key(scores: Sequence[jax.Array], q) -> TopQ:
-  """The Q-th largest key, one digit per pass from the top (`_RADIX_DIGITS`).
-
-  A pass histograms the next digit of the keys whose higher digits equal
-  the prefix decided so far, summed over the arrays; the digit taken is the
-  largest whose bucket, with every key above it, holds at least Q keys.
-  Negative keys (never from non-negative scores) match no prefix.
-  """
-  key_dtype = keys.key_dtype(scores[0].dtype)
-  nbits = 8 * key_dtype.itemsize - 1
-  all_keys = keys.score_keys(scores)
-  q = jnp.asarray(q, key_dtype)
-  prefix = jnp.zeros((), key_dtype)
-  above = jnp.zeros((), key_dtype)  # keys above the prefix's range
-  shift = nbits
-  at_or_above = None
-  for width in _RADIX_DIGITS[nbits]:
-    high, shift = shift, shift - width
-    hist = jnp.zeros(2 ** width, key_dtype)
-    for k in all_keys:
-      k = k.reshape(-1)
-      match = (k >> high) == prefix
-      digit = jnp.where(match, (k >> shift) & (2 ** width - 1), 2 ** width)
-      hist += jnp.zeros(2 ** width + 1, key_dtype).at[digit].add(
-          1, mode='promise_in_bounds')[:-1]
-    # at_or_above[d]: keys above the bucket range plus those in buckets >= d.
-    at_or_above = above + jnp.cumsum(hist[::-1])[::-1]
-    d = jnp.sum(at_or_above >= q).astype(key_dtype) - 1
-    above = at_or_above[d] - hist[d]
-    prefix = (prefix << width) | d
-  return TopQ(prefix, at_or_above[d], prefix,
-              jnp.asarray(len(_RADIX_DIGITS[nbits]), jnp.int32))
+  """The Q-th largest key by radix select (`radix.radix_select`)."""
+  key, num_active, passes = radix.radix_select(scores, q)
+  return TopQ(key, num_active, key, passes)
 
 
 def _top_k_key(scores: Sequence[jax.Array], q) -> TopQ:
