@@ -180,11 +180,11 @@ METHODS = {m.name: m for m in (
            '{c.gsm.score_decay:g}), passive groups also decayed by '
            '{c.gsm.passive_decay:g} a step; its final group prune is the only '
            'cut, with no fine-tuning after it.'),
-    Method('structured_gsm_weight_taylor', 'structured GSM, Σ|m·w|',
+    Method('structured_gsm_weight_taylor', 'structured GSM, weight Taylor',
            {**_STRUCTURED_GSM, 'group_score': 'weight_taylor'},
            _STRUCTURED_SWEEPS, kind='gsm', variant_of='structured_gsm',
            axis='flops', ratios=_FLOPS_RATIOS, marker='D:',
-           fairness='structured GSM, Σ|m·w|: the same, each group scored by '
+           fairness='structured GSM, weight Taylor: the same, each group scored by '
            'the sum of its weights\' own scores |m·w| instead.'),
     Method('filter_magnitude_ft', 'filter magnitude + FT',
            {'pruning': 'magnitude_ft', **_STRUCTURED}, _STRUCTURED_SWEEPS,

@@ -64,7 +64,8 @@ def fmt_cell(stat, num_diverged, with_n=True):
 
 def accuracy_table_lines(results, model, with_n=True, axis='params'):
   """The accuracy-vs-ratio table of ``model`` and the methods on ``axis``
-  as Markdown lines, the best pruning method's mean in bold.
+  as Markdown lines, the best pruning method's mean in bold (references
+  aside).
   ``with_n=False`` leaves out the ``(n=k)``: the form the README quotes
   (``tests/test_readme.py`` checks it)."""
   names = methods_lib.on_axis(axis)
@@ -72,7 +73,8 @@ def accuracy_table_lines(results, model, with_n=True, axis='params'):
   lines = ['| ratio | dense | ' + ' | '.join(map(label, names)) + ' |',
            '|---:|' + '---|' * len(columns)]
   for ratio, row in results_lib.accuracy_table(results, model, axis).items():
-    means = {c: row[c][0] for c in names if row[c] is not None}
+    means = {c: row[c][0] for c in names if row[c] is not None
+             and METHODS[c].kind != 'reference'}  # bold: not a reference
     best = max(means, key=means.get) if means else None
     cells = []
     for c in columns:
