@@ -14,9 +14,13 @@ def test_search_kernels_times_every_pass_and_route():
       text=True, env={**os.environ, 'XLA_FLAGS': ''}).stdout
   assert 'bfloat16 summed in float32 (the searches)' in out
   assert 'matrix compare times ones (the searches, XLA:CPU' in out
-  for method in ('interpolate', 'bisect'):
+  import gsm_optax  # pylint: disable=import-outside-toplevel
+  routes = [m for m in gsm_optax.SELECTION_METHODS if m != 'top_k']
+  assert {'interpolate', 'bisect', 'radix'} <= set(routes)
+  for method in routes:
     assert f"global_threshold(method='{method}')" in out
-  assert out.count(' us\n') == 9 + 9  # passes, then calls
+  # 9 passes; then 2 histograms, nonzero, cumsum, 3 top_k and one per route.
+  assert out.count(' us\n') == 9 + 7 + len(routes)
 
 
 def test_train_step_parts_mask_without_search_and_search_without_mask():
