@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gsm_optax._src import native_build
 from gsm_optax._src.deploy import native
 
 needs_compiler = pytest.mark.skipif(
@@ -84,13 +85,14 @@ def test_a_failed_build_warns_falls_back_and_leaves_no_file(monkeypatch,
 
 @needs_compiler
 def test_build_writes_the_library_under_its_key(tmp_path):
-  path = native.library_path(str(tmp_path))
+  path = native_build.library_path(native.SOURCE, str(tmp_path))
   assert os.path.dirname(path) == str(tmp_path)
-  native.build(path)
+  native_build.build(native.SOURCE, path)
   assert os.listdir(tmp_path) == [os.path.basename(path)]
   with warnings.catch_warnings():
     warnings.simplefilter('error')
-    assert native.library_path(str(tmp_path)) == path  # same key again
+    # same key again
+    assert native_build.library_path(native.SOURCE, str(tmp_path)) == path
 
 
 @needs_compiler
