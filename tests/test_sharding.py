@@ -41,10 +41,12 @@ def shard(x, mesh):
   return jax.device_put(x, NamedSharding(mesh, P(*spec)))
 
 
+@pytest.mark.parametrize('method', ['interpolate', 'radix'])
 @pytest.mark.parametrize('ratio', [5.0, 50.0])
-def test_sharded_step_matches_single_device(ratio):
+def test_sharded_step_matches_single_device(ratio, method):
   params, grads = tree(0), tree(1)
-  tx = gsm_optax.gsm(0.1, ratio, momentum=0.9, weight_decay=1e-3)
+  tx = gsm_optax.gsm(0.1, ratio, momentum=0.9, weight_decay=1e-3,
+                     method=method)
   step = jax.jit(lambda g, s, p: tx.update(g, s, p))
   single_updates, single_state = step(grads, tx.init(params), params)
 
@@ -71,3 +73,4 @@ def test_compiled_sharded_step_gathers_no_scores():
   gathers = re.findall(r'all-gather[^\n]*', hlo)
   assert not gathers, gathers
   assert 'all-reduce' in hlo  # counts are summed across devices
+

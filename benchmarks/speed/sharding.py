@@ -5,7 +5,11 @@ Usage: python -m benchmarks.speed.sharding [--devices 1,2,4,8] [--repeats 5]
 Runs on 8 virtual CPU devices (sets XLA_FLAGS itself when unset). The
 virtual devices share the machine's cores, so step times do not show a
 speed-up; the table reports per-device memory from XLA's memory analysis and
-the collectives in the compiled step (count and bytes moved per device).
+the collectives in the compiled step (count and bytes moved per device);
+then, per selection route, the passes its search makes and the all-reduces
+of the compiled update (`collective_rounds`), outside loops and per loop
+iteration, and the all-reduces of a step at that many passes (at most: a
+pass is one iteration of one loop).
 """
 
 import os
@@ -13,7 +17,9 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import functools
 import re
+from typing import NamedTuple
 
 import jax
 from jax.sharding import Mesh
@@ -44,6 +50,72 @@ def collectives(hlo: str) -> dict[str, tuple[int, int]]:
         size += n * _BYTES.get(dtype, 4)
       count, total = out.get(kind, (0, 0))
       out[kind] = (count + 1, total + size)
+  return out
+
+
+class Rounds(NamedTuple):
+  """The all-reduces of a compiled step, on its longest path.
+
+  ``outside``: those outside any loop (through a conditional, its branch
+  with the most); ``per_iteration``: for each while loop, those one
+  iteration makes at most. A step whose loops run ``n`` iterations in all
+  makes at most ``outside + max(per_iteration) * n``.
+  """
+  outside: int
+  per_iteration: tuple[int, ...]
+
+
+def _computations(hlo: str):
+  comps, entry = {}, None
+  for block in re.split(r'\n(?=\S)', hlo):
+    m = re.match(r'(ENTRY )?(%?[\w.\-]+)', block)
+    if m and '{' in block.split('\n', 1)[0]:
+      comps[m.group(2)] = block.split('\n')[1:]
+      entry = m.group(2) if m.group(1) else entry
+  return comps, entry
+
+
+def collective_rounds(hlo: str) -> Rounds:
+  """`Rounds` of the compiled HLO text ``hlo`` (``compiled.as_text()``)."""
+  comps, entry = _computations(hlo)
+  loops = []
+
+  @functools.cache
+  def count(name):
+    n = 0
+    for line in comps[name]:
+      n += bool(re.search(r' all-reduce(?:-start)?\(', line))
+      body = re.search(r' while\(.*body=(%?[\w.\-]+)', line)
+      branches = re.search(r'branch_computations=\{([^}]*)\}', line)
+      if body:
+        loops.append(count(body.group(1)))
+      elif branches:
+        n += max(count(c.strip()) for c in branches.group(1).split(','))
+      elif ' fusion(' in line or ' call(' in line:
+        n += sum(count(c) for c in re.findall(r'calls=(%?[\w.\-]+)', line))
+    return n
+
+  return Rounds(count(entry), tuple(loops))
+
+
+def route_rounds(tree, mesh, ratio=10.0):
+  """{route: (passes, Rounds)} of `keep_top_taylor`'s update on ``tree``
+  (its own scores) FSDP-sharded over ``mesh``: the passes the search makes
+  (`TopQ.passes`) and the all-reduces of the compiled update."""
+  from gsm_optax._src.selection import search  # pylint: disable=import-outside-toplevel
+  placed, _ = sharding.place(tree, mesh, 'fsdp')
+  kernels = [jax.numpy.abs(x * x) for x, prunable in zip(
+      jax.tree.leaves(tree), jax.tree.leaves(gsm_optax.default_prunable(tree)))
+             if prunable]
+  q = gsm_optax.num_to_keep(sum(x.size for x in kernels), ratio)
+  out = {}
+  for route in gsm_optax.SELECTION_METHODS:
+    tx = gsm_optax.keep_top_taylor(ratio, method=route)
+    hlo = jax.jit(tx.update).lower(placed, tx.init(placed),
+                                   placed).compile().as_text()
+    passes = jax.jit(lambda s, r=route: search.select_top_q(s, q, r).passes)
+    out[route] = (int(passes(kernels)), collective_rounds(hlo),
+                  collectives(hlo))
   return out
 
 
@@ -78,13 +150,27 @@ def main():
         f'{jax.devices()[0].device_kind}; GSM step, ResNet-50 tree, FSDP')
   print(f"{'devices':>7} {'step':>9} {'args/dev':>10} {'temp/dev':>10} "
         f"{'collectives (count, bytes/dev)':<40}")
-  for n in (int(d) for d in args.devices.split(',')):
+  devices = [int(d) for d in args.devices.split(',')]
+  for n in devices:
     r = measure(n, args.repeats)
     comm = ', '.join(f'{k} x{c} {b / 1e3:.1f} kB'
                      for k, (c, b) in r['collectives'].items()) or 'none'
     print(f"{n:>7} {r['seconds'] * 1e3:>7.0f}ms "
           f"{r['argument_bytes'] / 2**20:>8.1f}MiB "
           f"{r['temp_bytes'] / 2**20:>8.1f}MiB {comm:<40}", flush=True)
+  mesh = Mesh(np.array(jax.devices()[:max(devices)]), ('data',))
+  print(f'\nper selection route, keep_top_taylor at 10x on {mesh.size} devices '
+        '(all-reduces per step: outside loops + per iteration x passes, at most):')
+  print(f"{'route':<12} {'passes':>6} {'outside':>8} {'per iter':>9} "
+        f"{'per step':>9}  collectives in the HLO")
+  tree = jax.tree.map(np.asarray, trees.random_tree(trees.resnet50_shapes(), 0))
+  for route, (passes, rounds, kinds) in route_rounds(tree, mesh).items():
+    per_step = rounds.outside + max(rounds.per_iteration, default=0) * passes
+    per_iter = '+'.join(map(str, rounds.per_iteration)) or '-'
+    comm = ', '.join(f'{k} x{c}' for k, (c, _) in kinds.items())
+    print(f'{route:<12} {passes:>6} {rounds.outside:>8} {per_iter:>9} '
+          f"{'<= ' if rounds.per_iteration else ''}{per_step:>6}  {comm}",
+          flush=True)
 
 
 if __name__ == '__main__':

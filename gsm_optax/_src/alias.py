@@ -17,7 +17,7 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         nesterov: bool = False,
         prunable: prunable_lib.PrunableSpec = None,
         weight_decay_mask: Optional[prunable_lib.PrunableSpec] = None,
-        method: str = 'interpolate',
+        method: str = 'auto',
         score_decay: Union[None, float, optax.Schedule] = None,
         track_churn: bool = False,
         passive_decay: Union[None, float, optax.Schedule] = None,
@@ -58,8 +58,9 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       leaf with ndim >= 2. Non-prunable leaves get their full gradient.
     weight_decay_mask: which leaves are decayed; default ``prunable``, so
       biases and norm scales get no decay (as in the official code).
-    method: selection route, ``'interpolate'`` (default), ``'bisect'`` or
-      ``'top_k'``; the same mask (see `global_threshold`).
+    method: selection route, ``'auto'`` (default), ``'interpolate'``,
+      ``'bisect'``, ``'radix'`` or ``'top_k'``; the same mask (see
+      `global_threshold`).
     score_decay: None (default: the paper's rule) or the decay of an
       exponential average of the gradient whose ``|m * w|`` is ranked
       instead of ``|g * w|`` (a float or a schedule; see

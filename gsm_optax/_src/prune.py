@@ -17,7 +17,7 @@ COUNTS = ('floor', 'official')
 
 def prune(params: Any, ratio: float,
           prunable: prunable_lib.PrunableSpec = None,
-          method: str = 'interpolate',
+          method: str = 'auto',
           count: str = 'floor',
           groups: Optional[Any] = None,
           budget: str = 'params') -> tuple[Any, Any]:
@@ -44,8 +44,7 @@ def prune(params: Any, ratio: float,
     params: a pytree of arrays.
     ratio: the global compression ratio C >= 1.
     prunable: which leaves are ranked (see `keep_top_taylor`).
-    method: selection route, ``'interpolate'``, ``'bisect'`` or ``'top_k'``
-      (same result).
+    method: selection route (see `global_threshold`; the same result).
     count: ``'floor'`` (default) keeps ``floor(N / ratio)`` weights;
       ``'official'`` keeps the official final prune's
       ``N - int(N * (1 - 1/ratio))``.

@@ -15,7 +15,7 @@ from gsm_optax._src.spec import structure as structure_lib
 
 def pruned_norm_share(params: Any, ratio: float,
                       prunable: prunable_lib.PrunableSpec = None,
-                      method: str = 'interpolate',
+                      method: str = 'auto',
                       groups: Optional[Any] = None,
                       budget: str = 'params') -> jax.Array:
   """The share of the prunable weights' norm that `prune` would remove now.
@@ -93,7 +93,7 @@ class PruneCheck(NamedTuple):
 def check_final_prune(params: Any, ratio: float,
                       tolerance: float = DEFAULT_PRUNE_TOLERANCE,
                       prunable: prunable_lib.PrunableSpec = None,
-                      method: str = 'interpolate',
+                      method: str = 'auto',
                       warn: bool = True,
                       groups: Optional[Any] = None,
                       budget: str = 'params') -> PruneCheck:

@@ -1,8 +1,10 @@
 """Exact global selection of the Q-th largest score across many arrays.
 
-Four routes give the *identical* threshold (and mask):
+Four routes give the *identical* threshold (and mask), and ``'auto'`` (the
+default) takes one of them (`auto_route`): ``'radix'`` on the CPU from
+`AUTO_RADIX_FROM` scores on, else ``'interpolate'``.
 
-* ``'interpolate'`` (default): a search that counts ``score >= candidate``
+* ``'interpolate'``: a search that counts ``score >= candidate``
   over all scores once per pass (`counting`) and picks each candidate from
   the counts so far: first a guess (`keep_top_taylor` passes the last
   step's threshold) or the mean score, then regula falsi (Illinois variant)
@@ -18,7 +20,9 @@ Four routes give the *identical* threshold (and mask):
   keys reach the prefix, the least of them is that key: one pass taking a
   minimum replaces the remaining passes.
 * ``'radix'``: radix select (`radix`): always 3 histogram passes (6 for
-  float64), no data-dependent loop.
+  float64), no data-dependent loop; for float32 on the CPU 2 passes,
+  counted by a kernel of our own on every core (`native_radix`). Sharded,
+  each pass is one all-reduce of the histogram.
 * ``'top_k'``: ``jax.lax.top_k`` on the concatenated keys. Needs a static Q
   and gathers every score; kept as the reference and for small models.
 
@@ -44,9 +48,13 @@ import numpy as np
 
 from gsm_optax._src.selection import counting
 from gsm_optax._src.selection import keys
-from gsm_optax._src.selection import radix
+from gsm_optax._src.selection import native_radix
 
-METHODS = ('interpolate', 'bisect', 'radix', 'top_k')
+METHODS = ('auto', 'interpolate', 'bisect', 'radix', 'top_k')
+
+# 'auto' takes 'radix' from this many scores on, on the CPU where its kernel
+# is built; elsewhere 'interpolate' (the measurements: docs, performance).
+AUTO_RADIX_FROM = 2 ** 19
 
 # The interpolation search: its second candidate assumes that the number of
 # scores above x falls like x**-_TAIL_EXPONENT, and later steps outside the
@@ -238,9 +246,9 @@ def _first_candidate(scores, total, guess, floor_key, inf_key):
                       lambda: (guess_key, jnp.zeros((), jnp.int32)), mean_key)
 
 
-def radix_key(scores: Sequence[jax.Array], q) -> TopQ:
-  """The Q-th largest key by radix select (`radix.radix_select`)."""
-  key, num_active, passes = radix.radix_select(scores, q)
+def radix_key(scores: Sequence[jax.Array], q, factors=None) -> TopQ:
+  """The Q-th largest key by radix select (`native_radix.radix_select`)."""
+  key, num_active, passes = native_radix.radix_select(scores, q, factors)
   return TopQ(key, num_active, key, passes)
 
 
@@ -256,15 +264,18 @@ def _top_k_key(scores: Sequence[jax.Array], q) -> TopQ:
               jnp.ones((), jnp.int32))
 
 
-def select_top_q(scores: Sequence[jax.Array], q, method: str = 'interpolate',
-                 guess=None) -> TopQ:
+def select_top_q(scores: Sequence[jax.Array], q, method: str = 'auto',
+                 guess=None, factors=None) -> TopQ:
   """`global_threshold` with the key that masks: see `TopQ`.
 
   ``mask_key`` may lie below the threshold when no score lies between the
   two; comparing keys with it then selects the same scores, and the
   update need not wait for the pass that finds the threshold's value.
   ``guess`` (for ``'interpolate'``; the others ignore it) is where the
-  search starts, e.g. the last step's threshold.
+  search starts, e.g. the last step's threshold. ``factors`` (for
+  ``'radix'``; the others ignore it): ``(gradients, params)`` whose
+  ``|g * w|`` are the scores, which the CPU kernel then computes itself.
+  ``'auto'`` passes both on to the route it takes.
   """
   if method not in METHODS:
     raise ValueError(f'`method` must be one of {METHODS}; got {method!r}.')
@@ -274,12 +285,36 @@ def select_top_q(scores: Sequence[jax.Array], q, method: str = 'interpolate',
   if method == 'bisect':
     return bisect_key(scores, q)
   if method == 'radix':
-    return radix_key(scores, q)
+    return radix_key(scores, q, factors)
+  if method == 'auto':
+    return _auto_key(scores, q, guess, factors)
   return _interpolate_key(scores, q, guess)
 
 
+def auto_route(scores: Sequence[jax.Array]) -> str:
+  """The route ``'auto'`` takes for ``scores`` on the CPU: ``'radix'`` from
+  `AUTO_RADIX_FROM` scores on where its kernel applies, else
+  ``'interpolate'`` (which ``'auto'`` takes on every other platform)."""
+  if (sum(s.size for s in scores) >= AUTO_RADIX_FROM and
+      native_radix.applies(scores)):
+    return 'radix'
+  return 'interpolate'
+
+
+def _auto_key(scores, q, guess, factors) -> TopQ:
+  if auto_route(scores) == 'interpolate':
+    return _interpolate_key(scores, q, guess)
+  def cpu():
+    top = radix_key(scores, q, factors)
+    return top._replace(num_active=top.num_active.astype(jnp.int32))
+  def default():
+    top = _interpolate_key(scores, q, guess)
+    return top._replace(num_active=top.num_active.astype(jnp.int32))
+  return jax.lax.platform_dependent(cpu=cpu, default=default)
+
+
 def global_threshold(scores: Sequence[jax.Array], q,
-                     method: str = 'interpolate',
+                     method: str = 'auto',
                      guess=None) -> tuple[jax.Array, jax.Array]:
   """The Q-th largest score over all arrays, and how many scores reach it.
 
@@ -288,9 +323,9 @@ def global_threshold(scores: Sequence[jax.Array], q,
       float dtype.
     q: how many to keep, ``1 <= q <= total size``; may be traced for every
       route but ``'top_k'``.
-    method: ``'interpolate'`` (default), ``'bisect'``, ``'radix'`` (all
-      sort-free) or ``'top_k'``; all give the same result (see the module
-      docstring).
+    method: ``'auto'`` (default: `auto_route`), ``'interpolate'``,
+      ``'bisect'``, ``'radix'`` (all sort-free) or ``'top_k'``; all give the
+      same result (see the module docstring).
     guess: optional, for ``'interpolate'``: a score near the answer (say the
       last step's threshold) to start the search from; a guess that is not
       a positive normal finite number is ignored. It changes how many passes

@@ -71,7 +71,7 @@ class PerWeight:
   """
 
   def __init__(self, prunable: prunable_lib.PrunableSpec = None,
-               method: str = 'interpolate'):
+               method: str = 'auto'):
     if method not in search.METHODS:
       raise ValueError(f'`method` must be one of {search.METHODS}; '
                        f'got {method!r}.')
@@ -96,17 +96,20 @@ class PerWeight:
 
   def choose(self, values, params, ratio, kind, guess=None, q=None):
     param_leaves = jax.tree.leaves(params)
+    factors = None
     if kind == 'magnitude':
       chosen = self.scored_leaves(params)
       scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
     else:
       chosen = sorted(values)
-      scores = keys.taylor_scores([values[i] for i in chosen],
-                                  [param_leaves[i] for i in chosen])
+      factors = ([values[i] for i in chosen],
+                 [param_leaves[i] for i in chosen])
+      scores = keys.taylor_scores(*factors)
     if q is None:
       q = ratio_lib.num_to_keep(sum(param_leaves[i].size for i in chosen),
                                 ratio)
-    top = search.select_top_q(scores, q, self.method, guess=guess)
+    top = search.select_top_q(scores, q, self.method, guess=guess,
+                              factors=factors)
     masks = dict(zip(chosen, keys.at_least(scores, top.mask_key)))
     threshold = keys.key_to_score(top.threshold_key,
                                   scores[0].dtype).astype(jnp.float32)

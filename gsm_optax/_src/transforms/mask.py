@@ -35,7 +35,7 @@ class KeepTopTaylorState(NamedTuple):
 
 def keep_top_taylor(ratio: float,
                     prunable: prunable_lib.PrunableSpec = None,
-                    method: str = 'interpolate',
+                    method: str = 'auto',
                     score_decay: Union[None, float, optax.Schedule] = None,
                     track_churn: bool = False,
                     groups: Optional[Any] = None,
@@ -80,8 +80,9 @@ def keep_top_taylor(ratio: float,
       nothing raises (through `jax.debug.callback`) when the step runs.
     prunable: which leaves are ranked: None (every leaf with ndim >= 2), a
       pytree of bools like the params, or a callable ``params -> pytree``.
-    method: ``'interpolate'`` (default) or ``'bisect'`` (sort-free counting
-      searches: no concatenation, traced Q), or ``'top_k'``
+    method: ``'auto'`` (default: ``'radix'`` on the CPU for large trees,
+      else ``'interpolate'``), ``'interpolate'``, ``'bisect'`` or ``'radix'``
+      (sort-free: no concatenation, traced Q), or ``'top_k'``
       (``jax.lax.top_k`` on all scores). The masks are identical; see
       `global_threshold`.
     score_decay: None (default: the paper's ``|g * w|``), or the decay
