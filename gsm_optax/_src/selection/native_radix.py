@@ -14,8 +14,10 @@ the counts with one all-reduce over the mesh axes the scores are split
 along (`jax.experimental.custom_partitioning`): nothing is gathered.
 
 The kernel is built and loaded by `native_build`. It is used for float32
-scores on the CPU; elsewhere, with ``GSM_OPTAX_NATIVE=0`` or where it cannot
-be built, the route is `radix.radix_select`.
+scores on the CPU; on a GPU the Pallas kernel of `pallas_radix` counts the
+passes if asked (``GSM_OPTAX_PALLAS=1``), through the same partitioning;
+elsewhere, with ``GSM_OPTAX_NATIVE=0`` or where it cannot be built, the
+route is `radix.radix_select`.
 """
 
 import ctypes
@@ -31,6 +33,7 @@ from jax.sharding import PartitionSpec
 import numpy as np
 
 from gsm_optax._src import native_build
+from gsm_optax._src.selection import pallas_radix
 from gsm_optax._src.selection import radix
 
 TARGET = 'gsm_key_histogram'
@@ -60,11 +63,15 @@ def applies(arrays: Sequence[jax.Array]) -> bool:
           _library() is not None)
 
 
-def _call(prefix, arrays, high, shift, products):
+def _ffi_count(prefix, arrays, high, shift, products):
   return jax.ffi.ffi_call(
       TARGET, jax.ShapeDtypeStruct((2 ** (high - shift),), jnp.int32),
       vmap_method='sequential')(prefix, *arrays, high=np.int32(high),
                                 shift=np.int32(shift), products=products)
+
+
+# How a pass counts one device's arrays, per platform.
+_COUNTS = {'cpu': _ffi_count, 'cuda': pallas_radix.histogram}
 
 
 def _split_axes(sharding) -> Optional[tuple]:
@@ -81,15 +88,16 @@ def _split_axes(sharding) -> Optional[tuple]:
 
 @functools.lru_cache(maxsize=64)
 def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
-                 products: bool):
-  """The kernel's pass as one op that XLA's partitioner splits per device:
-  each device counts its shards (one call per group of arrays split along
-  the same mesh axes), then sums the counts over those axes."""
+                 products: bool, platform: str):
+  """A kernel's pass (`_COUNTS`) as one op that XLA's partitioner splits per
+  device: each device counts its shards (one call per group of arrays split
+  along the same mesh axes), then sums the counts over those axes."""
   step = 2 if products else 1
+  call = _COUNTS[platform]
 
   @custom_partitioning
   def histogram(prefix, *arrays):
-    return _call(prefix, arrays, high, shift, products)
+    return call(prefix, arrays, high, shift, products)
 
   def replicated(mesh, arg_shapes, result_shape):
     del arg_shapes, result_shape
@@ -111,8 +119,8 @@ def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
     def lower(prefix, *local):
       counts = jnp.zeros(2 ** (high - shift), jnp.int32)
       for axes, members in groups.items():
-        part = _call(prefix, [local[i] for i in members], high, shift,
-                     products)
+        part = call(prefix, [local[i] for i in members], high, shift,
+                    products)
         counts += jax.lax.psum(part, axes) if axes else part
       return counts
 
@@ -130,35 +138,44 @@ def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
 def radix_select(scores: Sequence[jax.Array], q,
                  factors: Optional[tuple[Sequence[jax.Array],
                                          Sequence[jax.Array]]] = None):
-  """`radix.radix_select` in passes of `digits` counted by the kernel on the
-  CPU (where it `applies`), else `radix.radix_select` itself.
+  """`radix.radix_select` with each pass counted by a kernel: on the CPU
+  the FFI kernel (where it `applies`; in passes of `digits`), on a GPU the
+  Pallas kernel if ``GSM_OPTAX_PALLAS=1`` (`pallas_radix`); elsewhere, or
+  for other dtypes, `radix.radix_select` in jax.numpy.
 
   ``factors``, optional: ``(gradients, params)`` whose ``|g * w|`` are
-  ``scores``; where they are float32 the kernel computes the scores from
+  ``scores``; where they are float32 the kernels compute the scores from
   them in each pass instead of reading scores that XLA wrote out.
   """
   scores = list(scores)
-  if not applies(scores):
+  float32 = lambda arrays: all(jnp.dtype(a.dtype) == jnp.float32
+                               for a in arrays)
+  platforms = {}
+  if applies(scores):
+    platforms['cpu'] = digits(sum(s.size for s in scores))
+  if pallas_radix.enabled() and float32(scores):
+    platforms['cuda'] = pallas_radix.DIGITS
+  if not platforms:
     return radix.radix_select(scores, q)
-  size = sum(s.size for s in scores)
-  products = factors is not None and applies(list(factors[0]) +
-                                             list(factors[1]))
+  products = factors is not None and float32(list(factors[0]) +
+                                              list(factors[1]))
   arrays = ([a for pair in zip(*factors) for a in pair] if products
             else scores)
+  ranks = (0,) + tuple(a.ndim for a in arrays)
 
-  def native(q, *arrays):
-    ranks = (0,) + tuple(a.ndim for a in arrays)
-
-    def histogram(prefix, high, shift, width):
-      del width
-      return _partitioned(high, shift, ranks, products)(
-          prefix.astype(jnp.int32), *arrays)
-
-    return radix.radix_select(scores, q, digits(size), histogram)
+  def counted_on(platform):
+    def select(q, *arrays):
+      def histogram(prefix, high, shift, width):
+        del width
+        return _partitioned(high, shift, ranks, products, platform)(
+            prefix.astype(jnp.int32), *arrays)
+      return radix.radix_select(scores, q, platforms[platform], histogram)
+    return select
 
   def portable(q, *arrays):
     del arrays
     return radix.radix_select(scores, q)
 
-  return jax.lax.platform_dependent(jnp.asarray(q), *arrays, cpu=native,
-                                    default=portable)
+  return jax.lax.platform_dependent(
+      jnp.asarray(q), *arrays, default=portable,
+      **{platform: counted_on(platform) for platform in platforms})

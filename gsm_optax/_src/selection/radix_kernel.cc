@@ -104,6 +104,10 @@ struct Pass {
 // Keys that fall in one bin one after another would wait on each other's
 // increment; kWays copies of the histogram, taken in turn, break the chain.
 constexpr int kWays = 4;
+// A later pass counts the few keys of one bucket: kBlock keys are computed
+// and tested at once (in vector registers), and only a block holding a
+// match is counted one key at a time.
+constexpr int kBlock = 16;
 
 template <bool kProducts>
 void CountChunk(const Leaf& leaf, int64_t begin, const Digit& digit,
@@ -113,15 +117,29 @@ void CountChunk(const Leaf& leaf, int64_t begin, const Digit& digit,
   const float* b = leaf.b;
   const uint32_t prefix = digit.prefix, mask = digit.mask;
   const int high = digit.high, shift = digit.shift;
-  auto count = [&](int64_t i, int32_t* h) {
-    const uint32_t k = kProducts ? Bits(std::fabs(a[i] * b[i])) : Bits(a[i]);
+  auto key = [a, b](int64_t i) {
+    return kProducts ? Bits(std::fabs(a[i] * b[i])) : Bits(a[i]);
+  };
+  auto count = [&](uint32_t k, int32_t* h) {
     if ((k >> high) == prefix) ++h[(k >> shift) & mask];
   };
   int64_t i = begin;
-  for (; i + kWays <= end; i += kWays) {
-    for (int w = 0; w < kWays; ++w) count(i + w, hist + w * bins);
+  if (high == 31 && prefix == 0) {  // the first pass: every key counts
+    for (; i + kWays <= end; i += kWays) {
+      for (int w = 0; w < kWays; ++w) count(key(i + w), hist + w * bins);
+    }
+  } else {
+    for (; i + kBlock <= end; i += kBlock) {
+      uint32_t keys[kBlock];
+      uint32_t any = 0;
+      for (int j = 0; j < kBlock; ++j) keys[j] = key(i + j);
+      for (int j = 0; j < kBlock; ++j) any |= (keys[j] >> high) == prefix;
+      if (any) {
+        for (int j = 0; j < kBlock; ++j) count(keys[j], hist);
+      }
+    }
   }
-  for (; i < end; ++i) count(i, hist);
+  for (; i < end; ++i) count(key(i), hist);
 }
 
 void RunWorker(Pass& pass, bool in_caller) {
