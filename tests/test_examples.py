@@ -86,7 +86,7 @@ def tiny_config(name, tmp_path=None):
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_every_config_trains(name, tmp_path, monkeypatch):
+def test_every_config_trains(name, tmp_path, monkeypatch, fast_compile):
   config = tiny_config(name)
   if config.model in CONV_NETS:
     monkeypatch.setattr(models, 'create_model', model_zoo.fast_create_model)

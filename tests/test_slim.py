@@ -42,7 +42,7 @@ def masked_at_random(groups, params, seed):
 
 
 @pytest.mark.parametrize('name', list(MODELS))
-def test_slim_outputs_equal_the_masked_models(name):
+def test_slim_outputs_equal_the_masked_models(name, fast_compile):
   fn, params, x, _ = setup(name)
   groups = gsm_optax.find_groups(fn, params, x)
   active, masked = masked_at_random(groups, params, 1)

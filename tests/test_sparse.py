@@ -23,7 +23,8 @@ MODELS = [('lenet300', (3, 28, 28, 1), (10.0, 60.0, 300.0), True),
 
 
 @pytest.mark.parametrize('name,shape,ratios,jitted', MODELS)
-def test_sparse_forward_equals_dense_forward(name, shape, ratios, jitted):
+def test_sparse_forward_equals_dense_forward(name, shape, ratios, jitted,
+                                            fast_compile):
   for ratio in ratios:
     check_sparse_forward(name, shape, ratio, jitted)
 
