@@ -19,6 +19,7 @@ needs_compiler = pytest.mark.skipif(
 
 
 def threshold(scores, q):
+  # A new jit each call: the route reads GSM_OPTAX_NATIVE when it traces.
   return jax.jit(lambda s, q: gsm_optax.global_threshold(s, q, 'radix'))(
       scores, q)
 
@@ -67,8 +68,7 @@ def test_kernel_counts_many_large_arrays_exactly(seed, monkeypatch):
     assert (int(key), int(count)) == expected(scores, q), q
   monkeypatch.setenv('GSM_OPTAX_NATIVE', '0')  # the jax.numpy route
   for q in (1, n // 60, n):
-    key, count = jax.jit(lambda s, q: gsm_optax.global_threshold(
-        s, q, 'radix'))(scores, q)
+    key, count = threshold(scores, q)
     assert (int(key), int(count)) == expected(scores, q), q
 
 

@@ -99,9 +99,10 @@ def collective_rounds(hlo: str) -> Rounds:
 
 
 def route_rounds(tree, mesh, ratio=10.0):
-  """{route: (passes, Rounds)} of `keep_top_taylor`'s update on ``tree``
-  (its own scores) FSDP-sharded over ``mesh``: the passes the search makes
-  (`TopQ.passes`) and the all-reduces of the compiled update."""
+  """{route: (passes, Rounds, collectives)} of `keep_top_taylor`'s update on
+  ``tree`` (its own scores) FSDP-sharded over ``mesh``: the passes the
+  search makes (`TopQ.passes`), the all-reduces of the compiled update
+  (`collective_rounds`) and all its collectives (`collectives`)."""
   from gsm_optax._src.selection import search  # pylint: disable=import-outside-toplevel
   placed, _ = sharding.place(tree, mesh, 'fsdp')
   kernels = [jax.numpy.abs(x * x) for x, prunable in zip(

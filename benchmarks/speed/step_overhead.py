@@ -9,10 +9,10 @@ donates fresh copies of the same parameters and state (copied before the
 clock starts) and takes the same gradients (random values), so every GSM
 call ranks the same scores: GSM's first step, or with ``--later`` a later
 one, from the state after one step on the same gradients (the search of
-``interpolate`` then starts at this step's threshold: its best case). (Until 2026-11-22 the timed steps were chained
-on one fixed random gradient: after tens of such steps the scores drifted
-into shapes that slow ``interpolate``, and with 100 repeats it was slower
-than ``bisect``.)
+``interpolate`` then starts at this step's threshold: its best case).
+(Until 2026-11-22 the timed steps were chained on one fixed random
+gradient: after tens of such steps the scores drifted into shapes that slow
+``interpolate``, and with 100 repeats it was slower than ``bisect``.)
 """
 
 import argparse

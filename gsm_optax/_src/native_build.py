@@ -97,4 +97,3 @@ def load(source: str, targets: dict[str, str],
         'a C++ compiler (or set CXX), or set GSM_OPTAX_NATIVE=0 to skip the '
         'build.', RuntimeWarning, stacklevel=4)
     return None
-

@@ -10,8 +10,9 @@ layout, transposing it a few rows at a time in cache.
 The kernel is built and loaded by `native_build` (compiled on first use,
 cached). Where that fails, or with ``GSM_OPTAX_NATIVE=0``, or off the CPU,
 or for other dtypes than float32, the product is jax's own BCSR product:
-the same result up to float rounding, slower. Derivatives (forward and reverse) go through jax's
-product; under ``vmap`` the kernel runs once per batch entry.
+the same result up to float rounding, slower. Derivatives (forward and
+reverse) go through jax's product; under ``vmap`` the kernel runs once per
+batch entry.
 """
 
 import ctypes
@@ -39,8 +40,8 @@ def _library() -> Optional[ctypes.CDLL]:
 
 
 def _native_applies(matrix: jsparse.BCSR, x) -> bool:
-  return (native_build.enabled() and matrix.n_batch == 0 and matrix.n_dense == 0 and
-          matrix.dtype == jnp.float32 and x.dtype == jnp.float32 and
+  return (native_build.enabled() and matrix.n_batch == 0 and
+          matrix.n_dense == 0 and matrix.dtype == jnp.float32 and x.dtype == jnp.float32 and
           x.ndim == 2 and matrix.indices.dtype == jnp.int32 and
           matrix.indptr.dtype == jnp.int32 and _library() is not None)
 

@@ -56,10 +56,13 @@ def _library() -> Optional[ctypes.CDLL]:
       "method='radix' counts in jax.numpy instead (same masks, slower)")
 
 
+def _float32(arrays: Sequence[jax.Array]) -> bool:
+  return all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays)
+
+
 def applies(arrays: Sequence[jax.Array]) -> bool:
   """Whether the kernel counts ``arrays`` on the CPU (float32, and built)."""
-  return (native_build.enabled() and
-          all(jnp.dtype(a.dtype) == jnp.float32 for a in arrays) and
+  return (native_build.enabled() and _float32(arrays) and
           _library() is not None)
 
 
@@ -148,17 +151,15 @@ def radix_select(scores: Sequence[jax.Array], q,
   them in each pass instead of reading scores that XLA wrote out.
   """
   scores = list(scores)
-  float32 = lambda arrays: all(jnp.dtype(a.dtype) == jnp.float32
-                               for a in arrays)
   platforms = {}
   if applies(scores):
     platforms['cpu'] = digits(sum(s.size for s in scores))
-  if pallas_radix.enabled() and float32(scores):
+  if pallas_radix.enabled() and _float32(scores):
     platforms['cuda'] = pallas_radix.DIGITS
   if not platforms:
     return radix.radix_select(scores, q)
-  products = factors is not None and float32(list(factors[0]) +
-                                              list(factors[1]))
+  products = factors is not None and _float32(list(factors[0]) +
+                                               list(factors[1]))
   arrays = ([a for pair in zip(*factors) for a in pair] if products
             else scores)
   ranks = (0,) + tuple(a.ndim for a in arrays)

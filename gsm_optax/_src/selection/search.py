@@ -304,13 +304,12 @@ def auto_route(scores: Sequence[jax.Array]) -> str:
 def _auto_key(scores, q, guess, factors) -> TopQ:
   if auto_route(scores) == 'interpolate':
     return _interpolate_key(scores, q, guess)
-  def cpu():
-    top = radix_key(scores, q, factors)
-    return top._replace(num_active=top.num_active.astype(jnp.int32))
-  def default():
-    top = _interpolate_key(scores, q, guess)
-    return top._replace(num_active=top.num_active.astype(jnp.int32))
-  return jax.lax.platform_dependent(cpu=cpu, default=default)
+  # Both branches of platform_dependent must give the same dtypes.
+  int32_count = lambda top: top._replace(
+      num_active=top.num_active.astype(jnp.int32))
+  return jax.lax.platform_dependent(
+      cpu=lambda: int32_count(radix_key(scores, q, factors)),
+      default=lambda: int32_count(_interpolate_key(scores, q, guess)))
 
 
 def global_threshold(scores: Sequence[jax.Array], q,
