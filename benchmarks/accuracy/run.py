@@ -97,23 +97,30 @@ def run_each(runs, plan, dataset=None, retrain_dense=False, pool=None):
       future.result()  # a failed run raises here
 
 
-def quick_compilation():
+def quick_compilation(cache_dir):
   """--quick's runs are a few steps each, so compiling is most of their
-  time: XLA's optimizations off halves the quick harness (measured in
+  time: they compile with XLA's optimizations off and share their
+  compiled programs through JAX's persistent cache in ``cache_dir`` (a
+  method at another lr compiles the same program; measured in
   benchmarks/README.md)."""
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_disable_most_optimizations', True)
+  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
-def worker_pool(jobs, quick=False):
+def worker_pool(jobs, quick_cache=None):
   """``jobs`` worker processes (spawned: JAX does not fork), or None for
   one: the runs of `run_each` are independent once their dense models
-  exist."""
+  exist. With ``quick_cache`` (a directory) they compile as
+  `quick_compilation` says."""
   if jobs <= 1:
     return None
   return concurrent.futures.ProcessPoolExecutor(
       jobs, mp_context=multiprocessing.get_context('spawn'),
-      initializer=quick_compilation if quick else None)
+      initializer=quick_compilation if quick_cache else None,
+      initargs=(quick_cache,) if quick_cache else ())
 
 
 def main():
@@ -159,8 +166,6 @@ def main():
   parser.add_argument('--dataset', default=None,
                       help="override the data, e.g. 'synthetic' in tests")
   args = parser.parse_args()
-  if args.quick:
-    quick_compilation()
   benchmarks_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   plan = plan_lib.QUICK if args.quick else plan_lib.FULL
   if args.models:
@@ -178,7 +183,11 @@ def main():
             if METHODS[m].choice and args.choice_values}
   lr_from = dict([args.learning_rate_of.split('=')]) if (
       args.learning_rate_of) else None
-  pool = worker_pool(args.jobs, args.quick)
+  quick_cache = os.path.join(runs_dir, 'compilation_cache') if (
+      args.quick) else None
+  if quick_cache:
+    quick_compilation(quick_cache)
+  pool = worker_pool(args.jobs, quick_cache)
   loop = lambda runs: run_each(runs, plan, args.dataset,
                                args.retrain_missing_dense, pool)
 
