@@ -228,6 +228,24 @@ def test_a_method_is_one_record(tmp_path, monkeypatch):
   assert (tmp_path / 'a.png').stat().st_size > 1000
 
 
+def test_a_per_model_value_sets_each_models_config_and_fairness_line(
+    tmp_path, monkeypatch):
+  record = methods.Method(
+      'gsm_wd', 'GSM, decay', {'pruning': 'gsm', 'gsm.weight_decay':
+                               methods.PerModel(lenet300=1e-3, lenet5=2e-3)},
+      tuning={}, kind='gsm', fairness='GSM, decay {c.gsm.weight_decay:g}.')
+  monkeypatch.setitem(methods.METHODS, record.name, record)
+  decays = [plan.make_config(m, plan.QUICK['lenet300'], 'gsm_wd', 4.0, 0, '',
+                             None).gsm.weight_decay
+            for m in ('lenet300', 'lenet5')]
+  assert decays == [1e-3, 2e-3]
+  results = [dict(model=m, method='gsm_wd') for m in ('lenet300', 'lenet5')]
+  assert ('- lenet300: GSM, decay 0.001. lenet5: GSM, decay 0.002.'
+          in report.fairness_lines(str(tmp_path), results, 0.03, []))
+  assert '- GSM, decay 0.001.' in report.fairness_lines(
+      str(tmp_path), results[:1], 0.03, [])
+
+
 def test_methods_on_another_axis_get_their_own_table(monkeypatch, tmp_path):
   record = methods.Method('channels', 'channels', {'pruning': 'gsm'}, {},
                           fairness='', axis='flops',

@@ -149,6 +149,8 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset,
   record = methods.METHODS[method]
   for key, value in {**budget.get('config', {}), **record.config,
                      **(overrides or {})}.items():
+    if isinstance(value, methods.PerModel):
+      value = value[model]
     *parents, field = key.split('.')
     node = config
     for parent in parents:

@@ -127,11 +127,13 @@ def fairness_lines(results_dir, results, comparison_lr, exceptions):
            'momentum and weight decay for every method.']
   for name in sorted({r['method'] for r in results}, key=list(METHODS).index):
     method = METHODS[name]
-    config = plan_lib.make_config(
-        next(r['model'] for r in results if r['method'] == name),
-        {'dense_epochs': 1, 'prune_epochs': 1, 'decay_epochs': ()}, name,
-        1.0, 0, '', None)
-    text = method.fairness.format(c=config)
+    models = sorted({r['model'] for r in results if r['method'] == name})
+    texts = {m: method.fairness.format(c=plan_lib.make_config(
+        m, {'dense_epochs': 1, 'prune_epochs': 1, 'decay_epochs': ()}, name,
+        1.0, 0, '', None)) for m in models}
+    # One line, or one per model where the configs differ (`PerModel`).
+    text = (texts[models[0]] if len(set(texts.values())) == 1 else
+            ' '.join(f'{m}: {t}' for m, t in texts.items()))
     c = method.choice
     swept = results_lib.load_choice(results_dir, name) if c else []
     if swept:
