@@ -268,3 +268,26 @@ def test_structured_gsm_composes_and_shards_without_gathering():
                                       hlo)]
   assert all(n <= groups.num_groups for n in gathered), gathered
   assert max(np.size(w) for w in big.values()) > groups.num_groups
+
+
+@pytest.mark.parametrize('budget', ['params', 'flops'])
+def test_the_group_prune_ranks_by_the_norm_asked(budget):
+  params = random_params(np.random.default_rng(10))
+  groups = groups_for(params)
+  kept = {}
+  for norm, size in (('l2', np.square), ('l1', np.abs)):
+    # Per group, its members' |w| or w**2 summed, counted by hand.
+    t = {k: size(v) for k, v in params.items()}
+    scores = np.concatenate([t['w1'].sum(0) + t['b1'] + t['w2'].sum(1),
+                             t['w2'].sum(0) + t['b2'] + t['w3'].sum(1)])
+    expected = reference_masks(reference_select(scores, 2.0, budget))
+    _, masks = gsm_optax.prune(params, 2.0, groups=groups, budget=budget,
+                               group_norm=norm)
+    for k in params:
+      np.testing.assert_array_equal(np.asarray(masks[k]), expected[k])
+    kept[norm] = np.concatenate([expected['b1'], expected['b2']])
+  assert not np.array_equal(kept['l1'], kept['l2'])  # the norm matters here
+  with pytest.raises(ValueError, match="`group_norm` must be one of"):
+    gsm_optax.prune(params, 2.0, groups=groups, group_norm='l3')
+  with pytest.raises(ValueError, match="single weights rank by"):
+    gsm_optax.prune(params, 2.0, group_norm='l1')

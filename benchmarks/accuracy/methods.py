@@ -201,13 +201,13 @@ METHODS = {m.name: m for m in (
            fairness='structured GSM, weight Taylor: the same, each group scored by '
            'the sum of its weights\' own scores |m·w| instead.'),
     Method('filter_magnitude_ft', 'filter magnitude + FT',
-           {'pruning': 'magnitude_ft', **_STRUCTURED}, _STRUCTURED_SWEEPS,
-           holds_final_mask=True, axis='flops', ratios=_FLOPS_RATIOS,
-           marker='s-',
-           fairness='filter magnitude + FT (after Li et al. 2017): one-shot '
+           {'pruning': 'magnitude_ft', **_STRUCTURED, 'group_norm': 'l1'},
+           _STRUCTURED_SWEEPS, holds_final_mask=True, axis='flops',
+           ratios=_FLOPS_RATIOS, marker='s-',
+           fairness='filter magnitude + FT (Li et al. 2017): one-shot '
            'global prune of whole neurons and channels of the dense model, '
-           'ranked by the sum of their squared weights per FLOP saved (Li et '
-           'al. rank by the L1 norm), then training with the mask fixed.'),
+           'ranked by their {c.group_norm} norm (the sum of |w|) per FLOP '
+           'saved, then training with the mask fixed.'),
     Method('gradual_channel_taylor', 'gradual channels, Taylor',
            {'pruning': 'gradual_magnitude', **_STRUCTURED,
             'gradual.score': 'group_taylor'}, _STRUCTURED_SWEEPS,

@@ -198,12 +198,14 @@ def make_phases(config, steps_per_epoch, snapshots):
 
 def snapshot_mask(snapshots, name, config):
   """A cached loader of the global magnitude mask (at ``config.ratio``; of
-  whole groups with ``config.structure='channels'``) of the model saved at
+  whole groups with ``config.structure='channels'``, ranked by their
+  ``config.group_norm``) of the model saved at
   the end of phase ``name``; loaded when first needed."""
   @functools.cache
   def mask():
     params = nnx.state(snapshots.load(name, config), nnx.Param)
     return gsm_optax.prune(params, config.ratio, method=config.method,
+                           group_norm=config.group_norm,
                            **prune_structure(config))[1]
   return mask
 

@@ -20,7 +20,8 @@ def prune(params: Any, ratio: float,
           method: str = 'auto',
           count: str = 'floor',
           groups: Optional[Any] = None,
-          budget: str = 'params') -> tuple[Any, Any]:
+          budget: str = 'params',
+          group_norm: str = 'l2') -> tuple[Any, Any]:
   """Keeps the ``floor(N / ratio)`` largest-magnitude prunable weights.
 
   The ranking is global over all prunable leaves (ties kept), as in the
@@ -49,11 +50,14 @@ def prune(params: Any, ratio: float,
       ``'official'`` keeps the official final prune's
       ``N - int(N * (1 - 1/ratio))``.
     groups: None (single weights), or a `Groups` (structured GSM): whole
-      groups are kept, ranked by the sum of their squared weights per unit
-      of cost, until ``budget`` reaches ``1 / ratio`` of the model's (see
+      groups are kept, ranked by their ``group_norm`` per unit of cost,
+      until ``budget`` reaches ``1 / ratio`` of the model's (see
       `Groups.select`); every element of the others is zeroed, biases and
       norm entries too, ready for `slim`.
     budget: with ``groups``: ``'params'`` or ``'flops'``.
+    group_norm: with ``groups``: what "largest" means for a group,
+      ``'l2'`` (the sum of its squared weights) or ``'l1'`` (the sum of
+      their absolute values, the filter norm of Li et al. 2017).
 
   Raises:
     ValueError: if a prunable weight is NaN or infinite (training diverged;
@@ -76,7 +80,8 @@ def prune(params: Any, ratio: float,
   if count == 'official' and groups is not None:
     raise ValueError("`count='official'` is the official code's count of "
                      'single weights; with `groups` the budget decides.')
-  structure = structure_lib.resolve(groups, prunable, method, budget)
+  structure = structure_lib.resolve(groups, prunable, method, budget,
+                                    norm=group_norm)
   leaves, treedef = jax.tree.flatten(params)
   chosen = structure.scored_leaves(params)
   _check_finite([leaves[i] for i in chosen])
@@ -85,7 +90,7 @@ def prune(params: Any, ratio: float,
     n = sum(leaves[i].size for i in chosen)
     q = official.official_num_to_keep(n, ratio)
   pruned, masks, threshold = compiled(_prune, params, ratio, prunable,
-                                       method, groups, budget, q)
+                                       method, groups, budget, q, group_norm)
   if groups is None:
     n = sum(leaves[i].size for i in chosen)
     _warn_if_ties_defeat_ratio([pruned[i] for i in chosen],
@@ -94,9 +99,10 @@ def prune(params: Any, ratio: float,
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
-def _prune(params, ratio, prunable, method, groups, budget, q):
+def _prune(params, ratio, prunable, method, groups, budget, q, group_norm):
   """The magnitude prune's leaves, masks and threshold."""
-  structure = structure_lib.resolve(groups, prunable, method, budget)
+  structure = structure_lib.resolve(groups, prunable, method, budget,
+                                    norm=group_norm)
   leaves = jax.tree.leaves(params)
   top = structure.choose({}, params, ratio, 'magnitude', q=q)
   masks = [top.masks.get(i, jnp.ones(jnp.shape(x), bool))

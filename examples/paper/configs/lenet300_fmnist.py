@@ -40,6 +40,9 @@ def get_config():
   c.structure = 'weights'
   c.budget = 'params'
   c.group_score = 'group_taylor'
+  # magnitude_ft's one-shot prune with structure='channels' ranks the groups
+  # by 'l2' (sum of w**2) or 'l1' (sum of |w|, Li et al. 2017's filter norm).
+  c.group_norm = 'l2'
   c.dense_from = ''  # workdir of a run whose dense model to start from
   c.gradual = ml_collections.ConfigDict()
   c.gradual.end_fraction = 0.75  # reach the final sparsity at 3/4 of training

@@ -33,6 +33,7 @@ from gsm_optax._src.spec import structure as structure_lib
 
 BUDGETS = ('params', 'flops')
 SCORES = ('group_taylor', 'weight_taylor')
+NORMS = ('l2', 'l1')  # a group's magnitude: sum of w**2, or of |w|
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,10 +235,15 @@ class Groups:
                              else jnp.abs(product(i)))
     return jnp.abs(self._per_group(binding, product))
 
-  def magnitudes(self, params: Any) -> jax.Array:
-    """One number per group: the sum of its members' squared weights."""
+  def magnitudes(self, params: Any, norm: str = 'l2') -> jax.Array:
+    """One number per group: the sum of its members' squared weights
+    (``norm='l2'``) or of their absolute values (``'l1'``, Li et al. 2017's
+    filter norm)."""
+    if norm not in NORMS:
+      raise ValueError(f'`group_norm` must be one of {NORMS}; got {norm!r}.')
     leaves = jax.tree.leaves(params)
-    return self._per_group(self.bind(params), lambda i: jnp.square(
+    size = jnp.square if norm == 'l2' else jnp.abs
+    return self._per_group(self.bind(params), lambda i: size(
         leaves[i].astype(jnp.float32)))
 
   # -- selection under a budget
@@ -332,11 +338,12 @@ class Groups:
     return {i: jnp.broadcast_to(m, jnp.shape(leaves[i]))
             for i, m in masks.items()}
 
-  def structure(self, budget: str = 'params',
-                score: str = 'group_taylor') -> '_GroupStructure':
+  def structure(self, budget: str = 'params', score: str = 'group_taylor',
+                norm: str = 'l2') -> '_GroupStructure':
     """These groups as the structure the transforms read (see
-    `gsm_optax._src.spec.structure`)."""
-    return _GroupStructure(self, budget, score)
+    `gsm_optax._src.spec.structure`), ranked by ``score`` when training
+    and by their ``norm`` (`magnitudes`) when pruning."""
+    return _GroupStructure(self, budget, score, norm)
 
   def kept_indices(self, active: Any) -> list[list[np.ndarray]]:
     """For each leaf and axis, the positions the slim model keeps."""
@@ -376,12 +383,16 @@ class Groups:
 class _GroupStructure:
   """`Groups` with a budget and a score: the structure of structured GSM."""
 
-  def __init__(self, groups: Groups, budget: str, score: str):
+  def __init__(self, groups: Groups, budget: str, score: str,
+               norm: str = 'l2'):
     if budget not in BUDGETS:
       raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
     if score not in SCORES:
       raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
+    if norm not in NORMS:
+      raise ValueError(f'`group_norm` must be one of {NORMS}; got {norm!r}.')
     self.groups, self.budget, self.score = groups, budget, score
+    self.norm = norm
 
   def scored_leaves(self, params):
     binding = self.groups.bind(params)
@@ -403,7 +414,7 @@ class _GroupStructure:
   def choose(self, values, params, ratio, kind, guess=None, q=None):
     del guess, q  # the groups are few: no search to start; the budget counts
     if kind == 'magnitude':
-      scores = self.groups.magnitudes(params)
+      scores = self.groups.magnitudes(params, self.norm)
     else:
       scores = self.groups.scores(values, params, self.score)
     chosen = self.groups.select(scores, ratio, self.budget)

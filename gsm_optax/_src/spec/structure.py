@@ -118,18 +118,22 @@ class PerWeight:
 
 def resolve(groups: Optional[Any], prunable: prunable_lib.PrunableSpec,
             method: str, budget: str = 'params',
-            score: str = 'group_taylor') -> Any:
+            score: str = 'group_taylor', norm: str = 'l2') -> Any:
   """The structure to use: ``groups`` (from `find_groups`) with its
-  ``budget`` and group ``score``, else `PerWeight` with ``prunable`` and
-  ``method``."""
+  ``budget``, group ``score`` and magnitude ``norm``, else `PerWeight` with
+  ``prunable`` and ``method``."""
   if groups is None:
     if budget != 'params':
       raise ValueError("`budget='flops'` needs `groups` (from "
                        'gsm_optax.find_groups): single weights have no FLOPs '
                        'of their own here.')
+    if norm != 'l2':
+      raise ValueError(f'`group_norm={norm!r}` ranks groups; single weights '
+                       'rank by |w| whatever the norm. Pass `groups` (from '
+                       'gsm_optax.find_groups), or leave `group_norm` out.')
     return PerWeight(prunable, method)
   if prunable is not None:
     raise ValueError(
         '`prunable` chooses leaves for per-weight pruning; with `groups` the '
         'groups decide what is pruned. Pass one of them.')
-  return groups.structure(budget, score)
+  return groups.structure(budget, score, norm)
