@@ -75,7 +75,10 @@ def place(state, mesh, mode):
   values on another process's devices.
   """
   if mesh is None:
-    return state, None
+    # Committed to its device, as the train step's outputs are: from an
+    # uncommitted state the step would compile again at its second call.
+    device = next(iter(jax.tree.leaves(state)[0].devices()))
+    return jax.device_put(state, device), None
   shardings = state_shardings(state, mesh, mode)
   if jax.process_count() == 1:
     return jax.device_put(state, shardings), shardings
