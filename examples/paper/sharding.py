@@ -77,7 +77,8 @@ def place(state, mesh, mode):
   if mesh is None:
     # Committed to its device, as the train step's outputs are: from an
     # uncommitted state the step would compile again at its second call.
-    device = next(iter(jax.tree.leaves(state)[0].devices()))
+    arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
+    device = next(iter(arrays[0].devices())) if arrays else jax.devices()[0]
     return jax.device_put(state, device), None
   shardings = state_shardings(state, mesh, mode)
   if jax.process_count() == 1:
