@@ -389,8 +389,6 @@ class _GroupStructure:
       raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
     if score not in SCORES:
       raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
-    if norm not in NORMS:
-      raise ValueError(f'`group_norm` must be one of {NORMS}; got {norm!r}.')
     self.groups, self.budget, self.score = groups, budget, score
     self.norm = norm
 
