@@ -216,23 +216,26 @@ def has_result(path, learning_rate, default_lr):
 def comparison_learning_rate(tuning, results_dir, model, ratio, method):
   """The pruning lr of ``method`` at ``ratio`` in the comparison.
 
-  The best on validation of the sweep at ``ratio`` when ``tuning`` holds one
-  (every point must have been run), else the config's lr.
+  The best on validation of the sweep at ``ratio``, or of the sweep that
+  ``serves`` it (`methods.sweep`), when ``tuning`` holds one (every point
+  must have been run), else the config's lr.
   """
-  sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio]
+  sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio] + [
+      s for s in tuning.get(model, ()) if ratio in s.get('serves', ())]
   if not sweeps:
     return plan_lib.default_learning_rate(model)
+  swept, lrs = sweeps[0]['ratio'], sweeps[0]['learning_rates']
   points = []
-  for lr in sweeps[0]['learning_rates']:
-    path = plan_lib.tuning_path(results_dir, model, method, ratio, lr)
+  for lr in lrs:
+    path = plan_lib.tuning_path(results_dir, model, method, swept, lr)
     if not os.path.exists(path):
       raise FileNotFoundError(
           f'{model} {method} at {ratio:g}x: the comparison takes its lr from '
           f'the sweep, and {path} is missing; run --part tuning first.')
     with open(path) as f:
       points.append(json.load(f))
-  best = best_learning_rates(points).get((model, ratio, method))
+  best = best_learning_rates(points).get((model, swept, method))
   if best is None:
-    raise ValueError(f'{model} {method} at {ratio:g}x diverged at every lr '
-                     f'of the sweep {sweeps[0]["learning_rates"]}; widen it.')
+    raise ValueError(f'{model} {method} at {swept:g}x diverged at every lr '
+                     f'of the sweep {lrs}; widen it.')
   return best[0]
