@@ -40,6 +40,32 @@ def test_a_slice_without_its_dense_model_says_which_run_to_do_first(
   assert not list((tmp_path / 'results' / 'tuning').glob('*.json'))
 
 
+def test_with_a_pool_one_run_per_missing_dense_model_goes_first(tmp_path):
+  """Runs side by side would each train the same missing dense model again;
+  one per seed does, first, and the others start from it."""
+  submitted = []
+
+  class Pool:  # records the batches; `future.result()` ends a batch
+
+    def submit(self, fn, r, *args):
+      submitted.append(r.title)
+      return type('Done', (), {'result': lambda self: submitted.append('|')})()
+
+  def a_run(seed, method):
+    dense = str(tmp_path / f's{seed}' / 'gsm_r10')
+    return runs_lib.Run(f'{method} s{seed}', 'lenet5', method, 2.0, seed,
+                        0.01, str(tmp_path / f'{method}_s{seed}.json'),
+                        str(tmp_path / f's{seed}' / method), (dense, '', ''))
+
+  todo = [a_run(s, m) for s in (0, 1) for m in ('a', 'b', 'c')]
+  run.run_each(todo, {}, retrain_dense=True, pool=Pool())
+  assert submitted == ['a s0', 'a s1', '|', '|'] + [
+      'b s0', 'c s0', 'b s1', 'c s1'] + ['|'] * 4
+  submitted.clear()  # without retraining, the runs keep their order
+  run.run_each(todo, {}, pool=Pool())
+  assert submitted == [r.title for r in todo] + ['|'] * 6
+
+
 def write_choice(results_dir, method, value, accuracy, diverged=False):
   """A `methods.Choice` sweep point, as `run.choice_run` writes it."""
   path = plan.choice_path(results_dir, method, value)

@@ -24,15 +24,24 @@ def dense_source(dense_dir, what, first_run, retrain=False, workdir=None):
         'pass --retrain-missing-dense to train it again).')
   if workdir is not None and trained_dense(workdir):
     return ''  # keep resuming as it started: with its own dense phase
+  found = find_dense(dense_dir)
+  if found is not None:
+    return found
+  print(f'{what}: no dense model in {dense_dir}; this run trains it again '
+        'from the same seed.', flush=True)
+  return ''
+
+
+def find_dense(dense_dir):
+  """``dense_dir`` if it holds a finished dense phase, else another run's of
+  the same seed (a sibling workdir) that does, else None."""
+  if has_dense(dense_dir):
+    return dense_dir
   parent = os.path.dirname(dense_dir)
   others = sorted(d for d in (glob.glob(os.path.join(parent, '*'))
                               if os.path.isdir(parent) else [])
                   if has_dense(d))
-  if others:
-    return others[0]
-  print(f'{what}: no dense model in {dense_dir}; this run trains it again '
-        'from the same seed.', flush=True)
-  return ''
+  return others[0] if others else None
 
 
 def has_dense(workdir):

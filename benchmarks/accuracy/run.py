@@ -82,7 +82,9 @@ def run_each(runs, plan, dataset=None, retrain_dense=False, pool=None):
   yet at its lr (so an interrupted benchmark resumes) and writes it.
 
   With ``pool`` (a `concurrent.futures.Executor`, see `worker_pool`) the
-  runs that train a dense model go first, side by side, then the others.
+  runs that train a dense model go first, side by side, then the others;
+  with ``retrain_dense``, so does one run per dense model that is missing
+  (the others of its seed then start from it, not each from its own).
   """
   todo = [r for r in runs if not results_lib.has_result(
       r.path, r.learning_rate, plan_lib.default_learning_rate(r.model))]
@@ -90,8 +92,14 @@ def run_each(runs, plan, dataset=None, retrain_dense=False, pool=None):
     for run in todo:
       train_run(run, plan, dataset, retrain_dense)
     return
-  for batch in ([r for r in todo if r.dense is None],
-                [r for r in todo if r.dense is not None]):
+  first = [r for r in todo if r.dense is None]
+  if retrain_dense:  # one run per missing dense model trains it, first
+    missing = {}
+    for r in todo:
+      if r.dense is not None and dense_models.find_dense(r.dense[0]) is None:
+        missing.setdefault(r.dense[0], r)
+    first += missing.values()
+  for batch in (first, [r for r in todo if r not in first]):
     for future in [pool.submit(train_run, r, plan, dataset, retrain_dense)
                    for r in batch]:
       future.result()  # a failed run raises here
