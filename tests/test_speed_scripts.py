@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -72,3 +74,39 @@ def test_step_overhead_times_every_call_on_the_same_inputs():
   assert len(seen) == 4
   for w in seen:
     np.testing.assert_array_equal(w, params['w'])
+
+
+def test_retime_times_each_structured_result_at_its_own_widths(tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+
+  from benchmarks.accuracy import slim_report  # pylint: disable=import-outside-toplevel
+  from benchmarks.speed import slim  # pylint: disable=import-outside-toplevel
+  channels = [["['fc1']", 300, 82], ["['fc2']", 100, 24]]
+  result = dict(model='lenet300', method='structured_gsm', ratio=4.0, seed=0,
+                pruned_accuracy=0.89, diverged=False,
+                slim={'channels': channels, 'params': [1.0, 1.0],
+                      'flops': [1.0, 1.0],
+                      'inference': {'batch': 1000, 'speedup': 9.0}})
+  (tmp_path / 'a.json').write_text(json.dumps(result))
+  (tmp_path / 'gsm.json').write_text(json.dumps(dict(model='lenet300')))
+  assert slim.retime(str(tmp_path), batch=8, repeats=2) == 1
+  timed = json.loads((tmp_path / 'a.json').read_text())
+  retimed = timed['slim'].pop('retimed')
+  assert timed == result  # nothing else changed
+  assert retimed['batch'] == 8 and retimed['repeats'] == 2
+  assert retimed['speedup'] == pytest.approx(
+      retimed['dense_seconds'] / retimed['slim_seconds'])
+  assert json.loads((tmp_path / 'gsm.json').read_text()) == dict(
+      model='lenet300')  # not structured: untouched
+  # The report takes the retimed speed-up, and says how it was timed.
+  lines = slim_report.slim_lines([dict(timed, slim=dict(
+      timed['slim'], retimed=retimed))])
+  assert f"{retimed['speedup']:.2f}×" in lines[-2]
+  assert 'batch 8' in lines[2] and '--retime' in lines[2]
+  assert slim_report.speedups([result]) == [9.0]  # not retimed: its own
+  # Widths of another model definition are refused, by name.
+  bad = dict(result, slim=dict(result['slim'], channels=[
+      ["['conv1']", 20, 10]]))
+  (tmp_path / 'a.json').write_text(json.dumps(bad))
+  with pytest.raises(ValueError, match='not the families'):
+    slim.retime(str(tmp_path), batch=8, repeats=2)

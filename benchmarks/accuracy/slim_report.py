@@ -29,8 +29,14 @@ def layer_name(path):
   return path.strip("[]'").replace("']['", '.')
 
 
+def timing_of(run):
+  """The slim model's timing of ``run``: retimed on its own
+  (``benchmarks.speed.slim --retime``) if it was, else the run's own."""
+  return run['slim'].get('retimed', run['slim']['inference'])
+
+
 def speedups(runs):
-  return [r['slim']['inference']['speedup'] for r in runs]
+  return [timing_of(r)['speedup'] for r in runs]
 
 
 def slim_lines(results):
@@ -41,16 +47,28 @@ def slim_lines(results):
   if not rows:
     return []
   order = list(methods_lib.METHODS)
-  batch = {r['slim']['inference']['batch'] for runs in rows.values()
-           for r in runs}
+  timings = [timing_of(r) for runs in rows.values() for r in runs]
+  batch = '/'.join(str(b) for b in sorted({t['batch'] for t in timings}))
+  retimed = [t for t in timings if 'date' in t]
+  if len(retimed) == len(timings):
+    how = (f'batch {batch}, median of the seeds, their range in brackets; '
+           'timed again on their own, dense and slim alternated, by '
+           '`python -m benchmarks.speed.slim --retime '
+           'benchmarks/results/accuracy` on a '
+           + ', '.join(sorted({t['machine'] for t in retimed})) + ' CPU, jax '
+           + ', '.join(sorted({t['jax'] for t in retimed})) + ', '
+           + ', '.join(sorted({t['date'] for t in retimed})) + ')')
+  else:
+    how = (f'batch {batch}, median of the seeds, their range in brackets; '
+           + (f'{len(retimed)} of {len(timings)} timed again on their own, '
+              'the others ' if retimed else '')
+           + 'timed at the end of their run while another run trained beside '
+           'it, so read it as a ratio, roughly)')
   lines = ['## Structured: the slim models', '',
            'Accuracy after the final cut (no fine-tuning after it), the '
            'share of FLOPs and parameters the slim model keeps, the widths '
            'it keeps (first seed), and its forward pass against the full '
-           'model\'s on this CPU (batch '
-           + '/'.join(str(b) for b in sorted(batch)) + ', median of the '
-           'seeds, their range in brackets; timed while another run '
-           'trained beside it, so read it as a ratio, roughly).', '',
+           'model\'s on this CPU (' + how + '.', '',
            '| model | method | FLOPs ÷ | accuracy | FLOPs kept | params kept '
            '| widths | speed-up |', '|---|---|---:|---|---:|---:|---|---:|']
   for (model, method, ratio), runs in sorted(

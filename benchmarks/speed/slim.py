@@ -2,6 +2,8 @@
 
 Usage: python -m benchmarks.speed.slim [--repeats 50] [--json out.json]
        [--models lenet300,lenet5] [--ratios 2,4,8]
+       python -m benchmarks.speed.slim --retime benchmarks/results/accuracy
+       [--batch 256] [--repeats 50]
 
 For LeNet-300-100 and LeNet-5 (random weights: the speed does not depend on
 them), the groups are found from the model's code (`gsm_optax.find_groups`)
@@ -13,12 +15,20 @@ and slim alternated in one process, medians after compilation: the forward
 pass at batch 1 and 256, and a training step at batch 256 (loss, gradient,
 SGD update of every parameter). On a GPU (the same script; the
 ``platform`` field says which), the table is the same.
+
+``--retime DIR`` times again the slim model of every structured result in
+DIR at the widths that run kept (random weights again), dense and slim
+forward passes alternated at ``--batch``, and records it in the result's
+``slim.retimed`` (the runs time theirs at the end of training, beside
+other runs; `benchmarks.accuracy.slim_report` prefers this one).
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
+import time
 
 import flax.nnx as nnx
 import jax
@@ -44,26 +54,30 @@ def random_model(name, seed=0):
   return (lambda p, x: nnx.merge(graphdef, p)(x)), state
 
 
+def active_of(groups, keeps):
+  """The groups that keep the first ``keeps[i]`` channels of family i."""
+  active = np.zeros(groups.num_groups, bool)
+  for i, keep in enumerate(keeps):
+    active[groups.offsets[i]:groups.offsets[i] + keep] = True
+  return active
+
+
 def uniform_widths(groups, ratio):
   """The groups that keep the same fraction of every layer, the largest
   fraction within ``1 / ratio`` of the FLOPs."""
   target = groups.totals['flops'] / ratio
-  best = None
   for fraction in np.linspace(1.0, 0.0, 1001):
-    active = np.zeros(groups.num_groups, bool)
-    for i, f in enumerate(groups.families):
-      keep = max(1, int(np.ceil(fraction * f.size)))
-      active[groups.offsets[i]:groups.offsets[i] + keep] = True
+    active = active_of(groups, [max(1, int(np.ceil(fraction * f.size)))
+                                for f in groups.families])
     if float(groups.kept_cost(jnp.asarray(active), 'flops')) <= target:
-      best = active
-      break
-  return best
+      return active
+  return None
 
 
-def cut(forward, state, groups, ratio):
-  """The state with uniform widths within ``1 / ratio`` of the FLOPs (the
-  other channels zeroed), and its slim model."""
-  masks = groups.expand(jnp.asarray(uniform_widths(groups, ratio)), state)
+def cut(forward, state, groups, active):
+  """The state with only the ``active`` groups' channels (the others
+  zeroed), and its slim model."""
+  masks = groups.expand(jnp.asarray(active), state)
   leaves, treedef = jax.tree.flatten(state)
   pruned = jax.tree.unflatten(treedef, [
       jnp.where(masks[i], x, 0) if i in masks else x
@@ -90,7 +104,8 @@ def measure(name, ratios, repeats):
   groups = gsm_optax.find_groups(forward, state, x1)
   rows = []
   for ratio in ratios:
-    pruned, slim_state, slim_fn, info = cut(forward, state, groups, ratio)
+    pruned, slim_state, slim_fn, info = cut(
+        forward, state, groups, uniform_widths(groups, ratio))
     dense_fwd, slim_fwd = jax.jit(forward), jax.jit(slim_fn)
     dense_step, slim_step = train_step(forward), train_step(slim_fn)
     np.testing.assert_allclose(slim_fwd(slim_state, x256),
@@ -113,6 +128,51 @@ def measure(name, ratios, repeats):
   return rows
 
 
+def retime(results_dir, batch, repeats):
+  """Times each structured result's slim model again at its widths and
+  writes it into the result (``slim.retimed``). Returns how many."""
+  models, count = {}, 0
+  for path in sorted(glob.glob(os.path.join(results_dir, '*.json'))):
+    with open(path) as f:
+      result = json.load(f)
+    if not result.get('slim') or result.get('diverged'):
+      continue
+    name = result['model']
+    if name not in models:
+      forward, state = random_model(name)
+      groups = gsm_optax.find_groups(forward, state,
+                                     jnp.ones((1,) + SHAPES[name]))
+      models[name] = forward, state, groups
+    forward, state, groups = models[name]
+    channels = result['slim']['channels']
+    if [c[0] for c in channels] != [f.name for f in groups.families]:
+      raise ValueError(f'{path}: its slim channels {[c[0] for c in channels]}'
+                       ' are not the families of the model\'s groups '
+                       f'{[f.name for f in groups.families]}; was it trained '
+                       'with another model definition?')
+    pruned, slim_state, slim_fn, info = cut(
+        forward, state, groups, active_of(groups, [c[2] for c in channels]))
+    assert [list(c) for c in info.channels] == channels, (path, info.channels)
+    x = jax.random.normal(jax.random.key(0), (batch,) + SHAPES[name])
+    dense_fwd, slim_fwd = jax.jit(forward), jax.jit(slim_fn)
+    seconds = timing.median_seconds({
+        'dense': lambda: dense_fwd(pruned, x),
+        'slim': lambda: slim_fwd(slim_state, x)}, repeats)
+    result['slim']['retimed'] = {
+        'batch': batch, 'repeats': repeats, 'dense_seconds': seconds['dense'],
+        'slim_seconds': seconds['slim'],
+        'speedup': seconds['dense'] / seconds['slim'],
+        'date': time.strftime('%Y-%m-%d'), 'jax': jax.__version__,
+        'machine': f'{os.cpu_count()}-core {platform.processor() or platform.machine()}'}
+    with open(path + '.tmp', 'w') as f:
+      json.dump(result, f, indent=1)
+    os.replace(path + '.tmp', path)
+    count += 1
+    print(f"{os.path.basename(path)}: {result['slim']['retimed']['speedup']:.2f}x",
+          flush=True)
+  return count
+
+
 def table_line(row):
   (fb, fa), (pb, pa) = row['flops'], row['params']
   widths = ', '.join(f'{n}/{s}' for _, s, n in row['channels'])
@@ -133,7 +193,16 @@ def main():
   parser.add_argument('--ratios', default='2,4,8')
   parser.add_argument('--repeats', type=int, default=50)
   parser.add_argument('--json', default=None)
+  parser.add_argument('--retime', default=None, metavar='RESULTS_DIR',
+                      help='time the slim model of each structured result '
+                      'here again, and record it in the result')
+  parser.add_argument('--batch', type=int, default=256,
+                      help='the batch of --retime')
   args = parser.parse_args()
+  if args.retime:
+    if not retime(args.retime, args.batch, args.repeats):
+      parser.error(f'--retime: no structured result in {args.retime}.')
+    return
   print(TABLE_HEADER)
   rows = [r for name in args.models.split(',') for r in measure(
       name, [float(r) for r in args.ratios.split(',')], args.repeats)]
