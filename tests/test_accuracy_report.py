@@ -38,6 +38,14 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
              in l for l in lines)
   assert any('GSM 85.00%' in l and 'beats the best baseline' in l
              for l in lines)
+  # A variant of one seed beside it has no spread to quote; one run's
+  # prune cost is one run's.
+  lines = findings.findings_lines(results + [run('gsm_smoothed', 0, 0.86)],
+                                  {})
+  assert any("GSM, smoothed 86.00% (+1.00 vs GSM, one seed" in l
+             for l in lines), lines
+  assert '- GSM, smoothed, lenet5 (1 pruning epochs): mean +0.00, largest ' \
+      '+0.00 over 1 run.' in lines
 
 
 def test_diagnostics_print_their_question_command_and_loss_curve(tmp_path):

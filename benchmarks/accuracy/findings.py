@@ -75,9 +75,10 @@ def row_findings(model, ratio, row, names):
       if row[variant] is None:
         continue
       v = row[variant]
+      spread = (f"seeds' std {max(row[method][1], v[1]):.2f}"
+                if min(row[method][2], v[2]) > 1 else 'one seed')
       text += (f'; {label(variant)} {v[0]:.2f}% ({v[0] - mean:+.2f} vs '
-               f"{label(method)}, seeds' std "
-               f'{max(row[method][1], v[1]):.2f}'
+               f'{label(method)}, {spread}'
                + (f', {v[0] - baselines[best]:+.2f} vs {label(best)}'
                   if best else '') + ')')
     lines.append(text + '.')
@@ -107,7 +108,8 @@ def findings_lines(results, plan, tuning=(), default_lr=0.03):
                       if r['model'] == model)
         lines.append(f'- {label(method)}, {model} ({epochs} pruning '
                      f'epochs): mean {statistics.mean(costs):+.2f}, largest '
-                     f'{max(costs):+.2f} over {len(costs)} runs.')
+                     f'{max(costs):+.2f} over {len(costs)} '
+                     + ('runs.' if len(costs) > 1 else 'run.'))
     lines += churn_report.churn_lines(results)
     lines += ['', 'How far a never-active weight decays over the pruning '
               'phase, exp(-Σ lr·λ/(1-β)) with the runs\' schedule: '
