@@ -94,13 +94,19 @@ class Snapshots:
 
 
 def truncate_jsonl(path, last_epoch):
-  """Drops records of epochs after the last checkpoint (they are redone)."""
-  if not os.path.exists(path):
+  """Drops records of epochs after the last checkpoint (they are redone).
+
+  Process 0 alone rewrites the file (as only it appends), to a temporary
+  name then renamed: with every process of a run rewriting it, one could
+  read it while another had emptied it, and write back nothing.
+  """
+  if jax.process_index() != 0 or not os.path.exists(path):
     return
   with open(path) as f:
     kept = [l for l in f if json.loads(l)['epoch'] <= last_epoch]
-  with open(path, 'w') as f:
+  with open(path + '.tmp', 'w') as f:
     f.writelines(kept)
+  os.replace(path + '.tmp', path)
 
 
 def append_jsonl(path, record):
