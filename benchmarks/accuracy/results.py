@@ -213,6 +213,14 @@ def has_result(path, learning_rate, default_lr):
     return learning_rate_of(json.load(f), default_lr) == learning_rate
 
 
+def write_result(path, result):
+  """Writes a result JSON to a temporary name, then renames it."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=1)
+  os.replace(path + '.tmp', path)
+
+
 def comparison_learning_rate(tuning, results_dir, model, ratio, method):
   """The pruning lr of ``method`` at ``ratio`` in the comparison.
 

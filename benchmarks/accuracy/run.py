@@ -26,7 +26,6 @@ the figures from all results.
 
 import argparse
 import concurrent.futures
-import json
 import multiprocessing
 import os
 
@@ -50,10 +49,7 @@ def train_and_save(config, workdir, path, budget, method, **fields):
                  score_decay=config.gsm.get('score_decay'),
                  **results_lib.pruning_phase_curves(workdir, config.pruning),
                  **fields)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(summary, f, indent=1)
-  os.replace(path + '.tmp', path)
+  results_lib.write_result(path, summary)
 
 
 def run_config(run, plan, dataset=None, retrain_dense=False):

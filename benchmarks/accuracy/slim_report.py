@@ -50,17 +50,16 @@ def slim_lines(results):
   timings = [timing_of(r) for runs in rows.values() for r in runs]
   batch = '/'.join(str(b) for b in sorted({t['batch'] for t in timings}))
   retimed = [t for t in timings if 'date' in t]
+  how = f'batch {batch}, median of the seeds, their range in brackets; '
   if len(retimed) == len(timings):
-    how = (f'batch {batch}, median of the seeds, their range in brackets; '
-           'timed again on their own, dense and slim alternated, by '
+    how += ('timed again on their own, dense and slim alternated, by '
            '`python -m benchmarks.speed.slim --retime '
            'benchmarks/results/accuracy` on a '
            + ', '.join(sorted({t['machine'] for t in retimed})) + ' CPU, jax '
            + ', '.join(sorted({t['jax'] for t in retimed})) + ', '
            + ', '.join(sorted({t['date'] for t in retimed})) + ')')
   else:
-    how = (f'batch {batch}, median of the seeds, their range in brackets; '
-           + (f'{len(retimed)} of {len(timings)} timed again on their own, '
+    how += ((f'{len(retimed)} of {len(timings)} timed again on their own, '
               'the others ' if retimed else '')
            + 'timed at the end of their run while another run trained beside '
            'it, so read it as a ratio, roughly)')

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.accuracy import results as results_lib
 from examples.paper import models
 from examples.paper import timing
 import gsm_optax
@@ -164,9 +165,7 @@ def retime(results_dir, batch, repeats):
         'speedup': seconds['dense'] / seconds['slim'],
         'date': time.strftime('%Y-%m-%d'), 'jax': jax.__version__,
         'machine': f'{os.cpu_count()}-core {platform.processor() or platform.machine()}'}
-    with open(path + '.tmp', 'w') as f:
-      json.dump(result, f, indent=1)
-    os.replace(path + '.tmp', path)
+    results_lib.write_result(path, result)
     count += 1
     print(f"{os.path.basename(path)}: {result['slim']['retimed']['speedup']:.2f}x",
           flush=True)
