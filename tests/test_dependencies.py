@@ -169,3 +169,14 @@ def test_requirement_names():
   assert requirement_name('gsm-optax[examples]') == 'gsm-optax[examples]'
   assert 'grain' in declared(load_pyproject(), 'test')  # through [examples]
   assert 'grain' not in declared(load_pyproject(), '')
+
+
+def test_tfds_can_prepare_a_dataset(tmp_path):
+  # What the AST check cannot see: a package imported by a dependency that
+  # its own metadata does not require. tensorflow-datasets 4.9.x imports
+  # `importlib_resources` unconditionally when it locates a builder's code
+  # (the first step of download_and_prepare, so of `load_tfds`), but requires
+  # it only on Python < 3.9; the examples extra declares it.
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder('fashion_mnist', data_dir=str(tmp_path))
+  assert builder.code_path.is_file() and builder.code_path.suffix == '.py'
