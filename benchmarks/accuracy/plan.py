@@ -22,10 +22,12 @@ FULL = {'lenet300': dict(ratios=(10.0, 30.0, 60.0, 125.0, 300.0),
         'lenet5': dict(ratios=(125.0, 300.0, 10.0, 30.0, 60.0), seeds=(0, 1, 2),
                        dense_epochs=8, prune_epochs=16, decay_epochs=(11, 14))}
 # --quick checks the harness, not the models: one epoch each, the pruned
-# model neither saved nor timed (``config``: fields set in every run).
+# model neither saved nor timed (``config``: fields set in every run); a
+# batch of 200 makes the sweeps' split (5/6 of 512 examples) and the full
+# one both 2 steps an epoch, so their runs compile one step (run.py).
 QUICK = {'lenet300': dict(ratios=(60.0,), seeds=(0,), dense_epochs=1,
                           prune_epochs=1, decay_epochs=(),
-                          config={'export': False})}
+                          config={'export': False, 'batch_size': 200})}
 
 # --quick sweeps every method at one ratio over two lrs; a method's own
 # sweeps (the full plan) are in its record (`methods.METHODS`).

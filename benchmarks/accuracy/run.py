@@ -104,10 +104,12 @@ def run_each(runs, plan, dataset=None, retrain_dense=False, pool=None):
 def quick_compilation(cache_dir):
   """--quick's runs are a few steps each, so compiling is most of their
   time: they compile with XLA's optimizations off and share their
-  compiled programs through JAX's persistent cache in ``cache_dir`` (runs
-  whose programs are the same reuse them; the lr schedule is a constant
-  of the training step, so a method's runs at other lrs do not; measured
-  in benchmarks/README.md)."""
+  compiled programs through JAX's persistent cache in ``cache_dir``: runs
+  whose programs are the same reuse them. The peak lr is optimizer state,
+  not a constant of the step (`examples.paper.phases.peak_in_state`), and
+  `plan.QUICK`'s batch size gives the sweeps' smaller training split the
+  same steps per epoch, so a method's sweep and comparison runs share one
+  program (measured in benchmarks/README.md)."""
   import jax  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_disable_most_optimizations', True)
   jax.config.update('jax_compilation_cache_dir', cache_dir)

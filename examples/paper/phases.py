@@ -31,25 +31,35 @@ class Phase:
   start_from: Optional[Callable[[nnx.Module], None]] = None
 
 
-def learning_rate_schedule(phase_config, steps_per_epoch):
-  """Linear warm-up, then x0.1 at each of ``decay_epochs`` (as the paper),
-  counted from the end of the warm-up (`optax.join_schedules` restarts the
-  step count there)."""
+def learning_rate_schedule(phase_config, steps_per_epoch, peak=None):
+  """Linear warm-up to ``peak`` (default ``phase_config.learning_rate``),
+  then x0.1 at each of ``decay_epochs`` (as the paper), counted from the end
+  of the warm-up (`optax.join_schedules` restarts the step count there)."""
+  peak = phase_config.learning_rate if peak is None else peak
   warmup = phase_config.warmup_epochs * steps_per_epoch
   boundaries = {int(e * steps_per_epoch): 0.1 for e in phase_config.decay_epochs}
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, phase_config.learning_rate, max(warmup, 1)),
-       optax.piecewise_constant_schedule(phase_config.learning_rate,
-                                         boundaries)], [max(warmup, 1)])
+      [optax.linear_schedule(0.0, peak, max(warmup, 1)),
+       optax.piecewise_constant_schedule(peak, boundaries)], [max(warmup, 1)])
+
+
+def peak_in_state(make_tx, phase_config):
+  """``make_tx(peak)`` at ``phase_config.learning_rate``, with the peak held
+  in the optimizer state (`optax.inject_hyperparams`) rather than compiled
+  into the train step as a constant: runs that differ only in their peak
+  learning rate (a sweep) share one compiled step. The updates are those of
+  ``make_tx(phase_config.learning_rate)``, bit for bit
+  (tests/test_phases.py)."""
+  return optax.inject_hyperparams(make_tx)(peak=phase_config.learning_rate)
 
 
 def sgd_with_decay(phase_config, steps_per_epoch):
   """Momentum SGD with weight decay on the kernels (the paper's base run)."""
-  return optax.chain(
+  return peak_in_state(lambda peak: optax.chain(
       optax.add_decayed_weights(phase_config.weight_decay,
                                 mask=gsm_optax.default_prunable),
-      optax.sgd(learning_rate_schedule(phase_config, steps_per_epoch),
-                phase_config.momentum, phase_config.nesterov))
+      optax.sgd(learning_rate_schedule(phase_config, steps_per_epoch, peak),
+                phase_config.momentum, phase_config.nesterov)), phase_config)
 
 
 def pruning_phase(config, steps_per_epoch, snapshots):
@@ -60,8 +70,8 @@ def pruning_phase(config, steps_per_epoch, snapshots):
   """
   g = config.gsm
   if config.pruning == 'gsm':
-    return Phase('gsm', g.epochs, lambda: gsm_with_ratio_warmup(
-        config, steps_per_epoch))
+    return Phase('gsm', g.epochs, lambda: peak_in_state(
+        lambda peak: gsm_with_ratio_warmup(config, steps_per_epoch, peak), g))
   if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
     mask = snapshot_mask(snapshots, 'dense', config)
     return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
@@ -83,11 +93,12 @@ def pruning_phase(config, steps_per_epoch, snapshots):
                    f"'gradual_magnitude'; got {config.pruning!r}.")
 
 
-def gsm_with_ratio_warmup(config, steps_per_epoch):
-  """GSM; with ``gsm.ratio_warmup_epochs``, the kept fraction goes from 1
-  to 1/C on Zhu & Gupta's cubic schedule (through inject_hyperparams)."""
+def gsm_with_ratio_warmup(config, steps_per_epoch, peak=None):
+  """GSM (peak lr ``peak``, default the config's); with
+  ``gsm.ratio_warmup_epochs``, the kept fraction goes from 1 to 1/C on Zhu &
+  Gupta's cubic schedule (through inject_hyperparams)."""
   g = config.gsm
-  lr = learning_rate_schedule(g, steps_per_epoch)
+  lr = learning_rate_schedule(g, steps_per_epoch, peak)
   options = dict(gsm_options(g, steps_per_epoch), **structure_options(config))
   if not g.ratio_warmup_epochs:
     return gsm_optax.gsm(lr, config.ratio, momentum=g.momentum,
