@@ -34,16 +34,11 @@ def optimizers(kind, peak, ratio_warmup_epochs=0):
   config = small_config(ratio_warmup_epochs)
   config.dense.learning_rate = config.gsm.learning_rate = peak
   if kind == 'sgd':
-    make = lambda p: optax.chain(
-        optax.add_decayed_weights(config.dense.weight_decay,
-                                  mask=phases.gsm_optax.default_prunable),
-        optax.sgd(phases.learning_rate_schedule(config.dense, STEPS_PER_EPOCH,
-                                                p),
-                  config.dense.momentum, config.dense.nesterov))
-    return phases.sgd_with_decay(config.dense, STEPS_PER_EPOCH), make(peak)
-  make = lambda peak: phases.gsm_with_ratio_warmup(config, STEPS_PER_EPOCH, peak)
-  in_state = phases.peak_in_state(make, config.gsm)
-  return in_state, phases.gsm_with_ratio_warmup(config, STEPS_PER_EPOCH)
+    return (phases.sgd_with_decay(config.dense, STEPS_PER_EPOCH),
+            phases.momentum_sgd(config.dense, STEPS_PER_EPOCH))
+  phase = phases.pruning_phase(config, STEPS_PER_EPOCH, snapshots={})
+  return (phase.make_tx(),
+          phases.gsm_with_ratio_warmup(config, STEPS_PER_EPOCH))
 
 
 def train(tx, steps=9):

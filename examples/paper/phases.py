@@ -54,12 +54,20 @@ def peak_in_state(make_tx, phase_config):
 
 
 def sgd_with_decay(phase_config, steps_per_epoch):
-  """Momentum SGD with weight decay on the kernels (the paper's base run)."""
-  return peak_in_state(lambda peak: optax.chain(
+  """`momentum_sgd` with its peak held in the optimizer state (`peak_in_state`)."""
+  return peak_in_state(
+      functools.partial(momentum_sgd, phase_config, steps_per_epoch),
+      phase_config)
+
+
+def momentum_sgd(phase_config, steps_per_epoch, peak=None):
+  """Momentum SGD (peak lr ``peak``, default the config's) with weight decay
+  on the kernels: the paper's base run."""
+  return optax.chain(
       optax.add_decayed_weights(phase_config.weight_decay,
                                 mask=gsm_optax.default_prunable),
       optax.sgd(learning_rate_schedule(phase_config, steps_per_epoch, peak),
-                phase_config.momentum, phase_config.nesterov)), phase_config)
+                phase_config.momentum, phase_config.nesterov))
 
 
 def pruning_phase(config, steps_per_epoch, snapshots):
@@ -70,8 +78,8 @@ def pruning_phase(config, steps_per_epoch, snapshots):
   """
   g = config.gsm
   if config.pruning == 'gsm':
-    return Phase('gsm', g.epochs, lambda: peak_in_state(
-        lambda peak: gsm_with_ratio_warmup(config, steps_per_epoch, peak), g))
+    return Phase('gsm', g.epochs, lambda: peak_in_state(functools.partial(
+        gsm_with_ratio_warmup, config, steps_per_epoch), g))
   if config.pruning == 'magnitude_ft':  # Han et al. 2015: prune, fine-tune
     mask = snapshot_mask(snapshots, 'dense', config)
     return Phase('magnitude_ft', g.epochs, lambda: optax.chain(
