@@ -9,9 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_select import adversarial_scores
 
 import gsm_optax
 from gsm_optax._src.selection import native_radix
+from gsm_optax._src.selection import search
 
 needs_compiler = pytest.mark.skipif(
     shutil.which(os.environ.get('CXX') or 'c++') is None,
@@ -70,6 +72,49 @@ def test_kernel_counts_many_large_arrays_exactly(seed, monkeypatch):
   for q in (1, n // 60, n):
     key, count = threshold(scores, q)
     assert (int(key), int(count)) == expected(scores, q), q
+
+
+# Large enough for the sampled route: a sample, then one pass over a window.
+SAMPLED_SHAPES = ((2048, 1024), (3, 3, 64, 128), (7,), (300,))
+
+
+@needs_compiler
+@pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
+                                  'denormal_only', 'nonfinite', 'all_equal',
+                                  'one_bucket'])
+def test_the_sampled_route_is_exact_in_one_pass(kind):
+  scores = adversarial_scores(kind, np.random.default_rng(0), SAMPLED_SHAPES)
+  n = sum(s.size for s in scores)
+  assert n >= native_radix.SAMPLED_FROM
+  select = jax.jit(lambda s, q: search.select_top_q(s, q, 'radix'))
+  for q in (1, 2, n // 300, n // 10, n // 2, n - 1, n):
+    top = select(scores, q)
+    assert (int(top.threshold_key), int(top.num_active)) == expected(
+        scores, q), q
+    assert int(top.mask_key) == int(top.threshold_key)
+    # The window holds the answer (1 pass), or two radix passes follow: at
+    # the ends, and where the answer lies between a mass of equal scores
+    # and a thin tail that the sample cannot place within a few buckets.
+    assert int(top.passes) in (1, 3), q
+    if kind in ('random', 'all_equal', 'one_bucket') and (
+        n // 300 <= q <= n // 2):
+      assert int(top.passes) == 1, q
+
+
+@needs_compiler
+def test_a_window_that_misses_the_answer_falls_back_to_two_passes():
+  # One score far above the rest, which the sample (1 block in 8 here)
+  # does not see: the window, where the sample puts the largest, lies below
+  # it, and two radix passes find it.
+  scores = adversarial_scores('random', np.random.default_rng(1),
+                              SAMPLED_SHAPES)
+  scores[0] = scores[0].at[5, 5].set(1e30)
+  select = jax.jit(lambda s, q: search.select_top_q(s, q, 'radix'))
+  top = select(scores, 1)
+  assert int(top.passes) == 3
+  assert (int(top.threshold_key), int(top.num_active)) == expected(scores, 1)
+  assert float(gsm_optax.key_to_score(top.threshold_key, jnp.float32)) == float(
+      np.float32(1e30))
 
 
 def test_a_failed_build_warns_falls_back_and_leaves_no_file(monkeypatch,

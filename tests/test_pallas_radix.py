@@ -3,6 +3,8 @@ interpreter on the CPU: its counts equal NumPy's, and radix select counted
 by it finds the Q-th largest key on hard inputs."""
 
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +95,22 @@ def test_the_gpu_route_lowers_to_a_triton_kernel_when_asked(monkeypatch,
   assert triton not in lowered()  # opt-in only
   monkeypatch.setenv('GSM_OPTAX_PALLAS', '1')
   assert triton in lowered()
+
+
+def test_a_pass_of_the_partitioned_route_is_a_radix_pass(monkeypatch):
+  # native_radix asks a pass for bins of keys from a lower end `lo`, and one
+  # count above them; on a GPU that is a Pallas pass over the prefix lo
+  # names (its keys above are not counted: radix passes do not read them).
+  from gsm_optax._src.selection import native_radix  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(pallas_radix, 'histogram', functools.partial(
+      pallas_radix.histogram, interpret=True))
+  scores = [jnp.asarray(s, jnp.float32)
+            for s in adversarial_scores('huge_tiny', np.random.default_rng(2))]
+  keys = bits(scores)
+  prefix, high, shift = 0x3f, 23, 15  # keys k >> 23 == 0x3f, by bits 15-22
+  counts = native_radix._pallas_count(
+      jnp.int32(prefix << high), scores, native_radix.Count(shift, 2 ** 8),
+      False)
+  inside = keys[(keys >> high) == prefix]
+  expected = np.bincount((inside >> shift) & 255, minlength=256)
+  np.testing.assert_array_equal(np.asarray(counts), np.append(expected, 0))

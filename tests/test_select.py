@@ -17,8 +17,7 @@ def numpy_kth_key(scores, q):
   return np.sort(keys)[::-1][q - 1]
 
 
-def adversarial_scores(kind, rng):
-  shapes = [(7, 5), (3, 3, 4, 2), (130,)]
+def adversarial_scores(kind, rng, shapes=((7, 5), (3, 3, 4, 2), (130,))):
   def draw(shape):
     if kind == 'random':
       return rng.exponential(size=shape)

@@ -20,7 +20,13 @@ count, the mean, the minimum):
 * ``interpolate``: ``method='interpolate'`` (the default) from the mean
   score (GSM's first step);
 * ``interpolate from last threshold``: from the previous step's Q-th
-  largest score, what `keep_top_taylor` does from its second step on.
+  largest score, what `keep_top_taylor` does from its second step on;
+* ``radix``: ``method='radix'`` as it runs at this size (3 passes);
+* ``radix, sampled``: the sampled radix route (`native_radix`), which
+  the CPU takes from 2**21 scores on, forced at LeNet-300's size here (its
+  sample is then 1 score in 8): 1 pass where the window it places holds
+  the answer, 3 where it does not. Where the kernel is not built, this row
+  repeats ``radix``'s.
 
 It also prints how far the Q-th largest score moves between steps at 60x,
 and times the two searches (jitted ``global_threshold`` at Q = N / 60) and
@@ -31,10 +37,12 @@ re-statements of the searches, which did not count the mean's pass.)
 """
 
 import argparse
+from unittest import mock
 
 import numpy as np
 
 WARM = 'interpolate from last threshold'
+SAMPLED = 'radix, sampled'
 
 
 def main():
@@ -49,6 +57,7 @@ def main():
   from examples.paper import train
   from examples.paper.configs import lenet300_fmnist
   import gsm_optax
+  from gsm_optax._src.selection import native_radix
   from gsm_optax._src.selection import search as search_lib
 
   parser = argparse.ArgumentParser(description=__doc__,
@@ -79,10 +88,13 @@ def main():
   searches = {m: jax.jit(lambda s, g, m=m: gsm_optax.global_threshold(
       s, q60, m, guess=g)) for m in ('interpolate', 'bisect')}
   seconds = {m: [] for m in (*searches, WARM)}
-  passes = {(r, m): [] for r in ratios for m in ('bisect', 'interpolate', WARM)}
+  passes = {(r, m): [] for r in ratios
+            for m in ('bisect', 'interpolate', WARM, 'radix', SAMPLED)}
   last_value = {}  # per ratio: the previous step's answer
   selects = {m: jax.jit(lambda s, q, g, m=m: search_lib.select_top_q(
-      s, q, m, guess=g)) for m in ('bisect', 'interpolate')}
+      s, q, m, guess=g)) for m in ('bisect', 'interpolate', 'radix')}
+  # The route is chosen when the search is traced: trace it once forced.
+  sampled = jax.jit(lambda s, q: search_lib.select_top_q(s, q, 'radix'))
   for step_index in range(args.steps):
     batch = rng.choice(len(images), config.batch_size, replace=False)
     kernels = [np.asarray(w, np.float32) for w in
@@ -104,11 +116,15 @@ def main():
     device_leaves = [jnp.asarray(t) for t in leaves]
     for ratio in ratios:
       q = int(scores.size // ratio)
-      runs = [('bisect', 'bisect', None), ('interpolate', 'interpolate', None)]
+      runs = [('bisect', 'bisect', None), ('interpolate', 'interpolate', None),
+              ('radix', 'radix', None)]
       if ratio in last_value:
         runs.append((WARM, 'interpolate', last_value[ratio]))
-      for name, method, guess in runs:
-        top = selects[method](device_leaves, q, guess)
+      tops = {name: selects[method](device_leaves, q, guess)
+              for name, method, guess in runs}
+      with mock.patch.object(native_radix, 'SAMPLED_FROM', 0):
+        tops[SAMPLED] = sampled(device_leaves, q)
+      for name, top in tops.items():
         assert int(top.threshold_key) == descending[q - 1], (name, ratio)
         passes[ratio, name].append(int(top.passes))
       last_value[ratio] = jnp.float32(descending[q - 1].view(np.float32))
@@ -119,9 +135,11 @@ def main():
   print(f'{args.steps} GSM steps of LeNet-300-100 at 60x from {args.dense}')
   print(f'threshold move between steps: median {np.median(moves):.1%}, '
         f'90th percentile {np.percentile(moves, 90):.1%}')
-  print('passes over all scores (mean, max), Q = N / ratio:')
+  print('passes over all scores (mean, max; share of steps with 1), '
+        'Q = N / ratio:')
   for (ratio, method), n in passes.items():
-    print(f'  {ratio:g}x {method:<32} {np.mean(n):5.1f} {max(n):3d}')
+    print(f'  {ratio:g}x {method:<32} {np.mean(n):5.1f} {max(n):3d} '
+          f'{np.mean(np.array(n) == 1):6.1%}')
   print(f'search time at 60x on {len(seconds["bisect"])} steps '
         f'({jax.devices()[0].device_kind}): median (min-max) over steps')
   for method, t in seconds.items():

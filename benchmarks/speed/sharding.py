@@ -8,8 +8,9 @@ speed-up; the table reports per-device memory from XLA's memory analysis and
 the collectives in the compiled step (count and bytes moved per device);
 then, per selection route, the passes its search makes and the all-reduces
 of the compiled update (`collective_rounds`), outside loops and per loop
-iteration, and the all-reduces of a step at that many passes (at most: a
-pass is one iteration of one loop).
+iteration (outside loops: on the fewest-most paths through conditionals,
+where they differ), and the all-reduces of a step at that many passes (at
+most: a pass is one iteration of one loop).
 """
 
 import os
@@ -54,15 +55,19 @@ def collectives(hlo: str) -> dict[str, tuple[int, int]]:
 
 
 class Rounds(NamedTuple):
-  """The all-reduces of a compiled step, on its longest path.
+  """The all-reduces of a compiled step.
 
-  ``outside``: those outside any loop (through a conditional, its branch
-  with the most); ``per_iteration``: for each while loop, those one
-  iteration makes at most. A step whose loops run ``n`` iterations in all
-  makes at most ``outside + max(per_iteration) * n``.
+  ``outside``: those outside any loop, on the longest path (through a
+  conditional, its branch with the most); ``per_iteration``: for each
+  while loop, those one iteration makes at most; ``fewest``: those outside
+  any loop on the shortest path (through a conditional, its branch with the
+  fewest; the sampled radix route's usual path). A step whose loops run
+  ``n`` iterations in all makes at most ``outside + max(per_iteration) *
+  n``.
   """
   outside: int
   per_iteration: tuple[int, ...]
+  fewest: int
 
 
 def _computations(hlo: str):
@@ -81,21 +86,26 @@ def collective_rounds(hlo: str) -> Rounds:
   loops = []
 
   @functools.cache
-  def count(name):
-    n = 0
+  def count(name):  # (most, fewest) outside loops
+    most = fewest = 0
     for line in comps[name]:
-      n += bool(re.search(r' all-reduce(?:-start)?\(', line))
+      here = bool(re.search(r' all-reduce(?:-start)?\(', line))
+      most, fewest = most + here, fewest + here
       body = re.search(r' while\(.*body=(%?[\w.\-]+)', line)
       branches = re.search(r'branch_computations=\{([^}]*)\}', line)
       if body:
-        loops.append(count(body.group(1)))
+        loops.append(count(body.group(1))[0])
       elif branches:
-        n += max(count(c.strip()) for c in branches.group(1).split(','))
+        paths = [count(c.strip()) for c in branches.group(1).split(',')]
+        most += max(p[0] for p in paths)
+        fewest += min(p[1] for p in paths)
       elif ' fusion(' in line or ' call(' in line:
-        n += sum(count(c) for c in re.findall(r'calls=(%?[\w.\-]+)', line))
-    return n
+        for c in re.findall(r'calls=(%?[\w.\-]+)', line):
+          most, fewest = most + count(c)[0], fewest + count(c)[1]
+    return most, fewest
 
-  return Rounds(count(entry), tuple(loops))
+  most, fewest = count(entry)
+  return Rounds(most, tuple(loops), fewest)
 
 
 def route_rounds(tree, mesh, ratio=10.0):
@@ -168,8 +178,10 @@ def main():
   for route, (passes, rounds, kinds) in route_rounds(tree, mesh).items():
     per_step = rounds.outside + max(rounds.per_iteration, default=0) * passes
     per_iter = '+'.join(map(str, rounds.per_iteration)) or '-'
+    outside = (f'{rounds.fewest}-{rounds.outside}'
+               if rounds.fewest != rounds.outside else f'{rounds.outside}')
     comm = ', '.join(f'{k} x{c}' for k, (c, _) in kinds.items())
-    print(f'{route:<12} {passes:>6} {rounds.outside:>8} {per_iter:>9} '
+    print(f'{route:<12} {passes:>6} {outside:>8} {per_iter:>9} '
           f"{'<= ' if rounds.per_iteration else ''}{per_step:>6}  {comm}",
           flush=True)
 

@@ -3,15 +3,28 @@
 `radix.radix_select` in jax.numpy makes 3 passes, each a scatter-add that
 XLA:CPU runs on one core. ``radix_kernel.cc`` counts a pass on every core
 (XLA's intra-op thread pool), from the gradients and parameters themselves
-where the scores are Taylor scores (they are never written out), and with
-bins wide enough for 2 passes on large trees (`digits`): the top 16 key
-bits, then the low 15 of the keys in the bucket that holds the Q-th
-largest. The digits between the passes are chosen in jax.numpy by the same
-code as every radix pass, so the answer is the same key and count.
+where the scores are Taylor scores (they are never written out).
+
+On large trees (from `SAMPLED_FROM` scores) the route is sampled: the
+kernel first counts a sample of about `SAMPLE` scores, spread over every
+array, into buckets of their top 16 key bits; the bucket where the sample
+puts the Q-th largest score, with `WINDOW` // 2 buckets either side, is a
+window of keys that one pass over all scores counts one key a bin, beside
+the count of the keys above it. If the Q-th largest key lies in the window
+(nearly always: the sample's error is a few buckets) it is read off those
+counts: one pass, whose keys are tested in vector registers and mostly
+counted nowhere. Else the route makes the two passes of plain radix
+select on the same kernel (the top 16 key bits, then the low 15 in the
+bucket that holds the answer). The sample changes how many passes are
+made, never the answer. Below `SAMPLED_FROM`, 3 passes (`radix.DIGITS`).
+The digits are chosen in jax.numpy by the same code as every radix pass
+(`radix.take`), so the answer is the same key and count.
 
 Under sharding the kernel counts each device's shards, and each pass sums
 the counts with one all-reduce over the mesh axes the scores are split
-along (`jax.experimental.custom_partitioning`): nothing is gathered.
+along (`jax.experimental.custom_partitioning`): nothing is gathered. The
+sampled route is then two all-reduces a step (the sample's, the window's),
+four when the window misses.
 
 The kernel is built and loaded by `native_build`. It is used for float32
 scores on the CPU; on a GPU the Pallas kernel of `pallas_radix` counts the
@@ -23,7 +36,7 @@ route is `radix.radix_select`.
 import ctypes
 import functools
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 from jax.experimental.custom_partitioning import custom_partitioning
@@ -38,14 +51,35 @@ from gsm_optax._src.selection import radix
 
 TARGET = 'gsm_key_histogram'
 SOURCE = os.path.join(os.path.dirname(__file__), 'radix_kernel.cc')
-# From this many scores on, 2 passes of 2**16 and 2**15 bins; below, the
-# bins cost more than a third pass over the scores (docs: performance).
-TWO_PASSES_FROM = 2 ** 21
+# From this many scores on, the sampled route (docs: performance); below,
+# the bins of its passes cost more than a third radix pass over the scores.
+SAMPLED_FROM = 2 ** 21
+# The scores the sample counts, about (a sample is at most 1/8 of them).
+SAMPLE = 2 ** 17
+# The buckets of 2**15 keys the window pass counts one key a bin.
+WINDOW = 16
+_TOP, _LOW = 16, 15  # the key bits of a bucket, and within one
+
+
+class Count(NamedTuple):
+  """What one pass of the kernel counts, beside its lower end ``lo`` (a
+  traced key): ``bins`` bins of ``2**shift`` keys each from ``lo`` on, then
+  the keys above them; with ``stride`` > 0 only a sample, one block of 16
+  elements in ``stride``."""
+  shift: int
+  bins: int
+  stride: int = 0
 
 
 def digits(size: int) -> tuple[int, ...]:
-  """The digits' widths the kernel counts ``size`` scores in."""
-  return (16, 15) if size >= TWO_PASSES_FROM else radix.DIGITS[31]
+  """The digits' widths of the plain radix passes over ``size`` scores on
+  the CPU (the sampled route's fallback from `SAMPLED_FROM` on)."""
+  return (_TOP, _LOW) if size >= SAMPLED_FROM else radix.DIGITS[31]
+
+
+def sample_stride(size: int) -> int:
+  """The sample's stride in blocks of 16, for ``size`` scores."""
+  return max(8, size // SAMPLE)
 
 
 @functools.cache
@@ -66,15 +100,25 @@ def applies(arrays: Sequence[jax.Array]) -> bool:
           _library() is not None)
 
 
-def _ffi_count(prefix, arrays, high, shift, products):
+def _ffi_count(lo, arrays, count: Count, products: bool):
   return jax.ffi.ffi_call(
-      TARGET, jax.ShapeDtypeStruct((2 ** (high - shift),), jnp.int32),
-      vmap_method='sequential')(prefix, *arrays, high=np.int32(high),
-                                shift=np.int32(shift), products=products)
+      TARGET, jax.ShapeDtypeStruct((count.bins + 1,), jnp.int32),
+      vmap_method='sequential')(lo, *arrays, shift=np.int32(count.shift),
+                                products=products,
+                                sample_stride=np.int64(count.stride))
+
+
+def _pallas_count(lo, arrays, count: Count, products: bool):
+  """A radix pass (``bins`` a power of two, ``lo`` aligned to their span,
+  no sample) by `pallas_radix`, which counts nothing above the bins."""
+  high = count.shift + count.bins.bit_length() - 1
+  counts = pallas_radix.histogram(lo >> high, arrays, high, count.shift,
+                                  products)
+  return jnp.append(counts, jnp.zeros(1, jnp.int32))
 
 
 # How a pass counts one device's arrays, per platform.
-_COUNTS = {'cpu': _ffi_count, 'cuda': pallas_radix.histogram}
+_COUNTS = {'cpu': _ffi_count, 'cuda': _pallas_count}
 
 
 def _split_axes(sharding) -> Optional[tuple]:
@@ -90,8 +134,8 @@ def _split_axes(sharding) -> Optional[tuple]:
 
 
 @functools.lru_cache(maxsize=64)
-def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
-                 products: bool, platform: str):
+def _partitioned(count: Count, ranks: tuple[int, ...], products: bool,
+                 platform: str):
   """A kernel's pass (`_COUNTS`) as one op that XLA's partitioner splits per
   device: each device counts its shards (one call per group of arrays split
   along the same mesh axes), then sums the counts over those axes."""
@@ -99,8 +143,8 @@ def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
   call = _COUNTS[platform]
 
   @custom_partitioning
-  def histogram(prefix, *arrays):
-    return call(prefix, arrays, high, shift, products)
+  def histogram(lo, *arrays):
+    return call(lo, arrays, count, products)
 
   def replicated(mesh, arg_shapes, result_shape):
     del arg_shapes, result_shape
@@ -119,11 +163,10 @@ def _partitioned(high: int, shift: int, ranks: tuple[int, ...],
         shardings[first + 1] = shardings[first]
       groups.setdefault(axes, []).extend(range(first - 1, first - 1 + step))
 
-    def lower(prefix, *local):
-      counts = jnp.zeros(2 ** (high - shift), jnp.int32)
+    def lower(lo, *local):
+      counts = jnp.zeros(count.bins + 1, jnp.int32)
       for axes, members in groups.items():
-        part = call(prefix, [local[i] for i in members], high, shift,
-                    products)
+        part = call(lo, [local[i] for i in members], count, products)
         counts += jax.lax.psum(part, axes) if axes else part
       return counts
 
@@ -142,18 +185,20 @@ def radix_select(scores: Sequence[jax.Array], q,
                  factors: Optional[tuple[Sequence[jax.Array],
                                          Sequence[jax.Array]]] = None):
   """`radix.radix_select` with each pass counted by a kernel: on the CPU
-  the FFI kernel (where it `applies`; in passes of `digits`), on a GPU the
-  Pallas kernel if ``GSM_OPTAX_PALLAS=1`` (`pallas_radix`); elsewhere, or
-  for other dtypes, `radix.radix_select` in jax.numpy.
+  the FFI kernel (where it `applies`; sampled from `SAMPLED_FROM` scores
+  on, else in passes of `digits`), on a GPU the Pallas kernel if
+  ``GSM_OPTAX_PALLAS=1`` (`pallas_radix`); elsewhere, or for other dtypes,
+  `radix.radix_select` in jax.numpy.
 
   ``factors``, optional: ``(gradients, params)`` whose ``|g * w|`` are
   ``scores``; where they are float32 the kernels compute the scores from
   them in each pass instead of reading scores that XLA wrote out.
   """
   scores = list(scores)
+  size = sum(s.size for s in scores)
   platforms = {}
   if applies(scores):
-    platforms['cpu'] = digits(sum(s.size for s in scores))
+    platforms['cpu'] = digits(size)
   if pallas_radix.enabled() and _float32(scores):
     platforms['cuda'] = pallas_radix.DIGITS
   if not platforms:
@@ -166,11 +211,19 @@ def radix_select(scores: Sequence[jax.Array], q,
 
   def counted_on(platform):
     def select(q, *arrays):
+      def count(lo, spec):
+        return _partitioned(spec, ranks, products, platform)(
+            jnp.asarray(lo, jnp.int32), *arrays)
+
       def histogram(prefix, high, shift, width):
-        del width
-        return _partitioned(high, shift, ranks, products, platform)(
-            prefix.astype(jnp.int32), *arrays)
-      return radix.radix_select(scores, q, platforms[platform], histogram)
+        return count(prefix << high, Count(shift, 2 ** width))[:-1]
+
+      def plain():
+        return radix.radix_select(scores, q, platforms[platform], histogram)
+
+      if platform == 'cpu' and size >= SAMPLED_FROM:
+        return _sampled_select(q, size, count, plain)
+      return plain()
     return select
 
   def portable(q, *arrays):
@@ -178,5 +231,37 @@ def radix_select(scores: Sequence[jax.Array], q,
     return radix.radix_select(scores, q)
 
   return jax.lax.platform_dependent(
-      jnp.asarray(q), *arrays, default=portable,
+      jnp.asarray(q, jnp.int32), *arrays, default=portable,
       **{platform: counted_on(platform) for platform in platforms})
+
+
+def _sampled_select(q, size, count, plain):
+  """The sampled route (module docstring): ``count(lo, Count)`` counts a
+  pass, ``plain()`` is the two-pass radix select the route falls back to.
+  Returns ``(key, num_at_least, passes)`` like `radix.radix_select`, the
+  passes over all scores (the sample not among them)."""
+  sample = count(0, Count(_LOW, 2 ** _TOP, sample_stride(size)))[:-1]
+  # The sample's Q-th largest, scaled to its size; its bucket is the
+  # window's middle.
+  rank = jnp.maximum(q.astype(jnp.float32) *
+                     (jnp.sum(sample).astype(jnp.float32) / size), 1.0)
+  at_or_above = jnp.cumsum(sample[::-1])[::-1]
+  middle = jnp.sum(at_or_above >= rank) - 1
+  first = jnp.clip(middle - WINDOW // 2, 0, 2 ** _TOP - WINDOW).astype(
+      jnp.int32)
+  lo = first << _LOW
+  window = count(lo, Count(0, WINDOW << _LOW))
+  above, fine = window[-1], window[:-1].reshape(WINDOW, 2 ** _LOW)
+  per_bucket = jnp.sum(fine, axis=1)
+  inside = (above < q) & (above + jnp.sum(per_bucket) >= q)
+
+  def read_off():
+    bucket, _, above_bucket = radix.take(per_bucket, above, q)
+    low, num, _ = radix.take(fine[bucket], above_bucket, q)
+    return lo + (bucket << _LOW) + low, num, jnp.ones((), jnp.int32)
+
+  def two_more_passes():
+    key, num, passes = plain()
+    return key, num, passes + 1
+
+  return jax.lax.cond(inside, read_off, two_more_passes)

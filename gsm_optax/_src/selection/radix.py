@@ -67,13 +67,29 @@ def radix_select(scores: Sequence[jax.Array], q,
   prefix = jnp.zeros((), key_dtype)
   above = jnp.zeros((), key_dtype)  # keys above the prefix's range
   shift = nbits
-  at_or_above = d = None
+  num = None
   for width in digits:
     high, shift = shift, shift - width
     hist = histogram(prefix, high, shift, width).astype(key_dtype)
-    # at_or_above[d]: keys above the bucket range plus those in buckets >= d.
-    at_or_above = above + jnp.cumsum(hist[::-1])[::-1]
-    d = jnp.sum(at_or_above >= q).astype(key_dtype) - 1
-    above = at_or_above[d] - hist[d]
+    d, num, above = take(hist, above, q)
     prefix = (prefix << width) | d
-  return prefix, at_or_above[d], jnp.asarray(len(digits), jnp.int32)
+  return prefix, num, jnp.asarray(len(digits), jnp.int32)
+
+
+def take(hist: jax.Array, above: jax.Array, q) -> tuple[jax.Array, ...]:
+  """The bin that holds the Q-th largest key.
+
+  Args:
+    hist: counts of keys per bin, bins in the keys' order.
+    above: how many keys lie above the last bin.
+    q: the rank, counted from the largest key.
+
+  Returns:
+    ``(d, num, above_d)``: the largest bin ``d`` that, with every key
+    above it, holds at least Q keys; that count (``num``); and the keys
+    above bin ``d`` (``above_d < q <= num``, where the Q-th largest key is
+    in the bins at all).
+  """
+  at_or_above = above + jnp.cumsum(hist[::-1])[::-1]
+  d = jnp.sum(at_or_above >= q).astype(hist.dtype) - 1
+  return d, at_or_above[d], at_or_above[d] - hist[d]

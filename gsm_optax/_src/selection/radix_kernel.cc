@@ -1,29 +1,38 @@
-// One pass of gsm_optax's radix select on the CPU: a histogram of key digits
-// over many float32 arrays (native_radix.py next to this file builds, loads
-// and calls it; it chooses the digits between the passes).
+// One pass of gsm_optax's radix select on the CPU: a histogram of keys over
+// many float32 arrays (native_radix.py next to this file builds, loads and
+// calls it, and chooses what each pass counts).
 //
 // The key of a non-negative score is its bit pattern read as an integer
 // (the sign bit is 0), which orders like the score, NaN above +inf. A pass
-// counts, per digit (key >> shift) & (2**width - 1), the keys with
-// key >> high == prefix (high = 31 and prefix 0 in the first pass: every
-// non-negative key), as radix.py's jax.numpy histogram does.
+// counts the keys k in the range [lo, lo + bins * 2**shift) per bin
+// (k - lo) >> shift, and in one more bin, the last, the keys above the
+// range. A radix pass is such a range: the keys whose higher digits equal a
+// prefix, binned by the next digit; the window pass of the sampled route is
+// a range of keys around where a sample puts the answer, binned one key a
+// bin. With sample_stride > 0 only a sample is counted: one block of
+// kBlock elements in every sample_stride blocks, at a place within them
+// that a hash of its number chooses (so the sample follows no dimension of
+// the array).
 //
 // The arrays are scores, or (with products=true) pairs of gradients and
 // parameters whose scores |g * w| are computed here, in registers, and never
-// written out: two passes then read the pairs twice and write nothing,
-// where scores computed by XLA first would be written to a temporary and
-// read back. The products are computed with the calling thread's
+// written out. The products are computed with the calling thread's
 // floating-point control word (XLA:CPU flushes denormals to zero), so each
 // is the float XLA computes for |g * w|.
 //
 // The work is split into chunks of the arrays' elements, claimed by the
 // calling thread and by tasks on XLA's intra-op thread pool, each worker
-// counting into its own histogram.
+// counting into its own histogram. A range that holds every key (the first
+// radix pass) is counted bin by bin into kWays copies; any other range is
+// tested a block of keys at a time in vector registers, and only the keys
+// inside it are counted, into a histogram that is allocated zeroed by the
+// system (pages that no key touches are never written).
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -41,6 +50,21 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kChunk = 1 << 16;  // elements per claimed chunk
+constexpr int kBlock = 16;           // keys computed and tested at once
+// Keys that fall in one bin one after another would wait on each other's
+// increment; kWays copies of the histogram, taken in turn, break the chain
+// (for ranges of at most kWaysUpTo bins, which every key falls in).
+constexpr int kWays = 4;
+constexpr int64_t kWaysUpTo = int64_t{1} << 16;
+// Elements ahead of the one computed that are asked for from memory: the
+// hardware's prefetcher stops at each 4 KiB page, which is one here.
+constexpr int64_t kAhead = 1024;
+// Likewise for a sample: its blocks this many on.
+constexpr int64_t kSampleAhead = 8;
+// A worker keeps the bins of the keys inside a range that not every key
+// falls in as a list, up to this many (then it adds them to a histogram of
+// its own: the memory stays bounded whatever the keys).
+constexpr size_t kListUpTo = size_t{1} << 20;
 
 // The floating-point control word, copied from the caller to the workers.
 #if defined(__SSE__)
@@ -70,110 +94,252 @@ struct Leaf {
   int64_t size;
 };
 
-inline uint32_t Bits(float x) {
-  uint32_t k;
-  std::memcpy(&k, &x, sizeof(k));
-  return k;
-}
+// What a pass counts: keys k with (k - lo) mod 2**32 < span go to bin
+// (k - lo) >> shift; keys k >= lo + span to the bin after the last.
+struct Range {
+  uint32_t lo;
+  uint32_t span;  // bins << shift, at most 2**31
+  int shift;
+  int64_t bins;
+  bool every_key;  // lo == 0 and span == 2**31: every key is in the range
+};
+
+// A chunk: kChunk consecutive elements of a leaf, or with a sample the
+// blocks first_block .. first_block + kChunk / kBlock - 1 of a leaf.
+struct Chunk {
+  int leaf;
+  int64_t first;
+};
 
 struct Inputs {
   std::vector<Leaf> leaves;
-  std::vector<std::pair<int, int64_t>> chunks;  // (leaf, first element)
+  std::vector<Chunk> chunks;
+  int64_t stride;  // 0: every element; else one block in `stride`
   ControlWord control;
+};
+
+struct Free {
+  void operator()(int32_t* p) const { std::free(p); }
+};
+using Counts = std::unique_ptr<int32_t[], Free>;
+
+
+// The start of sample block j of a leaf: the j-th run of `stride` blocks,
+// at the block of it that a hash of j chooses (the last block if that
+// would run past the end).
+inline int64_t SampleStart(int64_t j, int64_t stride, int64_t size) {
+  uint64_t h = static_cast<uint64_t>(j) + 0x9e3779b97f4a7c15ull;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  const int64_t start =
+      (j * stride + static_cast<int64_t>(h % static_cast<uint64_t>(stride))) *
+      kBlock;
+  return std::max<int64_t>(0, std::min(start, size - kBlock));
+}
+
+// The key of element i of a (with b: of the product |a[i] * b[i]|): the
+// bit pattern with the sign bit cleared is that of the absolute value.
+template <bool kProducts>
+inline uint32_t Key(const float* a, const float* b, int64_t i) {
+  const float x = kProducts ? a[i] * b[i] : a[i];
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return kProducts ? (u & 0x7fffffffu) : u;
+}
+
+// The keys of kBlock elements from a (and b), computed together.
+template <bool kProducts>
+inline void Keys(const float* __restrict a, const float* __restrict b,
+                 uint32_t* __restrict k) {
+  for (int j = 0; j < kBlock; ++j) k[j] = Key<kProducts>(a, b, j);
+}
+
+template <bool kProducts>
+inline void Prefetch(const float* a, const float* b) {
+  __builtin_prefetch(a + kAhead);
+  if (kProducts) __builtin_prefetch(b + kAhead);
+}
+
+// Where a worker counts: a histogram of ways * (bins + 1) (allocated zeroed
+// by the system when first needed: pages that no key touches are never
+// written), and for a range that not every key falls in, a list of bins
+// first.
+struct Tally {
+  int64_t bins = 0;
+  int ways = 1;
+  Counts hist;
+  std::vector<uint32_t> list;
+  bool failed = false;
+
+  int32_t* Hist() {
+    if (!hist && !failed) {
+      hist.reset(static_cast<int32_t*>(std::calloc(
+          static_cast<size_t>(ways * (bins + 1)), sizeof(int32_t))));
+      failed = !hist;
+    }
+    return hist.get();
+  }
+  void List(uint32_t bin) {
+    list.push_back(bin);
+    if (list.size() >= kListUpTo) Flush();
+  }
+  void Flush() {
+    int32_t* h = Hist();
+    if (h != nullptr) {
+      for (uint32_t bin : list) ++h[bin];
+    }
+    list.clear();
+  }
 };
 
 // One pass, shared by its workers. Held by shared_ptr: a task the pool
 // starts late, after the pass (or the call) ended, finds no worker slot
 // left and returns without touching anything else.
-struct Digit {
-  uint32_t prefix;
-  int high, shift;
-  uint32_t mask;
-};
-
 struct Pass {
   std::shared_ptr<const Inputs> inputs;
-  Digit digit;
-  int64_t bins;
-  std::vector<std::vector<int32_t>> hists;  // kWays per worker
+  Range range;
+  std::vector<Tally> tallies;  // per worker
+  std::vector<int64_t> above;  // per worker
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
-  std::atomic<int> workers{0};
+  std::atomic<int> workers{0};   // ids given out (closed: kClosed and more)
+  std::atomic<int> finished{0};  // workers that have written their counts
 };
 
-// Keys that fall in one bin one after another would wait on each other's
-// increment; kWays copies of the histogram, taken in turn, break the chain.
-constexpr int kWays = 4;
-// A later pass counts the few keys of one bucket: kBlock keys are computed
-// and tested at once (in vector registers), and only a block holding a
-// match is counted one key at a time.
-constexpr int kBlock = 16;
+constexpr int kClosed = 1 << 30;
 
+// Counts a[begin, end) (with b: the products) into tally / above. A key
+// with the sign bit set (no non-negative score's) is counted nowhere: in
+// every_key mode it goes to the spare bin after the last of its way.
 template <bool kProducts>
-void CountChunk(const Leaf& leaf, int64_t begin, const Digit& digit,
-                int32_t* hist, int64_t bins) {
-  const int64_t end = std::min(leaf.size, begin + kChunk);
-  const float* a = leaf.a;
-  const float* b = leaf.b;
-  const uint32_t prefix = digit.prefix, mask = digit.mask;
-  const int high = digit.high, shift = digit.shift;
-  auto key = [a, b](int64_t i) {
-    return kProducts ? Bits(std::fabs(a[i] * b[i])) : Bits(a[i]);
-  };
-  auto count = [&](uint32_t k, int32_t* h) {
-    if ((k >> high) == prefix) ++h[(k >> shift) & mask];
-  };
+void CountSpan(const float* a, const float* b, int64_t begin, int64_t end,
+               const Range& r, Tally& tally, int64_t& above) {
+  const uint32_t lo = r.lo, span = r.span;
+  const int shift = r.shift;
+  const uint32_t spare = static_cast<uint32_t>(r.bins);
+  // Keys from `top` on are above the range; there are none if it is 2**31.
+  const int64_t top = int64_t{lo} + span;
+  const int32_t top32 =
+      static_cast<int32_t>(std::min<int64_t>(top, INT32_MAX));
+  const bool none_above = top > INT32_MAX;
+  alignas(64) uint32_t k[kBlock];
   int64_t i = begin;
-  if (high == 31 && prefix == 0) {  // the first pass: every key counts
-    for (; i + kWays <= end; i += kWays) {
-      for (int w = 0; w < kWays; ++w) count(key(i + w), hist + w * bins);
-    }
-  } else {
+  if (r.every_key) {
+    int32_t* hist = tally.Hist();
+    if (hist == nullptr) return;
+    const int64_t stride = r.bins + 1;
+    const int ways = tally.ways;
     for (; i + kBlock <= end; i += kBlock) {
-      uint32_t keys[kBlock];
-      uint32_t any = 0;
-      for (int j = 0; j < kBlock; ++j) keys[j] = key(i + j);
-      for (int j = 0; j < kBlock; ++j) any |= (keys[j] >> high) == prefix;
-      if (any) {
-        for (int j = 0; j < kBlock; ++j) count(keys[j], hist);
+      Prefetch<kProducts>(a + i, b + i);
+      Keys<kProducts>(a + i, kProducts ? b + i : nullptr, k);
+      for (int j = 0; j < kBlock; ++j) {
+        k[j] = (k[j] >> 31) ? spare : k[j] >> shift;
+      }
+      for (int j = 0; j < kBlock; ++j) ++hist[(j % ways) * stride + k[j]];
+    }
+    for (; i < end; ++i) {  // the last elements, one at a time
+      const uint32_t key = Key<kProducts>(a, b, i);
+      ++hist[(key >> 31) ? spare : key >> shift];
+    }
+    return;
+  }
+  int64_t n_above = 0;
+  auto count = [&](uint32_t key) {
+    if (key - lo < span) {
+      tally.List((key - lo) >> shift);
+    }
+  };
+  for (; i + kBlock <= end; i += kBlock) {
+    Prefetch<kProducts>(a + i, b + i);
+    Keys<kProducts>(a + i, kProducts ? b + i : nullptr, k);
+    uint32_t any = 0;
+    int32_t over = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      any |= static_cast<uint32_t>(k[j] - lo < span);
+      over += static_cast<int32_t>(k[j]) >= top32;
+    }
+    n_above += over;
+    if (any) {  // list the keys in the range, in the order of their bits
+      uint32_t inside = 0;
+      for (int j = 0; j < kBlock; ++j) {
+        inside |= static_cast<uint32_t>(k[j] - lo < span) << j;
+      }
+      for (; inside != 0; inside &= inside - 1) {
+        tally.List((k[__builtin_ctz(inside)] - lo) >> shift);
       }
     }
   }
-  for (; i < end; ++i) count(key(i), hist);
+  for (; i < end; ++i) {  // the last elements, one at a time
+    const uint32_t key = Key<kProducts>(a, b, i);
+    count(key);
+    n_above += static_cast<int32_t>(key) >= top32;
+  }
+  if (!none_above) above += n_above;
 }
 
 void RunWorker(Pass& pass, bool in_caller) {
   const int id = pass.workers.fetch_add(1);
-  if (id >= static_cast<int>(pass.hists.size())) return;
+  if (id >= static_cast<int>(pass.tallies.size())) return;
   const Inputs& inputs = *pass.inputs;
+  const Range& range = pass.range;
+  Tally& tally = pass.tallies[id];
   ControlWord saved{};
   if (!in_caller) {
     saved = GetControl();
     SetControl(inputs.control);
   }
-  int32_t* hist = pass.hists[id].data();
+  int64_t above = 0;
   const int64_t n = static_cast<int64_t>(inputs.chunks.size());
   for (int64_t c; (c = pass.next.fetch_add(1)) < n;) {
-    const auto& [index, begin] = inputs.chunks[c];
-    const Leaf& leaf = inputs.leaves[index];
-    if (leaf.b != nullptr) {
-      CountChunk<true>(leaf, begin, pass.digit, hist, pass.bins);
+    const Chunk& chunk = inputs.chunks[c];
+    const Leaf& leaf = inputs.leaves[chunk.leaf];
+    auto span = [&](int64_t begin, int64_t end) {
+      if (leaf.b != nullptr) {
+        CountSpan<true>(leaf.a, leaf.b, begin, end, range, tally, above);
+      } else {
+        CountSpan<false>(leaf.a, nullptr, begin, end, range, tally, above);
+      }
+    };
+    if (inputs.stride == 0) {
+      span(chunk.first, std::min(leaf.size, chunk.first + kChunk));
     } else {
-      CountChunk<false>(leaf, begin, pass.digit, hist, pass.bins);
+      const int64_t blocks = (leaf.size + kBlock * inputs.stride - 1) /
+                             (kBlock * inputs.stride);
+      const int64_t last = std::min(blocks, chunk.first + kChunk / kBlock);
+      for (int64_t j = chunk.first; j < last; ++j) {
+        // The blocks are apart: ask for one kSampleAhead blocks on now.
+        if (j + kSampleAhead < last) {
+          const int64_t next =
+              SampleStart(j + kSampleAhead, inputs.stride, leaf.size);
+          __builtin_prefetch(leaf.a + next);
+          if (leaf.b != nullptr) __builtin_prefetch(leaf.b + next);
+        }
+        const int64_t start = SampleStart(j, inputs.stride, leaf.size);
+        span(start, std::min(leaf.size, start + kBlock));
+      }
     }
     pass.done.fetch_add(1, std::memory_order_release);
   }
+  pass.above[id] = above;
   if (!in_caller) SetControl(saved);
+  pass.finished.fetch_add(1, std::memory_order_release);
 }
 
-ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> prefix_buffer,
-                ffi::RemainingArgs args, int32_t high, int32_t shift,
-                bool products, ffi::Result<ffi::BufferR1<ffi::S32>> hist) {
-  const int64_t bins = static_cast<int64_t>(hist->element_count());
-  if (high < 1 || high > 31 || shift < 0 || shift >= high ||
-      bins != (int64_t{1} << (high - shift))) {
+ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
+                ffi::RemainingArgs args, int32_t shift, bool products,
+                int64_t sample_stride,
+                ffi::Result<ffi::BufferR1<ffi::S32>> out) {
+  const int64_t bins = static_cast<int64_t>(out->element_count()) - 1;
+  const int32_t lo = lo_buffer.typed_data()[0];
+  if (shift < 0 || shift > 31 || bins < 1 || bins > (int64_t{1} << 31) ||
+      (bins << shift) > (int64_t{1} << 31) ||
+      (lo > 0 && lo + (bins << shift) > (int64_t{1} << 31)) ||
+      sample_stride < 0) {
     return ffi::Error::InvalidArgument(
-        "expected 0 <= shift < high <= 31 and 2**(high - shift) bins");
+        "expected 0 <= shift <= 31, lo + bins * 2**shift <= 2**31 (the "
+        "output holds the bins and one count above them) and "
+        "sample_stride >= 0");
   }
   const size_t step = products ? 2 : 1;
   if (args.size() % step) {
@@ -182,6 +348,7 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> prefix_buffer,
   }
   auto inputs = std::make_shared<Inputs>();
   inputs->control = GetControl();
+  inputs->stride = sample_stride;
   for (size_t i = 0; i < args.size(); i += step) {
     auto a = args.get<ffi::AnyBuffer>(i);
     auto b = products ? args.get<ffi::AnyBuffer>(i + 1) : a;
@@ -200,11 +367,23 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> prefix_buffer,
          products ? reinterpret_cast<const float*>(b->untyped_data())
                   : nullptr,
          size});
-    for (int64_t begin = 0; begin < size; begin += kChunk) {
-      inputs->chunks.emplace_back(index, begin);
+    if (size < kBlock && sample_stride > 0) {
+      continue;  // no whole block to sample
+    }
+    const int64_t units =
+        sample_stride == 0
+            ? size
+            : (size + kBlock * sample_stride - 1) / (kBlock * sample_stride);
+    const int64_t per_chunk = sample_stride == 0 ? kChunk : kChunk / kBlock;
+    for (int64_t first = 0; first < units; first += per_chunk) {
+      inputs->chunks.push_back({index, first});
     }
   }
-  const int32_t prefix = prefix_buffer.typed_data()[0];
+  int32_t* counts = out->typed_data();
+  std::memset(counts, 0, sizeof(int32_t) * (bins + 1));
+  if (lo < 0 || inputs->chunks.empty()) {
+    return ffi::Error::Success();  // a negative lo: no key is counted
+  }
   const int64_t threads =
       kCanCopyControl ? std::max<int64_t>(pool.num_threads(), 0) : 0;
   const int workers = static_cast<int>(std::max<int64_t>(
@@ -213,12 +392,17 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> prefix_buffer,
 
   auto pass = std::make_shared<Pass>();
   pass->inputs = inputs;
-  // A negative prefix (never a non-negative key's) matches no key.
-  pass->digit = {prefix < 0 ? 0xffffffffu : static_cast<uint32_t>(prefix),
-                 static_cast<int>(high), static_cast<int>(shift),
-                 static_cast<uint32_t>(bins - 1)};
-  pass->bins = bins;
-  pass->hists.assign(workers, std::vector<int32_t>(kWays * bins, 0));
+  const int64_t span = bins << shift;
+  pass->range = {static_cast<uint32_t>(lo), static_cast<uint32_t>(span),
+                 static_cast<int>(shift), bins,
+                 lo == 0 && span == (int64_t{1} << 31)};
+  const int ways = pass->range.every_key && bins <= kWaysUpTo ? kWays : 1;
+  pass->tallies.resize(workers);
+  for (Tally& tally : pass->tallies) {
+    tally.bins = bins;
+    tally.ways = ways;
+  }
+  pass->above.assign(workers, 0);
   for (int t = 1; t < workers; ++t) {
     pool.Schedule([pass] { RunWorker(*pass, /*in_caller=*/false); });
   }
@@ -227,14 +411,27 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> prefix_buffer,
   while (pass->done.load(std::memory_order_acquire) < n) {
     std::this_thread::yield();
   }
-  int32_t* out = hist->typed_data();
-  for (int64_t bin = 0; bin < bins; ++bin) {
-    int32_t total = 0;
-    for (const auto& h : pass->hists) {
-      for (int w = 0; w < kWays; ++w) total += h[w * bins + bin];
-    }
-    out[bin] = total;
+  // No worker starts from here on; wait for those that did to write their
+  // counts (a task the pool started late finds no chunk and ends at once).
+  const int started = std::min(pass->workers.exchange(kClosed), workers);
+  while (pass->finished.load(std::memory_order_acquire) < started) {
+    std::this_thread::yield();
   }
+  int64_t above = 0;
+  for (Tally& tally : pass->tallies) {
+    if (tally.failed) {
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                        "could not allocate a histogram");
+    }
+    for (uint32_t bin : tally.list) ++counts[bin];
+    const int32_t* h = tally.hist.get();
+    for (int way = 0; h != nullptr && way < ways; ++way) {
+      const int32_t* part = h + way * (bins + 1);
+      for (int64_t bin = 0; bin < bins; ++bin) counts[bin] += part[bin];
+    }
+  }
+  for (int64_t a : pass->above) above += a;
+  counts[bins] = static_cast<int32_t>(above);
   return ffi::Error::Success();
 }
 
@@ -245,7 +442,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsmKeyHistogram, Impl,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::BufferR0<ffi::S32>>()
                                   .RemainingArgs()
-                                  .Attr<int32_t>("high")
                                   .Attr<int32_t>("shift")
                                   .Attr<bool>("products")
+                                  .Attr<int64_t>("sample_stride")
                                   .Ret<ffi::BufferR1<ffi::S32>>());

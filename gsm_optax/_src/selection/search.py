@@ -20,9 +20,11 @@ default) takes one of them (`auto_route`): ``'radix'`` on the CPU from
   keys reach the prefix, the least of them is that key: one pass taking a
   minimum replaces the remaining passes.
 * ``'radix'``: radix select (`radix`): always 3 histogram passes (6 for
-  float64), no data-dependent loop; for float32 on the CPU 2 passes,
-  counted by a kernel of our own on every core (`native_radix`). Sharded,
-  each pass is one all-reduce of the histogram.
+  float64), no data-dependent loop; for float32 on the CPU counted by a
+  kernel of our own on every core (`native_radix`), and from
+  `native_radix.SAMPLED_FROM` scores on sampled: one pass over a window of
+  keys that a sample places, two more where the window misses. Sharded,
+  each pass (and the sample) is one all-reduce of its counts.
 * ``'top_k'``: ``jax.lax.top_k`` on the concatenated keys. Needs a static Q
   and gathers every score; kept as the reference and for small models.
 
