@@ -3,8 +3,14 @@
 import os
 import subprocess
 import sys
+from unittest import mock
 
+import jax
+import jax.numpy as jnp
 import pytest
+
+import gsm_optax
+from gsm_optax._src.selection import native_radix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,3 +116,22 @@ def test_retime_times_each_structured_result_at_its_own_widths(tmp_path):
   (tmp_path / 'a.json').write_text(json.dumps(bad))
   with pytest.raises(ValueError, match='not the families'):
     slim.retime(str(tmp_path), batch=8, repeats=2)
+
+
+@pytest.mark.skipif(not native_radix.applies([jnp.zeros(1)]),
+                    reason='the native radix kernel is not built here')
+def test_radix_routes_times_each_form_it_names():
+  # Each form is what it says: the sampled one counts a window of
+  # native_radix.WINDOW buckets (and one count above), the plain one not.
+  from benchmarks.speed import radix_routes  # pylint: disable=import-outside-toplevel
+  window = f'tensor<{(native_radix.WINDOW << 15) + 1}xi32>'
+  params = {'kernel': jnp.ones((64, 32))}
+  for form, sampled_from in radix_routes.FORMS.items():
+    tx = gsm_optax.gsm(0.01, 10.0, method='radix')  # traced anew
+    with mock.patch.object(native_radix, 'SAMPLED_FROM', sampled_from):
+      text = jax.jit(tx.update).lower(params, tx.init(params),
+                                      params).as_text()
+    assert (window in text) == (form == 'sampled'), form
+  n, seconds = radix_routes.time_forms({'kernel': (64, 32)}, repeats=1)
+  assert n == 64 * 32 and set(seconds) == {'sgd', *radix_routes.FORMS}
+  assert all(s > 0 for s in seconds.values())

@@ -176,14 +176,17 @@ def main():
         f"{'per step':>9}  collectives in the HLO")
   tree = jax.tree.map(np.asarray, trees.random_tree(trees.resnet50_shapes(), 0))
   for route, (passes, rounds, kinds) in route_rounds(tree, mesh).items():
-    per_step = rounds.outside + max(rounds.per_iteration, default=0) * passes
     per_iter = '+'.join(map(str, rounds.per_iteration)) or '-'
     outside = (f'{rounds.fewest}-{rounds.outside}'
                if rounds.fewest != rounds.outside else f'{rounds.outside}')
+    if rounds.per_iteration:
+      per_step = '<= ' + str(rounds.outside + max(rounds.per_iteration) *
+                             passes)
+    else:  # no loop: the path taken, from the fewest to the most
+      per_step = outside
     comm = ', '.join(f'{k} x{c}' for k, (c, _) in kinds.items())
     print(f'{route:<12} {passes:>6} {outside:>8} {per_iter:>9} '
-          f"{'<= ' if rounds.per_iteration else ''}{per_step:>6}  {comm}",
-          flush=True)
+          f'{per_step:>9}  {comm}', flush=True)
 
 
 if __name__ == '__main__':
