@@ -22,21 +22,20 @@
 //
 // The work is split into chunks of the arrays' elements, claimed by the
 // calling thread and by tasks on XLA's intra-op thread pool, each worker
-// counting into its own histogram. A range that holds every key (the first
-// radix pass) is counted bin by bin into kWays copies; any other range is
-// tested a block of keys at a time in vector registers, and only the keys
-// inside it are counted, into a histogram that is allocated zeroed by the
-// system (pages that no key touches are never written).
+// counting on its own. A range that holds every key (the first radix pass)
+// is counted bin by bin into kWays copies of a histogram; any other range
+// is tested a block of keys at a time in vector registers, and the bins of
+// the few keys inside it are listed, then added to the output after the
+// pass (a list grown past kListUpTo goes into a histogram of the worker's
+// own first, so the memory stays bounded whatever the keys).
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
-#include <utility>
 #include <vector>
 
 #if defined(__SSE__)
