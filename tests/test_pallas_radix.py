@@ -64,8 +64,9 @@ def test_more_than_eight_bits_a_pass_is_refused():
 def test_radix_select_counted_by_the_kernel_is_exact(kind):
   scores = [jnp.asarray(s, jnp.float32)
             for s in adversarial_scores(kind, np.random.default_rng(1))]
-  histogram = lambda prefix, high, shift, width: pallas_radix.histogram(
-      prefix.astype(jnp.int32), scores, high, shift, False, interpret=True)
+  histogram = lambda prefix, above, high, shift, width: radix.rank_counts(
+      pallas_radix.histogram(prefix.astype(jnp.int32), scores, high, shift,
+                             False, interpret=True), above)
   n = sum(s.size for s in scores)
   for q in (1, 17, n):
     key, count, passes = radix.radix_select(scores, q, pallas_radix.DIGITS,

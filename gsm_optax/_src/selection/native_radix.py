@@ -17,7 +17,8 @@ counted nowhere. Else the route makes the two passes of plain radix
 select on the same kernel (the top 16 key bits, then the low 15 in the
 bucket that holds the answer). The sample changes how many passes are
 made, never the answer. Below `SAMPLED_FROM`, 3 passes (`radix.DIGITS`).
-The digits are chosen in jax.numpy by the same code as every radix pass
+Every pass returns rank counts (`radix.Histogram`), and the digits, and
+the key in the window, are chosen in jax.numpy by the same code
 (`radix.take`), so the answer is the same key and count.
 
 Under sharding the kernel counts each device's shards, and each pass sums
@@ -64,7 +65,8 @@ _TOP, _LOW = 16, 15  # the key bits of a bucket, and within one
 class Count(NamedTuple):
   """What one pass of the kernel counts, beside its lower end ``lo`` (a
   traced key): ``bins`` bins of ``2**shift`` keys each from ``lo`` on, then
-  the keys above them; with ``stride`` > 0 only a sample, one block of 16
+  the keys above them, as rank counts (`radix.Histogram`: entry b the keys
+  at or above bin b); with ``stride`` > 0 only a sample, one block of 16
   elements in ``stride``."""
   shift: int
   bins: int
@@ -110,7 +112,9 @@ def _ffi_count(lo, arrays, count: Count, products: bool):
 
 def _pallas_count(lo, arrays, count: Count, products: bool):
   """A radix pass (``bins`` a power of two, ``lo`` aligned to their span,
-  no sample) by `pallas_radix`, which counts nothing above the bins."""
+  no sample) by `pallas_radix`: counts per bin, not rank counts, and
+  nothing above the bins (`radix.rank_counts` makes rank counts of their
+  sum over devices)."""
   high = count.shift + count.bins.bit_length() - 1
   counts = pallas_radix.histogram(lo >> high, arrays, high, count.shift,
                                   products)
@@ -215,8 +219,11 @@ def radix_select(scores: Sequence[jax.Array], q,
         return _partitioned(spec, ranks, products, platform)(
             jnp.asarray(lo, jnp.int32), *arrays)
 
-      def histogram(prefix, high, shift, width):
-        return count(prefix << high, Count(shift, 2 ** width))[:-1]
+      def histogram(prefix, above, high, shift, width):
+        counts = count(prefix << high, Count(shift, 2 ** width))
+        if platform == 'cpu':  # the kernel's rank counts, above included
+          return counts
+        return radix.rank_counts(counts[:-1], above)
 
       def plain():
         return radix.radix_select(scores, q, platforms[platform], histogram)
@@ -240,25 +247,21 @@ def _sampled_select(q, size, count, plain):
   pass, ``plain()`` is the two-pass radix select the route falls back to.
   Returns ``(key, num_at_least, passes)`` like `radix.radix_select`, the
   passes over all scores (the sample not among them)."""
-  sample = count(0, Count(_LOW, 2 ** _TOP, sample_stride(size)))[:-1]
+  sample = count(0, Count(_LOW, 2 ** _TOP, sample_stride(size)))
   # The sample's Q-th largest, scaled to its size; its bucket is the
   # window's middle.
   rank = jnp.maximum(q.astype(jnp.float32) *
-                     (jnp.sum(sample).astype(jnp.float32) / size), 1.0)
-  at_or_above = jnp.cumsum(sample[::-1])[::-1]
-  middle = jnp.sum(at_or_above >= rank) - 1
+                     (sample[0].astype(jnp.float32) / size), 1.0)
+  middle = jnp.sum(sample[:-1] >= rank) - 1
   first = jnp.clip(middle - WINDOW // 2, 0, 2 ** _TOP - WINDOW).astype(
       jnp.int32)
   lo = first << _LOW
   window = count(lo, Count(0, WINDOW << _LOW))
-  above, fine = window[-1], window[:-1].reshape(WINDOW, 2 ** _LOW)
-  per_bucket = jnp.sum(fine, axis=1)
-  inside = (above < q) & (above + jnp.sum(per_bucket) >= q)
+  inside = (window[-1] < q) & (window[0] >= q)
 
   def read_off():
-    bucket, _, above_bucket = radix.take(per_bucket, above, q)
-    low, num, _ = radix.take(fine[bucket], above_bucket, q)
-    return lo + (bucket << _LOW) + low, num, jnp.ones((), jnp.int32)
+    low, num, _ = radix.take(window, q)
+    return lo + low, num, jnp.ones((), jnp.int32)
 
   def two_more_passes():
     key, num, passes = plain()

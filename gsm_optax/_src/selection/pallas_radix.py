@@ -62,8 +62,8 @@ def histogram(prefix, arrays: Sequence[jax.Array], high: int, shift: int,
               products: bool, interpret: bool = False) -> jax.Array:
   """Counts per digit ``(key >> shift) & (2**(high - shift) - 1)`` of the
   keys with ``key >> high == prefix``, over ``arrays`` (float32 scores, or
-  gradient and parameter pairs, flattened), summed: `radix.Histogram`'s
-  answer for one pass.
+  gradient and parameter pairs, flattened), summed: one pass's counts per
+  bin, of which `radix.rank_counts` makes a `radix.Histogram`'s answer.
 
   Args:
     prefix: the digits decided so far (an int32 scalar).

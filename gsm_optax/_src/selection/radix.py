@@ -2,8 +2,9 @@
 
 The keys (`keys.score_keys`) order non-negative scores as integers; each
 pass decides one digit of the answer from the top, so float32 scores need
-3 passes and float64 6, whatever the scores (2 for float32 on the CPU, where
-`native_radix` counts with a kernel of our own). See `search` for the routes.
+3 passes and float64 6, whatever the scores (fewer for float32 on the CPU,
+where `native_radix` counts with a kernel of our own). See `search` for the
+routes.
 """
 
 from typing import Callable, Optional, Sequence
@@ -17,23 +18,35 @@ from gsm_optax._src.selection import keys
 # 3 passes, 63 in 6.
 DIGITS = {31: (11, 10, 10), 63: (11, 11, 11, 10, 10, 10)}
 
-# histogram(prefix, high, shift, width): how many keys k, summed over the
-# arrays, have k >> high == prefix, per digit (k >> shift) & (2**width - 1).
-Histogram = Callable[[jax.Array, int, int, int], jax.Array]
+# histogram(prefix, above, high, shift, width): the keys' rank counts in
+# the prefix's range, an array of 2**width + 1: entry d counts the keys k,
+# over all arrays, at or above digit d of the range (k >> high == prefix
+# with (k >> shift) & (2**width - 1) >= d, or k >> high > prefix), and the
+# last one those above the range. ``above``, that last count, is known from
+# the last pass (0 at the first); a count that sums per device must count
+# it itself instead (a sum over devices would add it once per device).
+Histogram = Callable[[jax.Array, jax.Array, int, int, int], jax.Array]
+
+
+def rank_counts(hist: jax.Array, above: jax.Array) -> jax.Array:
+  """Rank counts (see `Histogram`) from the counts per bin ``hist`` and the
+  keys ``above`` the last bin."""
+  return above + jnp.append(jnp.cumsum(hist[::-1])[::-1],
+                            jnp.zeros(1, hist.dtype))
 
 
 def scatter_histogram(all_keys: Sequence[jax.Array]) -> Histogram:
   """The `Histogram` of ``all_keys`` in jax.numpy (a scatter-add per array,
   in the array's own shape: a reshape would gather a sharded array).
   Negative keys (never from non-negative scores) match no prefix."""
-  def histogram(prefix, high, shift, width):
+  def histogram(prefix, above, high, shift, width):
     hist = jnp.zeros(2 ** width, prefix.dtype)
     for k in all_keys:
       match = (k >> high) == prefix
       digit = jnp.where(match, (k >> shift) & (2 ** width - 1), 2 ** width)
       hist += jnp.zeros(2 ** width + 1, prefix.dtype).at[digit].add(
           1, mode='promise_in_bounds')[:-1]
-    return hist
+    return rank_counts(hist, above)
   return histogram
 
 
@@ -42,9 +55,9 @@ def radix_select(scores: Sequence[jax.Array], q,
                  histogram: Optional[Histogram] = None):
   """The Q-th largest key, one digit per pass from the top.
 
-  A pass histograms the next digit of the keys whose higher digits equal
-  the prefix decided so far, summed over the arrays; the digit taken is the
-  largest whose bucket, with every key above it, holds at least Q keys.
+  A pass counts the next digit of the keys whose higher digits equal the
+  prefix decided so far, summed over the arrays, as rank counts; the digit
+  taken is the largest whose rank count reaches Q (`take`).
 
   Args:
     scores: non-negative score arrays of one float dtype.
@@ -70,26 +83,24 @@ def radix_select(scores: Sequence[jax.Array], q,
   num = None
   for width in digits:
     high, shift = shift, shift - width
-    hist = histogram(prefix, high, shift, width).astype(key_dtype)
-    d, num, above = take(hist, above, q)
+    counts = histogram(prefix, above, high, shift, width).astype(key_dtype)
+    d, num, above = take(counts, q)
     prefix = (prefix << width) | d
   return prefix, num, jnp.asarray(len(digits), jnp.int32)
 
 
-def take(hist: jax.Array, above: jax.Array, q) -> tuple[jax.Array, ...]:
+def take(counts: jax.Array, q) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The bin that holds the Q-th largest key.
 
   Args:
-    hist: counts of keys per bin, bins in the keys' order.
-    above: how many keys lie above the last bin.
+    counts: rank counts of consecutive bins of keys (see `Histogram`): how
+      many keys lie at or above each bin, and, last, above every bin.
     q: the rank, counted from the largest key.
 
   Returns:
-    ``(d, num, above_d)``: the largest bin ``d`` that, with every key
-    above it, holds at least Q keys; that count (``num``); and the keys
-    above bin ``d`` (``above_d < q <= num``, where the Q-th largest key is
-    in the bins at all).
+    ``(d, num, above_d)``: the largest bin ``d`` whose count reaches Q,
+    that count ``num``, and the keys above bin ``d`` (``above_d < q <=
+    num``, where the Q-th largest key lies in the bins at all).
   """
-  at_or_above = above + jnp.cumsum(hist[::-1])[::-1]
-  d = jnp.sum(at_or_above >= q).astype(hist.dtype) - 1
-  return d, at_or_above[d], at_or_above[d] - hist[d]
+  d = jnp.sum(counts[:-1] >= q).astype(counts.dtype) - 1
+  return d, counts[d], counts[d + 1]

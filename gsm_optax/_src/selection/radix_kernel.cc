@@ -5,11 +5,13 @@
 // The key of a non-negative score is its bit pattern read as an integer
 // (the sign bit is 0), which orders like the score, NaN above +inf. A pass
 // counts the keys k in the range [lo, lo + bins * 2**shift) per bin
-// (k - lo) >> shift, and in one more bin, the last, the keys above the
-// range. A radix pass is such a range: the keys whose higher digits equal a
-// prefix, binned by the next digit; the window pass of the sampled route is
-// a range of keys around where a sample puts the answer, binned one key a
-// bin. With sample_stride > 0 only a sample is counted: one block of
+// (k - lo) >> shift, and the keys above the range, and returns rank counts:
+// entry b the keys at or above bin b (those in bins b, b + 1, ... and those
+// above the range), entry `bins` those above the range; counts that add up
+// over devices and need no prefix sum afterwards. A radix pass is such a
+// range: the keys whose higher digits equal a prefix, binned by the next
+// digit; the window pass of the sampled route is a range of keys around
+// where a sample puts the answer, binned one key a bin. With sample_stride > 0 only a sample is counted: one block of
 // kBlock elements in every sample_stride blocks, at a place within them
 // that a hash of its number chooses (so the sample follows no dimension of
 // the array).
@@ -431,6 +433,7 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
   }
   for (int64_t a : pass->above) above += a;
   counts[bins] = static_cast<int32_t>(above);
+  for (int64_t bin = bins - 1; bin >= 0; --bin) counts[bin] += counts[bin + 1];
   return ffi::Error::Success();
 }
 
