@@ -116,8 +116,7 @@ def test_a_chosen_value_is_the_best_on_validation_and_needs_every_point(
 
 
 def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
-  tuning = {'lenet5': (methods.sweep(10.0, (0.01, 0.02, 0.03),
-                                     serves=(20.0,)),)}
+  tuning = {'lenet5': (methods.sweep(10.0, (0.01, 0.02, 0.03)),)}
   (tmp_path / 'tuning').mkdir()
 
   def write_point(lr, acc, diverged):  # as a tuning run writes it
@@ -136,10 +135,7 @@ def test_comparison_takes_the_best_lr_of_the_sweep_at_its_ratio(tmp_path):
   write_point(0.03, 0.9, True)
   assert results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 10.0,
                                       'gsm') == 0.02
-  # A ratio the sweep serves takes its best; one without a sweep trains at
-  # the config's lr.
-  assert results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5',
-                                              20.0, 'gsm') == 0.02
+  # A ratio without a sweep trains at the config's lr.
   assert results_lib.comparison_learning_rate(tuning, str(tmp_path), 'lenet5', 30.0,
                                       'gsm') == plan.default_learning_rate(
                                           'lenet5') == 0.03

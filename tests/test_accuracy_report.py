@@ -125,19 +125,6 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
       'best: lenet5 125× GSM (best 0.03, ran at 0.01).')
   assert ('- lenet5 125× GSM: best lr 0.03; NOT what the comparison used: '
           'lr 0.01.') in sweep_report.tuning_lines(tuning, results, 0.03)
-  # A sweep that serves other ratios (LeNet-5's structured at 4x serves 2x
-  # and 8x) checks their runs too.
-  assert sweep_report.served('lenet5', 4.0, 'structured_gsm') == (2.0, 8.0)
-  four = [dict(point('structured_gsm', 0.005, 0.9, ratio=4.0))]
-  ran = [dict(model='lenet5', ratio=r, method='structured_gsm',
-              learning_rate=lr) for r, lr in ((4.0, 0.005), (2.0, 0.005),
-                                              (8.0, 0.03))]
-  assert ('- lenet5 4× structured GSM: best lr 0.005, used in the comparison; '
-          'at 2× (served by this sweep) used in the comparison; at 8× (served '
-          'by this sweep) NOT what the comparison used: lr 0.03.'
-          ) in sweep_report.tuning_lines(four, ran, 0.03)
-  assert sweep_report.stale_lr_text(ran, four, 0.03).endswith(
-      'lenet5 8× structured GSM (best 0.005, ran at 0.03).')
 
 
 def test_the_protocol_is_stated_from_the_config(monkeypatch):

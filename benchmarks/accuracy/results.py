@@ -224,12 +224,10 @@ def write_result(path, result):
 def comparison_learning_rate(tuning, results_dir, model, ratio, method):
   """The pruning lr of ``method`` at ``ratio`` in the comparison.
 
-  The best on validation of the sweep at ``ratio``, or of the sweep that
-  ``serves`` it (`methods.sweep`), when ``tuning`` holds one (every point
-  must have been run), else the config's lr.
+  The best on validation of the sweep at ``ratio`` when ``tuning`` holds
+  one (every point must have been run), else the config's lr.
   """
-  sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio] + [
-      s for s in tuning.get(model, ()) if ratio in s.get('serves', ())]
+  sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio]
   if not sweeps:
     return plan_lib.default_learning_rate(model)
   swept, lrs = sweeps[0]['ratio'], sweeps[0]['learning_rates']

@@ -6,13 +6,6 @@ from benchmarks.accuracy import results as results_lib
 from benchmarks.accuracy.methods import label
 
 
-def served(model, ratio, method):
-  """The other ratios whose comparison runs take the best lr of ``method``'s
-  sweep at ``ratio`` (`methods.sweep`'s ``serves``)."""
-  return tuple(r for s in methods_lib.METHODS[method].tuning.get(model, ())
-               if s['ratio'] == ratio for r in s['serves'])
-
-
 def tuning_lines(tuning, results, default_lr):
   """Markdown: validation accuracy per sweep, method and learning rate, and
   which lr the comparison used at each swept ratio."""
@@ -30,8 +23,7 @@ def tuning_lines(tuning, results, default_lr):
            'its last 1/6, never on the test set, and in brackets before it. '
            'Best per method in bold; – where a sweep has no such point. At a '
            'swept ratio the comparison trains each method with its best lr '
-           'there (and at the ratios its sweep serves, listed below), at '
-           f'every other ratio with lr {default_lr:g}.', '',
+           f'there, at every other ratio with lr {default_lr:g}.', '',
            '| model | ratio | method | ' +
            ' | '.join(f'lr {lr:g}' for lr in lrs) + ' |',
            '|---|---:|---|' + '---:|' * len(lrs)]
@@ -68,16 +60,14 @@ def tuning_lines(tuning, results, default_lr):
       continue
     best_lr = best[(model, ratio, method)][0]
     text += f'best lr {best_lr:g}'
-    for at in (ratio,) + served(model, ratio, method):
-      ran = used.get((model, at, method))
-      where = '' if at == ratio else f'; at {at:g}× (served by this sweep)'
-      if ran is None:
-        text += f'{where or ";"} no comparison run at this ratio'
-      elif ran == [best_lr]:
-        text += f'{where or ","} used in the comparison'
-      else:
-        text += (f'{where or ";"} NOT what the comparison used: lr ' +
-                 ', '.join(f'{lr:g}' for lr in ran))
+    ran = used.get((model, ratio, method))
+    if ran is None:
+      text += '; no comparison run at this ratio'
+    elif ran == [best_lr]:
+      text += ', used in the comparison'
+    else:
+      text += ('; NOT what the comparison used: lr ' +
+               ', '.join(f'{lr:g}' for lr in ran))
     lines.append(text + '.')
   return lines + ['']
 
@@ -107,12 +97,11 @@ def best_lr_table_lines(tuning, axis='params'):
 def stale_lr_text(results, tuning, default_lr):
   """'.' or ', except …' naming comparison runs not at their sweep's best."""
   used = results_lib.learning_rates_used(results, default_lr)
-  stale = [f'{model} {at:g}× {label(method)} (best {lr:g}, ran at '
-           + ', '.join(f'{u:g}' for u in used[(model, at, method)]) + ')'
+  stale = [f'{model} {ratio:g}× {label(method)} (best {lr:g}, ran at '
+           + ', '.join(f'{u:g}' for u in used[(model, ratio, method)]) + ')'
            for (model, ratio, method), (lr, _) in sorted(
                results_lib.best_learning_rates(tuning).items())
-           for at in (ratio,) + served(model, ratio, method)
-           if used.get((model, at, method), [lr]) != [lr]]
+           if used.get((model, ratio, method), [lr]) != [lr]]
   if not stale:
     return '.'
   return (', except where the comparison has not yet been rerun at the '
