@@ -96,6 +96,10 @@ def test_retime_times_each_structured_result_at_its_own_widths(tmp_path):
   (tmp_path / 'a.json').write_text(json.dumps(result))
   (tmp_path / 'gsm.json').write_text(json.dumps(dict(model='lenet300')))
   assert slim.retime(str(tmp_path), batch=8, repeats=2) == 1
+  # Timed again already: --missing leaves it, a plain retime does not.
+  before = (tmp_path / 'a.json').read_text()
+  assert slim.retime(str(tmp_path), batch=8, repeats=2, missing_only=True) == 0
+  assert (tmp_path / 'a.json').read_text() == before
   timed = json.loads((tmp_path / 'a.json').read_text())
   retimed = timed['slim'].pop('retimed')
   assert timed == result  # nothing else changed

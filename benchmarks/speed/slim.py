@@ -129,14 +129,16 @@ def measure(name, ratios, repeats):
   return rows
 
 
-def retime(results_dir, batch, repeats):
+def retime(results_dir, batch, repeats, missing_only=False):
   """Times each structured result's slim model again at its widths and
-  writes it into the result (``slim.retimed``). Returns how many."""
+  writes it into the result (``slim.retimed``); with ``missing_only``, only
+  those not timed again yet (runs trained since). Returns how many."""
   models, count = {}, 0
   for path in sorted(glob.glob(os.path.join(results_dir, '*.json'))):
     with open(path) as f:
       result = json.load(f)
-    if not result.get('slim') or result.get('diverged'):
+    if not result.get('slim') or result.get('diverged') or (
+        missing_only and 'retimed' in result['slim']):
       continue
     name = result['model']
     if name not in models:
@@ -197,10 +199,14 @@ def main():
                       'here again, and record it in the result')
   parser.add_argument('--batch', type=int, default=256,
                       help='the batch of --retime')
+  parser.add_argument('--missing', action='store_true',
+                      help='with --retime: only the results not timed again '
+                      'yet')
   args = parser.parse_args()
   if args.retime:
-    if not retime(args.retime, args.batch, args.repeats):
-      parser.error(f'--retime: no structured result in {args.retime}.')
+    if not retime(args.retime, args.batch, args.repeats, args.missing):
+      parser.error(f'--retime: no structured result in {args.retime}'
+                   + (' left to time again.' if args.missing else '.'))
     return
   print(TABLE_HEADER)
   rows = [r for name in args.models.split(',') for r in measure(
