@@ -230,18 +230,18 @@ def comparison_learning_rate(tuning, results_dir, model, ratio, method):
   sweeps = [s for s in tuning.get(model, ()) if s['ratio'] == ratio]
   if not sweeps:
     return plan_lib.default_learning_rate(model)
-  swept, lrs = sweeps[0]['ratio'], sweeps[0]['learning_rates']
+  lrs = sweeps[0]['learning_rates']
   points = []
   for lr in lrs:
-    path = plan_lib.tuning_path(results_dir, model, method, swept, lr)
+    path = plan_lib.tuning_path(results_dir, model, method, ratio, lr)
     if not os.path.exists(path):
       raise FileNotFoundError(
           f'{model} {method} at {ratio:g}x: the comparison takes its lr from '
           f'the sweep, and {path} is missing; run --part tuning first.')
     with open(path) as f:
       points.append(json.load(f))
-  best = best_learning_rates(points).get((model, swept, method))
+  best = best_learning_rates(points).get((model, ratio, method))
   if best is None:
-    raise ValueError(f'{model} {method} at {swept:g}x diverged at every lr '
+    raise ValueError(f'{model} {method} at {ratio:g}x diverged at every lr '
                      f'of the sweep {lrs}; widen it.')
   return best[0]
