@@ -25,7 +25,9 @@
 // The work is split into chunks of the arrays' elements, claimed by the
 // calling thread and by tasks on XLA's intra-op thread pool, each worker
 // counting on its own. A range that holds every key (the first radix pass)
-// is counted bin by bin into kWays copies of a histogram; any other range
+// is counted kStage keys at a time: their bins first, into a buffer (a loop
+// that the compiler vectorizes), then one increment each into kWays copies
+// of a histogram. Any other range
 // is tested a block of keys at a time in vector registers, and the bins of
 // the few keys inside it are listed, then added to the output after the
 // pass (a list grown past kListUpTo goes into a histogram of the worker's
@@ -40,7 +42,9 @@
 #include <thread>
 #include <vector>
 
-#if defined(__SSE__)
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#elif defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
@@ -52,11 +56,13 @@ namespace {
 
 constexpr int64_t kChunk = 1 << 16;  // elements per claimed chunk
 constexpr int kBlock = 16;           // keys computed and tested at once
+constexpr int kStage = 512;          // keys binned at once (every_key)
 // Keys that fall in one bin one after another would wait on each other's
 // increment; kWays copies of the histogram, taken in turn, break the chain
 // (for ranges of at most kWaysUpTo bins, which every key falls in).
 constexpr int kWays = 4;
 constexpr int64_t kWaysUpTo = int64_t{1} << 16;
+static_assert((kWays & (kWays - 1)) == 0, "kWays is a power of two");
 // Elements ahead of the one computed that are asked for from memory: the
 // hardware's prefetcher stops at each 4 KiB page, which is one here.
 constexpr int64_t kAhead = 1024;
@@ -156,6 +162,62 @@ inline void Keys(const float* __restrict a, const float* __restrict b,
   for (int j = 0; j < kBlock; ++j) k[j] = Key<kProducts>(a, b, j);
 }
 
+// The keys of kBlock elements as Keys computes them, and of those a bit
+// mask of the ones in [lo, lo + span) (bit j for key j) and how many are
+// at or above top (as int32: keys with the sign bit set are not). In vector
+// registers where the machine has them (a compiler leaves these reductions
+// scalar: 16 extractions a block).
+template <bool kProducts>
+inline void TestKeys(const float* __restrict a, const float* __restrict b,
+                     uint32_t lo, uint32_t span, int32_t top,
+                     uint32_t* __restrict k, uint32_t& inside, int& over) {
+#if defined(__AVX512F__)
+  __m512 x = _mm512_loadu_ps(a);
+  if (kProducts) x = _mm512_mul_ps(x, _mm512_loadu_ps(b));
+  __m512i key = _mm512_castps_si512(x);
+  if (kProducts) key = _mm512_and_si512(key, _mm512_set1_epi32(0x7fffffff));
+  _mm512_store_si512(reinterpret_cast<__m512i*>(k), key);
+  inside = _mm512_cmplt_epu32_mask(
+      _mm512_sub_epi32(key, _mm512_set1_epi32(static_cast<int32_t>(lo))),
+      _mm512_set1_epi32(static_cast<int32_t>(span)));
+  over = __builtin_popcount(static_cast<unsigned>(
+      _mm512_cmpge_epi32_mask(key, _mm512_set1_epi32(top))));
+#elif defined(__AVX2__)
+  const __m256i sign = _mm256_set1_epi32(INT32_MIN);
+  const __m256i vlo = _mm256_set1_epi32(static_cast<int32_t>(lo));
+  const __m256i vspan =
+      _mm256_xor_si256(_mm256_set1_epi32(static_cast<int32_t>(span)), sign);
+  const __m256i vtop = _mm256_set1_epi32(top);
+  inside = 0;
+  over = 0;
+  for (int h = 0; h < kBlock; h += 8) {
+    __m256 x = _mm256_loadu_ps(a + h);
+    if (kProducts) x = _mm256_mul_ps(x, _mm256_loadu_ps(b + h));
+    __m256i key = _mm256_castps_si256(x);
+    if (kProducts) {
+      key = _mm256_and_si256(key, _mm256_set1_epi32(0x7fffffff));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(k + h), key);
+    // Unsigned (key - lo) < span, as a signed comparison of both less 2**31.
+    const __m256i in = _mm256_cmpgt_epi32(
+        vspan, _mm256_xor_si256(_mm256_sub_epi32(key, vlo), sign));
+    const __m256i below = _mm256_cmpgt_epi32(vtop, key);
+    inside |= static_cast<uint32_t>(
+                  _mm256_movemask_ps(_mm256_castsi256_ps(in))) << h;
+    over += 8 - __builtin_popcount(static_cast<unsigned>(
+                    _mm256_movemask_ps(_mm256_castsi256_ps(below))));
+  }
+#else
+  Keys<kProducts>(a, b, k);
+  inside = 0;
+  over = 0;
+  for (int j = 0; j < kBlock; ++j) {
+    inside |= static_cast<uint32_t>(k[j] - lo < span) << j;
+    over += static_cast<int32_t>(k[j]) >= top;
+  }
+#endif
+}
+
 template <bool kProducts>
 inline void Prefetch(const float* a, const float* b) {
   __builtin_prefetch(a + kAhead);
@@ -229,15 +291,20 @@ void CountSpan(const float* a, const float* b, int64_t begin, int64_t end,
   if (r.every_key) {
     int32_t* hist = tally.Hist();
     if (hist == nullptr) return;
-    const int64_t stride = r.bins + 1;
-    const int ways = tally.ways;
-    for (; i + kBlock <= end; i += kBlock) {
-      Prefetch<kProducts>(a + i, b + i);
-      Keys<kProducts>(a + i, kProducts ? b + i : nullptr, k);
-      for (int j = 0; j < kBlock; ++j) {
-        k[j] = (k[j] >> 31) ? spare : k[j] >> shift;
+    // Bins of kStage elements at a time into a buffer (a loop a compiler
+    // vectorizes), then their increments; element i goes to copy i % ways.
+    const uint32_t stride = static_cast<uint32_t>(r.bins + 1);
+    const uint32_t way_mask = static_cast<uint32_t>(tally.ways - 1);
+    alignas(64) uint32_t bin[kStage];
+    for (; i + kStage <= end; i += kStage) {
+      const float* __restrict sa = a + i;
+      const float* __restrict sb = kProducts ? b + i : nullptr;
+      for (int j = 0; j < kStage; ++j) {
+        const uint32_t key = Key<kProducts>(sa, sb, j);
+        bin[j] = (static_cast<uint32_t>(j) & way_mask) * stride +
+                 ((key >> 31) ? spare : key >> shift);
       }
-      for (int j = 0; j < kBlock; ++j) ++hist[(j % ways) * stride + k[j]];
+      for (int j = 0; j < kStage; ++j) ++hist[bin[j]];
     }
     for (; i < end; ++i) {  // the last elements, one at a time
       const uint32_t key = Key<kProducts>(a, b, i);
@@ -253,22 +320,14 @@ void CountSpan(const float* a, const float* b, int64_t begin, int64_t end,
   };
   for (; i + kBlock <= end; i += kBlock) {
     Prefetch<kProducts>(a + i, b + i);
-    Keys<kProducts>(a + i, kProducts ? b + i : nullptr, k);
-    uint32_t any = 0;
-    int32_t over = 0;
-    for (int j = 0; j < kBlock; ++j) {
-      any |= static_cast<uint32_t>(k[j] - lo < span);
-      over += static_cast<int32_t>(k[j]) >= top32;
-    }
+    uint32_t inside;
+    int over;
+    TestKeys<kProducts>(a + i, kProducts ? b + i : nullptr, lo, span, top32,
+                        k, inside, over);
     n_above += over;
-    if (any) {  // list the keys in the range, in the order of their bits
-      uint32_t inside = 0;
-      for (int j = 0; j < kBlock; ++j) {
-        inside |= static_cast<uint32_t>(k[j] - lo < span) << j;
-      }
-      for (; inside != 0; inside &= inside - 1) {
-        tally.List((k[__builtin_ctz(inside)] - lo) >> shift);
-      }
+    // List the keys in the range, in the order of their bits.
+    for (; inside != 0; inside &= inside - 1) {
+      tally.List((k[__builtin_ctz(inside)] - lo) >> shift);
     }
   }
   for (; i < end; ++i) {  // the last elements, one at a time
