@@ -53,11 +53,13 @@ def test_the_route_runs_the_kernel_for_float32_on_the_cpu(monkeypatch):
   scores = [jnp.ones((4, 3)), jnp.ones(5)]
   text = jax.jit(lambda s: gsm_optax.global_threshold(s, 3, 'radix')).lower(
       scores).as_text()
-  assert native_radix.TARGET in text
+  # Below SAMPLED_FROM, unsharded: the whole select in one call.
+  assert native_radix.SELECT_TARGET in text
   monkeypatch.setenv('GSM_OPTAX_NATIVE', '0')
   text = jax.jit(lambda s: gsm_optax.global_threshold(s, 3, 'radix')).lower(
       scores).as_text()
   assert native_radix.TARGET not in text
+  assert native_radix.SELECT_TARGET not in text
 
 
 @needs_compiler
@@ -74,15 +76,41 @@ def test_kernel_counts_many_large_arrays_exactly(seed, monkeypatch):
     assert (int(key), int(count)) == expected(scores, q), q
 
 
-# Large enough for the sampled route: a sample, then one pass over a window.
+@needs_compiler
+@pytest.mark.parametrize('spread', [2 ** 10, 2 ** 20])
+def test_one_call_select_is_exact_with_a_bucket_past_its_lists(spread):
+  # Nearly 2**21 keys with the same top 11 bits: the second pass lists more
+  # than a worker keeps as a list (2**18; on up to 7 workers one of them
+  # has more), so the digits are read off a histogram of the low 20 bits as
+  # well. Low bits spread over `spread` values: ties, and every digit.
+  rng = np.random.default_rng(3)
+  n = 2 ** 21 - 1008
+  assert n < native_radix.SAMPLED_FROM  # the one-call select
+  base = np.float32(1.5).view(np.int32) & ~np.int32(2 ** 20 - 1)
+  keys = base + rng.integers(0, spread, n).astype(np.int32) * (
+      2 ** 20 // spread)
+  scores = [jnp.asarray(keys[:n - 1000].view(np.float32).reshape(-1, 8)),
+            jnp.asarray(keys[n - 1000:].view(np.float32))]
+  for q in (1, 2, n // 3, n - 1, n):
+    key, count = threshold(scores, q)
+    assert (int(key), int(count)) == expected(scores, q), q
+
+
+# The sampled route (a sample, then one pass over a window) on trees from
+# SAMPLED_SHAPES on: the form is chosen when the route is traced.
 SAMPLED_SHAPES = ((2048, 1024), (3, 3, 64, 128), (7,), (300,))
+
+
+@pytest.fixture
+def sampled(monkeypatch):
+  monkeypatch.setattr(native_radix, 'SAMPLED_FROM', 2 ** 21)
 
 
 @needs_compiler
 @pytest.mark.parametrize('kind', ['random', 'ties', 'zeros', 'huge_tiny',
                                   'denormal_only', 'nonfinite', 'all_equal',
                                   'one_bucket'])
-def test_the_sampled_route_is_exact_in_one_pass(kind):
+def test_the_sampled_route_is_exact_in_one_pass(kind, sampled):
   scores = adversarial_scores(kind, np.random.default_rng(0), SAMPLED_SHAPES)
   n = sum(s.size for s in scores)
   assert n >= native_radix.SAMPLED_FROM
@@ -102,7 +130,7 @@ def test_the_sampled_route_is_exact_in_one_pass(kind):
 
 
 @needs_compiler
-def test_a_window_that_misses_the_answer_falls_back_to_two_passes():
+def test_a_window_that_misses_the_answer_falls_back_to_two_passes(sampled):
   # One score far above the rest, which the sample (1 block in 8 here)
   # does not see: the window, where the sample puts the largest, lies below
   # it, and two radix passes find it.
@@ -129,6 +157,7 @@ def test_a_failed_build_warns_falls_back_and_leaves_no_file(monkeypatch,
       lowered = jax.jit(lambda s: gsm_optax.global_threshold(
           s, 500, 'radix')).lower(scores)
     assert native_radix.TARGET not in lowered.as_text()
+    assert native_radix.SELECT_TARGET not in lowered.as_text()
     key, count = lowered.compile()(scores)
     assert (int(key), int(count)) == expected(scores, 500)
     assert os.listdir(tmp_path) == []  # the temporary file is gone

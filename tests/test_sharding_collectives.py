@@ -12,6 +12,7 @@ from test_sharding import tree
 from benchmarks.speed import sharding as speed_sharding
 import gsm_optax
 from gsm_optax._src.selection import native_radix
+from gsm_optax._src.selection import search
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,
@@ -29,6 +30,8 @@ def test_every_route_reduces_its_passes_and_gathers_nothing():
       assert 'all-gather' in kinds
       continue
     assert set(kinds) == {'all-reduce'}, (route, kinds)
+    if route == 'auto':  # the route it takes for float32 scores here
+      route = search.auto_route([jnp.zeros(1)])
     if route == 'radix':
       # One histogram all-reduce per pass, no loop: 3 rounds every step
       # (2 where the native kernel counts a large tree, not this one).
@@ -47,10 +50,12 @@ def test_every_route_reduces_its_passes_and_gathers_nothing():
 
 @pytest.mark.skipif(not native_radix.applies([jnp.zeros(1)]),
                     reason='the native radix kernel is not built here')
-def test_native_radix_counts_shards_in_two_rounds_and_matches_one_device():
+def test_native_radix_counts_shards_in_two_rounds_and_matches_one_device(
+    monkeypatch):
   # The sampled route: the sample's all-reduce and the window's (2 rounds,
   # 1 pass over the scores) when the window holds the answer, as here; the
   # two radix passes after them where it does not (at most 4).
+  monkeypatch.setattr(native_radix, 'SAMPLED_FROM', 2 ** 21)  # at trace
   rng = np.random.default_rng(0)
   big = {'wide': jnp.asarray(rng.normal(size=(2048, 1024)), jnp.float32),
          'small': jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}

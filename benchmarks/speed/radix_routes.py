@@ -2,14 +2,15 @@
 
 Usage: python -m benchmarks.speed.radix_routes [--repeats 15]
 
-`native_radix` counts 3 passes below `native_radix.SAMPLED_FROM` scores and
-samples from there on (one pass over a window that a sample places, two
-more where it misses). This times one GSM step with ``method='radix'`` in
+`native_radix` counts 3 passes below `native_radix.SAMPLED_FROM` scores (in
+one call of its kernel where nothing is split over devices) and samples
+from there on (one pass over a window that a sample places, two more where
+it misses). This times one GSM step with ``method='radix'`` in
 each form, forced on every tree (the form is chosen when the step is
 traced), against one ``optax.sgd(lr, momentum=0.9)`` step on the same tree
 (random values, ratio 10, GSM's first step; `step_overhead.time_steps`:
 alternated, donated, medians after compilation), on the ResNet-56 tree and
-on single matrices of 2**20 to 2**22 weights: the sizes around the
+on single matrices of 2**20 to 2**23 weights: the sizes around the
 threshold. The docs' selection page quotes a run of it.
 """
 
@@ -29,7 +30,9 @@ from gsm_optax._src.selection import native_radix
 TREES = {'resnet56 (0.85M)': trees.resnet56_shapes,
          'matrix (1.0M)': lambda: {'kernel': (1024, 1024)},
          'matrix (2.1M)': lambda: {'kernel': (2048, 1024)},
-         'matrix (4.2M)': lambda: {'kernel': (4096, 1024)}}
+         'matrix (4.2M)': lambda: {'kernel': (4096, 1024)},
+         'matrix (6.3M)': lambda: {'kernel': (6144, 1024)},
+         'matrix (8.4M)': lambda: {'kernel': (8192, 1024)}}
 # Each form, as the SAMPLED_FROM it is traced under.
 FORMS = {'plain': 2 ** 62, 'sampled': 0}
 

@@ -17,13 +17,13 @@ the passes over all scores that the search reports (`TopQ.passes`: every
 count, the mean, the minimum):
 
 * ``bisect``: ``method='bisect'``;
-* ``interpolate``: ``method='interpolate'`` (the default) from the mean
+* ``interpolate``: ``method='interpolate'`` from the mean
   score (GSM's first step);
 * ``interpolate from last threshold``: from the previous step's Q-th
   largest score, what `keep_top_taylor` does from its second step on;
 * ``radix``: ``method='radix'`` as it runs at this size (3 passes);
 * ``radix, sampled``: the sampled radix route (`native_radix`), which
-  the CPU takes from 2**21 scores on, forced at LeNet-300's size here (its
+  the CPU takes from 3 * 2**21 scores on, forced at LeNet-300's size here (its
   sample is then 1 score in 8): 1 pass where the window it places holds
   the answer, 3 where it does not. Where the kernel is not built, this row
   repeats ``radix``'s.

@@ -16,22 +16,33 @@ counts: one pass, whose keys are tested in vector registers and mostly
 counted nowhere. Else the route makes the two passes of plain radix
 select on the same kernel (the top 16 key bits, then the low 15 in the
 bucket that holds the answer). The sample changes how many passes are
-made, never the answer. Below `SAMPLED_FROM`, 3 passes (`radix.DIGITS`).
-Every pass returns rank counts (`radix.Histogram`), and the digits, and
-the key in the window, are chosen in jax.numpy by the same code
-(`radix.take`), so the answer is the same key and count.
+made, never the answer. Every pass returns rank counts
+(`radix.Histogram`), and the digits, and the key in the window, are chosen
+in jax.numpy by the same code (`radix.take`), so the answer is the same key
+and count.
+
+Below `SAMPLED_FROM`, the digits of `radix.DIGITS` (11, 10, 10 bits), all
+in one call of the kernel where no array is split over devices (the passes'
+calls, and the choices between them in XLA, cost more than a pass on a
+small tree): the second pass lists the low 20 bits of the keys in the
+bucket of the first, and the third digit is read off that list, not off a
+third pass over the arrays. It chooses each digit as `radix.take` does.
 
 Under sharding the kernel counts each device's shards, and each pass sums
 the counts with one all-reduce over the mesh axes the scores are split
 along (`jax.experimental.custom_partitioning`): nothing is gathered. The
-sampled route is then two all-reduces a step (the sample's, the window's),
-four when the window misses.
+plain route is then three all-reduces a step, the sampled route two (the
+sample's, the window's), four when the window misses.
 
 The kernel is built and loaded by `native_build`. It is used for float32
 scores on the CPU; on a GPU the Pallas kernel of `pallas_radix` counts the
 passes if asked (``GSM_OPTAX_PALLAS=1``), through the same partitioning;
 elsewhere, with ``GSM_OPTAX_NATIVE=0`` or where it cannot be built, the
 route is `radix.radix_select`.
+
+Long because the route's three forms (passes, one call, sampled) and the
+partitioning that splits each over devices must count and choose digits
+alike, and are kept beside one another.
 """
 
 import ctypes
@@ -51,10 +62,11 @@ from gsm_optax._src.selection import pallas_radix
 from gsm_optax._src.selection import radix
 
 TARGET = 'gsm_key_histogram'
+SELECT_TARGET = 'gsm_radix_select'
 SOURCE = os.path.join(os.path.dirname(__file__), 'radix_kernel.cc')
-# From this many scores on, the sampled route (docs: performance); below,
-# the bins of its passes cost more than a third radix pass over the scores.
-SAMPLED_FROM = 2 ** 21
+# From this many scores on, the sampled route; below, the plain passes in
+# one call are faster (docs: selection, benchmarks.speed.radix_routes).
+SAMPLED_FROM = 3 * 2 ** 21
 # The scores the sample counts, about (a sample is at most 1/8 of them).
 SAMPLE = 2 ** 17
 # The buckets of 2**15 keys the window pass counts one key a bin.
@@ -88,7 +100,8 @@ def sample_stride(size: int) -> int:
 def _library() -> Optional[ctypes.CDLL]:
   """The loaded and registered kernel, or None (with one warning)."""
   return native_build.load(
-      SOURCE, {TARGET: 'GsmKeyHistogram'}, 'the native CPU radix kernel',
+      SOURCE, {TARGET: 'GsmKeyHistogram', SELECT_TARGET: 'GsmRadixSelect'},
+      'the native CPU radix kernel',
       "method='radix' counts in jax.numpy instead (same masks, slower)")
 
 
@@ -108,6 +121,16 @@ def _ffi_count(lo, arrays, count: Count, products: bool):
       vmap_method='sequential')(lo, *arrays, shift=np.int32(count.shift),
                                 products=products,
                                 sample_stride=np.int64(count.stride))
+
+
+def _ffi_select(q, arrays, products: bool):
+  """The whole plain radix select (digits ``radix.DIGITS[31]``) in one
+  call of the kernel: ``[key, num_at_least]``, as `radix.radix_select`
+  with the kernel's passes gives them (for arrays not split over
+  devices)."""
+  return jax.ffi.ffi_call(
+      SELECT_TARGET, jax.ShapeDtypeStruct((2,), jnp.int32),
+      vmap_method='sequential')(q, *arrays, products=products)
 
 
 def _pallas_count(lo, arrays, count: Count, products: bool):
@@ -137,52 +160,105 @@ def _split_axes(sharding) -> Optional[tuple]:
   return tuple(axes)
 
 
+def _groups(mesh, arg_shapes, products: bool):
+  """The shardings the partitioner is asked for (the first argument a
+  replicated scalar, then the arrays), and the arrays' indices (from 0)
+  grouped by the mesh axes they are split along (``()``: whole on every
+  device; a parameter is split like its gradient)."""
+  step = 2 if products else 1
+  shardings = [a.sharding for a in arg_shapes]
+  groups = {}
+  for first in range(1, len(shardings), step):
+    axes = _split_axes(shardings[first])
+    if axes is None:  # count it whole, on every device
+      shardings[first] = NamedSharding(mesh, PartitionSpec())
+      axes = ()
+    if products:  # the parameter split like its gradient
+      shardings[first + 1] = shardings[first]
+    groups.setdefault(axes, []).extend(range(first - 1, first - 1 + step))
+  return tuple(shardings), groups
+
+
+def _summed(groups, local, count: Count, call, lo, products: bool):
+  """One pass over each device's shards (``call``), summed over the mesh
+  axes that split them: one all-reduce a group of split arrays."""
+  counts = jnp.zeros(count.bins + 1, jnp.int32)
+  for axes, members in groups.items():
+    part = call(lo, [local[i] for i in members], count, products)
+    counts += jax.lax.psum(part, axes) if axes else part
+  return counts
+
+
+def _replicated(mesh, arg_shapes, result_shape):
+  del arg_shapes, result_shape
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def _rule(ranks: tuple[int, ...]) -> str:
+  """The Shardy rule: every dimension its own factor, none the output's."""
+  operands = [' '.join(f'a{i}_{d}' for d in range(r))
+              for i, r in enumerate(ranks)]
+  return ', '.join(operands) + ' -> z'
+
+
 @functools.lru_cache(maxsize=64)
 def _partitioned(count: Count, ranks: tuple[int, ...], products: bool,
                  platform: str):
   """A kernel's pass (`_COUNTS`) as one op that XLA's partitioner splits per
   device: each device counts its shards (one call per group of arrays split
   along the same mesh axes), then sums the counts over those axes."""
-  step = 2 if products else 1
   call = _COUNTS[platform]
 
   @custom_partitioning
   def histogram(lo, *arrays):
     return call(lo, arrays, count, products)
 
-  def replicated(mesh, arg_shapes, result_shape):
-    del arg_shapes, result_shape
-    return NamedSharding(mesh, PartitionSpec())
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    shardings, groups = _groups(mesh, arg_shapes, products)
+
+    def lower(lo, *local):
+      return _summed(groups, local, count, call, lo, products)
+
+    return mesh, lower, NamedSharding(mesh, PartitionSpec()), shardings
+
+  histogram.def_partition(
+      partition=partition, infer_sharding_from_operands=_replicated,
+      sharding_rule=_rule(ranks))
+  return histogram
+
+
+@functools.lru_cache(maxsize=64)
+def _partitioned_select(ranks: tuple[int, ...], products: bool):
+  """The plain radix select on the CPU as one op, ``[key, num_at_least]``:
+  one call of the kernel (`_ffi_select`) where no array is split over
+  devices; else the partitioner lowers it to the passes of `radix_select`,
+  each counted per device and summed over the mesh axes (`_summed`)."""
+
+  @custom_partitioning
+  def select(q, *arrays):
+    return _ffi_select(q, arrays, products)
 
   def partition(mesh, arg_shapes, result_shape):
     del result_shape
-    shardings = [a.sharding for a in arg_shapes]
-    groups = {}
-    for first in range(1, len(shardings), step):
-      axes = _split_axes(shardings[first])
-      if axes is None:  # count it whole, on every device
-        shardings[first] = NamedSharding(mesh, PartitionSpec())
-        axes = ()
-      if products:  # the parameter split like its gradient
-        shardings[first + 1] = shardings[first]
-      groups.setdefault(axes, []).extend(range(first - 1, first - 1 + step))
+    shardings, groups = _groups(mesh, arg_shapes, products)
+    if set(groups) == {()}:
+      lower = lambda q, *local: _ffi_select(q, local, products)
+    else:
+      def lower(q, *local):
+        def histogram(prefix, above, high, shift, width):
+          del above  # the kernel counts the keys above the range itself
+          return _summed(groups, local, Count(shift, 2 ** width), _ffi_count,
+                         jnp.asarray(prefix << high, jnp.int32), products)
+        key, num, _ = radix.radix_select(local[:1], q, radix.DIGITS[31],
+                                         histogram)
+        return jnp.stack([key, num])
+    return mesh, lower, NamedSharding(mesh, PartitionSpec()), shardings
 
-    def lower(lo, *local):
-      counts = jnp.zeros(count.bins + 1, jnp.int32)
-      for axes, members in groups.items():
-        part = call(lo, [local[i] for i in members], count, products)
-        counts += jax.lax.psum(part, axes) if axes else part
-      return counts
-
-    return mesh, lower, NamedSharding(mesh, PartitionSpec()), tuple(shardings)
-
-  # Every dimension its own factor, none of them the counts'.
-  operands = [' '.join(f'a{i}_{d}' for d in range(r))
-              for i, r in enumerate(ranks)]
-  histogram.def_partition(
-      partition=partition, infer_sharding_from_operands=replicated,
-      sharding_rule=', '.join(operands) + ' -> z')
-  return histogram
+  select.def_partition(
+      partition=partition, infer_sharding_from_operands=_replicated,
+      sharding_rule=_rule(ranks))
+  return select
 
 
 def radix_select(scores: Sequence[jax.Array], q,
@@ -190,7 +266,8 @@ def radix_select(scores: Sequence[jax.Array], q,
                                          Sequence[jax.Array]]] = None):
   """`radix.radix_select` with each pass counted by a kernel: on the CPU
   the FFI kernel (where it `applies`; sampled from `SAMPLED_FROM` scores
-  on, else in passes of `digits`), on a GPU the Pallas kernel if
+  on, else in passes of `digits`, in one call where nothing is split over
+  devices: `_partitioned_select`), on a GPU the Pallas kernel if
   ``GSM_OPTAX_PALLAS=1`` (`pallas_radix`); elsewhere, or for other dtypes,
   `radix.radix_select` in jax.numpy.
 
@@ -230,6 +307,10 @@ def radix_select(scores: Sequence[jax.Array], q,
 
       if platform == 'cpu' and size >= SAMPLED_FROM:
         return _sampled_select(q, size, count, plain)
+      if platform == 'cpu':  # the passes in one call where nothing is split
+        found = _partitioned_select(ranks, products)(q, *arrays)
+        return found[0], found[1], jnp.asarray(len(platforms[platform]),
+                                               jnp.int32)
       return plain()
     return select
 

@@ -1,6 +1,9 @@
-// One pass of gsm_optax's radix select on the CPU: a histogram of keys over
-// many float32 arrays (native_radix.py next to this file builds, loads and
-// calls it, and chooses what each pass counts).
+// gsm_optax's radix select on the CPU (native_radix.py next to this file
+// builds, loads and calls it). GsmKeyHistogram is one pass: a histogram of
+// keys over many float32 arrays, what each pass counts chosen by the
+// caller. GsmRadixSelect is the whole plain select (digits of 11, 10 and 10
+// bits) in one call, for arrays that are not split over devices: the same
+// passes, the digits chosen here as radix.take chooses them.
 //
 // The key of a non-negative score is its bit pattern read as an integer
 // (the sign bit is 0), which orders like the score, NaN above +inf. A pass
@@ -71,7 +74,7 @@ constexpr int64_t kSampleAhead = 8;
 // A worker keeps the bins of the keys inside a range that not every key
 // falls in as a list, up to this many (then it adds them to a histogram of
 // its own: the memory stays bounded whatever the keys).
-constexpr size_t kListUpTo = size_t{1} << 20;
+constexpr size_t kListUpTo = size_t{1} << 18;
 
 // The floating-point control word, copied from the caller to the workers.
 #if defined(__SSE__)
@@ -386,30 +389,18 @@ void RunWorker(Pass& pass, bool in_caller) {
   pass.finished.fetch_add(1, std::memory_order_release);
 }
 
-ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
-                ffi::RemainingArgs args, int32_t shift, bool products,
-                int64_t sample_stride,
-                ffi::Result<ffi::BufferR1<ffi::S32>> out) {
-  const int64_t bins = static_cast<int64_t>(out->element_count()) - 1;
-  const int32_t lo = lo_buffer.typed_data()[0];
-  if (shift < 0 || shift > 31 || bins < 1 || bins > (int64_t{1} << 31) ||
-      (bins << shift) > (int64_t{1} << 31) ||
-      (lo > 0 && lo + (bins << shift) > (int64_t{1} << 31)) ||
-      sample_stride < 0) {
-    return ffi::Error::InvalidArgument(
-        "expected 0 <= shift <= 31, lo + bins * 2**shift <= 2**31 (the "
-        "output holds the bins and one count above them) and "
-        "sample_stride >= 0");
-  }
+// The arrays of a call as leaves, split into chunks (one block in
+// `sample_stride` sampled where it is > 0).
+ffi::Error ReadInputs(ffi::RemainingArgs& args, size_t first, bool products,
+                      int64_t sample_stride, Inputs& inputs) {
   const size_t step = products ? 2 : 1;
-  if (args.size() % step) {
+  if ((args.size() - first) % step) {
     return ffi::Error::InvalidArgument(
         "with products=true the arrays come in (gradient, parameter) pairs");
   }
-  auto inputs = std::make_shared<Inputs>();
-  inputs->control = GetControl();
-  inputs->stride = sample_stride;
-  for (size_t i = 0; i < args.size(); i += step) {
+  inputs.control = GetControl();
+  inputs.stride = sample_stride;
+  for (size_t i = first; i < args.size(); i += step) {
     auto a = args.get<ffi::AnyBuffer>(i);
     auto b = products ? args.get<ffi::AnyBuffer>(i + 1) : a;
     if (!a.has_value() || !b.has_value() || a->element_type() != ffi::F32 ||
@@ -420,9 +411,9 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
       return ffi::Error::InvalidArgument(
           "a gradient and its parameter differ in size");
     }
-    const int index = static_cast<int>(inputs->leaves.size());
+    const int index = static_cast<int>(inputs.leaves.size());
     const int64_t size = static_cast<int64_t>(a->element_count());
-    inputs->leaves.push_back(
+    inputs.leaves.push_back(
         {reinterpret_cast<const float*>(a->untyped_data()),
          products ? reinterpret_cast<const float*>(b->untyped_data())
                   : nullptr,
@@ -435,26 +426,28 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
             ? size
             : (size + kBlock * sample_stride - 1) / (kBlock * sample_stride);
     const int64_t per_chunk = sample_stride == 0 ? kChunk : kChunk / kBlock;
-    for (int64_t first = 0; first < units; first += per_chunk) {
-      inputs->chunks.push_back({index, first});
+    for (int64_t first_unit = 0; first_unit < units; first_unit += per_chunk) {
+      inputs.chunks.push_back({index, first_unit});
     }
   }
-  int32_t* counts = out->typed_data();
-  std::memset(counts, 0, sizeof(int32_t) * (bins + 1));
-  if (lo < 0 || inputs->chunks.empty()) {
-    return ffi::Error::Success();  // a negative lo: no key is counted
-  }
+  return ffi::Error::Success();
+}
+
+// Counts the keys in [lo, lo + bins * 2**shift) (0 <= lo) on the calling
+// thread and the pool's, and returns the pass with each worker's tally and
+// count above the range.
+std::shared_ptr<Pass> RunPass(ffi::ThreadPool& pool,
+                              std::shared_ptr<const Inputs> inputs,
+                              uint32_t lo, int shift, int64_t bins) {
   const int64_t threads =
       kCanCopyControl ? std::max<int64_t>(pool.num_threads(), 0) : 0;
   const int workers = static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>(threads + 1,
                            static_cast<int64_t>(inputs->chunks.size()))));
-
   auto pass = std::make_shared<Pass>();
   pass->inputs = inputs;
   const int64_t span = bins << shift;
-  pass->range = {static_cast<uint32_t>(lo), static_cast<uint32_t>(span),
-                 static_cast<int>(shift), bins,
+  pass->range = {lo, static_cast<uint32_t>(span), shift, bins,
                  lo == 0 && span == (int64_t{1} << 31)};
   const int ways = pass->range.every_key && bins <= kWaysUpTo ? kWays : 1;
   pass->tallies.resize(workers);
@@ -477,22 +470,167 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
   while (pass->finished.load(std::memory_order_acquire) < started) {
     std::this_thread::yield();
   }
-  int64_t above = 0;
-  for (Tally& tally : pass->tallies) {
+  return pass;
+}
+
+ffi::Error Failed(const Pass& pass) {
+  for (const Tally& tally : pass.tallies) {
     if (tally.failed) {
       return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                         "could not allocate a histogram");
     }
+  }
+  return ffi::Error::Success();
+}
+
+int64_t Above(const Pass& pass) {
+  int64_t above = 0;
+  for (int64_t a : pass.above) above += a;
+  return above;
+}
+
+// Rank counts from counts per bin and, in counts[bins], the keys above.
+void ToRankCounts(int32_t* counts, int64_t bins) {
+  for (int64_t bin = bins - 1; bin >= 0; --bin) counts[bin] += counts[bin + 1];
+}
+
+ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
+                ffi::RemainingArgs args, int32_t shift, bool products,
+                int64_t sample_stride,
+                ffi::Result<ffi::BufferR1<ffi::S32>> out) {
+  const int64_t bins = static_cast<int64_t>(out->element_count()) - 1;
+  const int32_t lo = lo_buffer.typed_data()[0];
+  if (shift < 0 || shift > 31 || bins < 1 || bins > (int64_t{1} << 31) ||
+      (bins << shift) > (int64_t{1} << 31) ||
+      (lo > 0 && lo + (bins << shift) > (int64_t{1} << 31)) ||
+      sample_stride < 0) {
+    return ffi::Error::InvalidArgument(
+        "expected 0 <= shift <= 31, lo + bins * 2**shift <= 2**31 (the "
+        "output holds the bins and one count above them) and "
+        "sample_stride >= 0");
+  }
+  auto inputs = std::make_shared<Inputs>();
+  ffi::Error error = ReadInputs(args, 0, products, sample_stride, *inputs);
+  if (error.failure()) return error;
+  int32_t* counts = out->typed_data();
+  std::memset(counts, 0, sizeof(int32_t) * (bins + 1));
+  if (lo < 0 || inputs->chunks.empty()) {
+    return ffi::Error::Success();  // a negative lo: no key is counted
+  }
+  auto pass = RunPass(pool, inputs, static_cast<uint32_t>(lo), shift, bins);
+  error = Failed(*pass);
+  if (error.failure()) return error;
+  for (Tally& tally : pass->tallies) {
     for (uint32_t bin : tally.list) ++counts[bin];
     const int32_t* h = tally.hist.get();
-    for (int way = 0; h != nullptr && way < ways; ++way) {
+    for (int way = 0; h != nullptr && way < tally.ways; ++way) {
       const int32_t* part = h + way * (bins + 1);
       for (int64_t bin = 0; bin < bins; ++bin) counts[bin] += part[bin];
     }
   }
-  for (int64_t a : pass->above) above += a;
-  counts[bins] = static_cast<int32_t>(above);
-  for (int64_t bin = bins - 1; bin >= 0; --bin) counts[bin] += counts[bin + 1];
+  counts[bins] = static_cast<int32_t>(Above(*pass));
+  ToRankCounts(counts, bins);
+  return ffi::Error::Success();
+}
+
+// radix.take: the largest bin d whose rank count reaches q, that count and
+// the count above bin d; with no such bin d = -1 and, as jax.numpy indexes,
+// counts[-1] and counts[0].
+struct Taken {
+  int32_t d, num, above;
+};
+Taken Take(const int32_t* counts, int64_t bins, int32_t q) {
+  int32_t reach = 0;
+  for (int64_t bin = 0; bin < bins; ++bin) reach += counts[bin] >= q;
+  const int32_t d = reach - 1;
+  if (d < 0) return {d, counts[bins], counts[0]};
+  return {d, counts[d], counts[d + 1]};
+}
+
+// The next prefix, (prefix << width) | d in int32 as jax.numpy computes it.
+int32_t Extend(int32_t prefix, int width, int32_t d) {
+  return static_cast<int32_t>((static_cast<uint32_t>(prefix) << width) |
+                              static_cast<uint32_t>(d));
+}
+
+// The whole radix select in one call, for scores that are not split over
+// devices: the answer and count of `radix.radix_select` with digits
+// (11, 10, 10), the same key and count as three calls of Impl. The second
+// pass lists the low 20 bits of every key in the first pass's bucket, so the
+// third digit is read off that list, not off a third pass over the arrays.
+ffi::Error SelectImpl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> q_buffer,
+                      ffi::RemainingArgs args, bool products,
+                      ffi::Result<ffi::BufferR1<ffi::S32>> out) {
+  constexpr int kHigh = 11, kLow = 10;  // the digits: 11 + 10 + 10 bits
+  constexpr int64_t kHighBins = int64_t{1} << kHigh;
+  constexpr int64_t kLowBins = int64_t{1} << kLow;
+  if (out->element_count() != 2) {
+    return ffi::Error::InvalidArgument("the output is (key, count)");
+  }
+  const int32_t q = q_buffer.typed_data()[0];
+  auto inputs = std::make_shared<Inputs>();
+  ffi::Error error = ReadInputs(args, 0, products, 0, *inputs);
+  if (error.failure()) return error;
+  std::vector<int32_t> counts(kHighBins + 1, 0);
+  if (!inputs->chunks.empty()) {  // the top 11 bits of every key
+    auto pass = RunPass(pool, inputs, 0, 31 - kHigh, kHighBins);
+    error = Failed(*pass);
+    if (error.failure()) return error;
+    for (Tally& tally : pass->tallies) {
+      const int32_t* h = tally.hist.get();
+      for (int way = 0; h != nullptr && way < tally.ways; ++way) {
+        const int32_t* part = h + way * (kHighBins + 1);
+        for (int64_t bin = 0; bin < kHighBins; ++bin) counts[bin] += part[bin];
+      }
+    }
+    ToRankCounts(counts.data(), kHighBins);
+  }
+  Taken t = Take(counts.data(), kHighBins, q);
+  int32_t prefix = Extend(0, kHigh, t.d);
+  // The keys whose top 11 bits are the prefix, each listed by its low 20
+  // bits (in a worker's histogram of 2**20 bins past kListUpTo of them).
+  std::vector<int32_t> low(kLowBins + 1, 0);
+  std::shared_ptr<Pass> pass;
+  const int32_t lo = static_cast<int32_t>(static_cast<uint32_t>(prefix)
+                                          << (31 - kHigh));
+  if (lo >= 0 && !inputs->chunks.empty()) {
+    pass = RunPass(pool, inputs, static_cast<uint32_t>(lo), 0,
+                   int64_t{1} << (31 - kHigh));
+    error = Failed(*pass);
+    if (error.failure()) return error;
+    for (Tally& tally : pass->tallies) {
+      for (uint32_t key : tally.list) ++low[key >> kLow];
+      const int32_t* h = tally.hist.get();
+      for (int64_t key = 0; h != nullptr && key < (int64_t{1} << 20); ++key) {
+        low[key >> kLow] += h[key];
+      }
+    }
+    low[kLowBins] = static_cast<int32_t>(Above(*pass));
+    ToRankCounts(low.data(), kLowBins);
+  }
+  t = Take(low.data(), kLowBins, q);
+  const int32_t middle = t.d;
+  prefix = Extend(prefix, kLow, middle);
+  std::vector<int32_t> last(kLowBins + 1, 0);
+  if (static_cast<int32_t>(static_cast<uint32_t>(prefix) << kLow) >= 0 &&
+      pass != nullptr) {  // the keys listed whose middle 10 bits are `middle`
+    for (Tally& tally : pass->tallies) {
+      for (uint32_t key : tally.list) {
+        if (static_cast<int32_t>(key >> kLow) == middle) {
+          ++last[key & (kLowBins - 1)];
+        }
+      }
+      const int32_t* h = tally.hist.get();
+      for (int64_t key = 0; h != nullptr && key < kLowBins; ++key) {
+        last[key] += h[(int64_t{middle} << kLow) + key];
+      }
+    }
+    last[kLowBins] = t.above;
+    ToRankCounts(last.data(), kLowBins);
+  }
+  t = Take(last.data(), kLowBins, q);
+  out->typed_data()[0] = Extend(prefix, kLow, t.d);
+  out->typed_data()[1] = t.num;
   return ffi::Error::Success();
 }
 
@@ -506,4 +644,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GsmKeyHistogram, Impl,
                                   .Attr<int32_t>("shift")
                                   .Attr<bool>("products")
                                   .Attr<int64_t>("sample_stride")
+                                  .Ret<ffi::BufferR1<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GsmRadixSelect, SelectImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::BufferR0<ffi::S32>>()
+                                  .RemainingArgs()
+                                  .Attr<bool>("products")
                                   .Ret<ffi::BufferR1<ffi::S32>>());

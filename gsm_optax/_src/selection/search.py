@@ -1,8 +1,8 @@
 """Exact global selection of the Q-th largest score across many arrays.
 
 Four routes give the *identical* threshold (and mask), and ``'auto'`` (the
-default) takes one of them (`auto_route`): ``'radix'`` on the CPU from
-`AUTO_RADIX_FROM` scores on, else ``'interpolate'``.
+default) takes one of them (`auto_route`): ``'radix'`` on the CPU where its
+kernel applies, else ``'interpolate'``.
 
 * ``'interpolate'``: a search that counts ``score >= candidate``
   over all scores once per pass (`counting`) and picks each candidate from
@@ -21,7 +21,8 @@ default) takes one of them (`auto_route`): ``'radix'`` on the CPU from
   minimum replaces the remaining passes.
 * ``'radix'``: radix select (`radix`): always 3 histogram passes (6 for
   float64), no data-dependent loop; for float32 on the CPU counted by a
-  kernel of our own on every core (`native_radix`), and from
+  kernel of our own on every core, all three in one call where the scores
+  are not split over devices (`native_radix`), and from
   `native_radix.SAMPLED_FROM` scores on sampled: one pass over a window of
   keys that a sample places, two more where the window misses. Sharded,
   each pass (and the sample) is one all-reduce of its counts.
@@ -53,11 +54,6 @@ from gsm_optax._src.selection import keys
 from gsm_optax._src.selection import native_radix
 
 METHODS = ('auto', 'interpolate', 'bisect', 'radix', 'top_k')
-
-# 'auto' takes 'radix' from this many scores on, on the CPU where its kernel
-# is built; elsewhere 'interpolate' (the measurements: docs, performance:
-# in training steps interpolate wins at 0.27M scores, radix at 0.43M).
-AUTO_RADIX_FROM = 3 * 2 ** 17
 
 # The interpolation search: its second candidate assumes that the number of
 # scores above x falls like x**-_TAIL_EXPONENT, and later steps outside the
@@ -295,13 +291,11 @@ def select_top_q(scores: Sequence[jax.Array], q, method: str = 'auto',
 
 
 def auto_route(scores: Sequence[jax.Array]) -> str:
-  """The route ``'auto'`` takes for ``scores`` on the CPU: ``'radix'`` from
-  `AUTO_RADIX_FROM` scores on where its kernel applies, else
-  ``'interpolate'`` (which ``'auto'`` takes on every other platform)."""
-  if (sum(s.size for s in scores) >= AUTO_RADIX_FROM and
-      native_radix.applies(scores)):
-    return 'radix'
-  return 'interpolate'
+  """The route ``'auto'`` takes for ``scores`` on the CPU: ``'radix'``
+  where its kernel applies (float32, built), else ``'interpolate'`` (which
+  ``'auto'`` takes on every other platform). The measurements behind the
+  rule: docs, selection."""
+  return 'radix' if native_radix.applies(scores) else 'interpolate'
 
 
 def _auto_key(scores, q, guess, factors) -> TopQ:

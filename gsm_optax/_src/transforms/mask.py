@@ -80,7 +80,7 @@ def keep_top_taylor(ratio: float,
       nothing raises (through `jax.debug.callback`) when the step runs.
     prunable: which leaves are ranked: None (every leaf with ndim >= 2), a
       pytree of bools like the params, or a callable ``params -> pytree``.
-    method: ``'auto'`` (default: ``'radix'`` on the CPU for large trees,
+    method: ``'auto'`` (default: ``'radix'`` on the CPU for float32 scores,
       else ``'interpolate'``), ``'interpolate'``, ``'bisect'`` or ``'radix'``
       (sort-free: no concatenation, traced Q), or ``'top_k'``
       (``jax.lax.top_k`` on all scores). The masks are identical; see
