@@ -4,6 +4,8 @@ compiled HLO by the benchmark's reader (`benchmarks.speed.sharding`)."""
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 from test_sharding import shard
@@ -73,3 +75,32 @@ def test_native_radix_counts_shards_in_two_rounds_and_matches_one_device(
   assert int(sharded[1].num_active) == int(single[1].num_active)
   assert float(sharded[1].threshold) == float(single[1].threshold)
   jax.tree.map(np.testing.assert_array_equal, single[0], sharded[0])
+
+
+@pytest.mark.skipif(not native_radix.applies([jnp.zeros(1)]),
+                    reason='the native radix kernel is not built here')
+def test_replicated_scores_take_the_one_call_select_and_no_collective():
+  # Data parallel (every array whole on every device): the plain radix
+  # route's op is lowered to one call of the kernel per device, with no
+  # all-reduce; FSDP (split arrays): to its passes, one all-reduce each.
+  params = tree(0)
+  mesh = Mesh(np.array(jax.devices()[:8]), ('d',))
+  tx = gsm_optax.keep_top_taylor(10.0, method='radix')
+  step = jax.jit(tx.update)
+  single = step(params, tx.init(params), params)
+  placements = {
+      'replicated': jax.tree.map(
+          lambda x: jax.device_put(x, NamedSharding(mesh, P())), params),
+      'split': jax.tree.map(lambda x: shard(x, mesh), params)}
+  for name, placed in placements.items():
+    state = tx.init(placed)
+    text = step.lower(placed, state, placed).compile().as_text()
+    one_call = native_radix.SELECT_TARGET in text
+    reduces = text.count('all-reduce(') + text.count('all-reduce-start(')
+    if name == 'replicated':
+      assert one_call and reduces == 0, (name, reduces)
+    else:
+      assert not one_call and reduces >= 3, (name, reduces)
+    updates, new_state = step(placed, state, placed)
+    assert int(new_state.num_active) == int(single[1].num_active), name
+    jax.tree.map(np.testing.assert_array_equal, single[0], updates)
