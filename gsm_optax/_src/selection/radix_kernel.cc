@@ -391,16 +391,16 @@ void RunWorker(Pass& pass, bool in_caller) {
 
 // The arrays of a call as leaves, split into chunks (one block in
 // `sample_stride` sampled where it is > 0).
-ffi::Error ReadInputs(ffi::RemainingArgs& args, size_t first, bool products,
+ffi::Error ReadInputs(ffi::RemainingArgs& args, bool products,
                       int64_t sample_stride, Inputs& inputs) {
   const size_t step = products ? 2 : 1;
-  if ((args.size() - first) % step) {
+  if (args.size() % step) {
     return ffi::Error::InvalidArgument(
         "with products=true the arrays come in (gradient, parameter) pairs");
   }
   inputs.control = GetControl();
   inputs.stride = sample_stride;
-  for (size_t i = first; i < args.size(); i += step) {
+  for (size_t i = 0; i < args.size(); i += step) {
     auto a = args.get<ffi::AnyBuffer>(i);
     auto b = products ? args.get<ffi::AnyBuffer>(i + 1) : a;
     if (!a.has_value() || !b.has_value() || a->element_type() != ffi::F32 ||
@@ -426,8 +426,8 @@ ffi::Error ReadInputs(ffi::RemainingArgs& args, size_t first, bool products,
             ? size
             : (size + kBlock * sample_stride - 1) / (kBlock * sample_stride);
     const int64_t per_chunk = sample_stride == 0 ? kChunk : kChunk / kBlock;
-    for (int64_t first_unit = 0; first_unit < units; first_unit += per_chunk) {
-      inputs.chunks.push_back({index, first_unit});
+    for (int64_t first = 0; first < units; first += per_chunk) {
+      inputs.chunks.push_back({index, first});
     }
   }
   return ffi::Error::Success();
@@ -483,6 +483,19 @@ ffi::Error Failed(const Pass& pass) {
   return ffi::Error::Success();
 }
 
+// Adds each worker's counts per bin (its list and its histogram's copies)
+// to counts[0, bins).
+void AddTallies(const Pass& pass, int64_t bins, int32_t* counts) {
+  for (const Tally& tally : pass.tallies) {
+    for (uint32_t bin : tally.list) ++counts[bin];
+    const int32_t* h = tally.hist.get();
+    for (int way = 0; h != nullptr && way < tally.ways; ++way) {
+      const int32_t* part = h + way * (bins + 1);
+      for (int64_t bin = 0; bin < bins; ++bin) counts[bin] += part[bin];
+    }
+  }
+}
+
 int64_t Above(const Pass& pass) {
   int64_t above = 0;
   for (int64_t a : pass.above) above += a;
@@ -510,7 +523,7 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
         "sample_stride >= 0");
   }
   auto inputs = std::make_shared<Inputs>();
-  ffi::Error error = ReadInputs(args, 0, products, sample_stride, *inputs);
+  ffi::Error error = ReadInputs(args, products, sample_stride, *inputs);
   if (error.failure()) return error;
   int32_t* counts = out->typed_data();
   std::memset(counts, 0, sizeof(int32_t) * (bins + 1));
@@ -520,14 +533,7 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> lo_buffer,
   auto pass = RunPass(pool, inputs, static_cast<uint32_t>(lo), shift, bins);
   error = Failed(*pass);
   if (error.failure()) return error;
-  for (Tally& tally : pass->tallies) {
-    for (uint32_t bin : tally.list) ++counts[bin];
-    const int32_t* h = tally.hist.get();
-    for (int way = 0; h != nullptr && way < tally.ways; ++way) {
-      const int32_t* part = h + way * (bins + 1);
-      for (int64_t bin = 0; bin < bins; ++bin) counts[bin] += part[bin];
-    }
-  }
+  AddTallies(*pass, bins, counts);
   counts[bins] = static_cast<int32_t>(Above(*pass));
   ToRankCounts(counts, bins);
   return ffi::Error::Success();
@@ -564,25 +570,20 @@ ffi::Error SelectImpl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> q_buffer,
   constexpr int kHigh = 11, kLow = 10;  // the digits: 11 + 10 + 10 bits
   constexpr int64_t kHighBins = int64_t{1} << kHigh;
   constexpr int64_t kLowBins = int64_t{1} << kLow;
+  constexpr int64_t kBucketKeys = int64_t{1} << (31 - kHigh);  // low 20 bits
   if (out->element_count() != 2) {
     return ffi::Error::InvalidArgument("the output is (key, count)");
   }
   const int32_t q = q_buffer.typed_data()[0];
   auto inputs = std::make_shared<Inputs>();
-  ffi::Error error = ReadInputs(args, 0, products, 0, *inputs);
+  ffi::Error error = ReadInputs(args, products, 0, *inputs);
   if (error.failure()) return error;
   std::vector<int32_t> counts(kHighBins + 1, 0);
   if (!inputs->chunks.empty()) {  // the top 11 bits of every key
     auto pass = RunPass(pool, inputs, 0, 31 - kHigh, kHighBins);
     error = Failed(*pass);
     if (error.failure()) return error;
-    for (Tally& tally : pass->tallies) {
-      const int32_t* h = tally.hist.get();
-      for (int way = 0; h != nullptr && way < tally.ways; ++way) {
-        const int32_t* part = h + way * (kHighBins + 1);
-        for (int64_t bin = 0; bin < kHighBins; ++bin) counts[bin] += part[bin];
-      }
-    }
+    AddTallies(*pass, kHighBins, counts.data());
     ToRankCounts(counts.data(), kHighBins);
   }
   Taken t = Take(counts.data(), kHighBins, q);
@@ -594,14 +595,13 @@ ffi::Error SelectImpl(ffi::ThreadPool pool, ffi::BufferR0<ffi::S32> q_buffer,
   const int32_t lo = static_cast<int32_t>(static_cast<uint32_t>(prefix)
                                           << (31 - kHigh));
   if (lo >= 0 && !inputs->chunks.empty()) {
-    pass = RunPass(pool, inputs, static_cast<uint32_t>(lo), 0,
-                   int64_t{1} << (31 - kHigh));
+    pass = RunPass(pool, inputs, static_cast<uint32_t>(lo), 0, kBucketKeys);
     error = Failed(*pass);
     if (error.failure()) return error;
     for (Tally& tally : pass->tallies) {
       for (uint32_t key : tally.list) ++low[key >> kLow];
       const int32_t* h = tally.hist.get();
-      for (int64_t key = 0; h != nullptr && key < (int64_t{1} << 20); ++key) {
+      for (int64_t key = 0; h != nullptr && key < kBucketKeys; ++key) {
         low[key >> kLow] += h[key];
       }
     }
