@@ -14,6 +14,7 @@ from gsm_optax._src.deploy.sparse_io import load_sparse
 from gsm_optax._src.deploy.sparse_io import save_sparse
 from gsm_optax._src.groups.groups import find_groups
 from gsm_optax._src.groups.groups import Groups
+from gsm_optax._src.oneshot.one_shot import one_shot_prune
 from gsm_optax._src.prune import prune
 from gsm_optax._src.prune_check import check_final_prune
 from gsm_optax._src.prune_check import PruneCheck
@@ -32,6 +33,7 @@ from gsm_optax._src.selection.search import METHODS as SELECTION_METHODS
 from gsm_optax._src.spec.official import official_num_to_keep
 from gsm_optax._src.spec.official import official_prunable
 from gsm_optax._src.spec.official import official_weight_decay_mask
+from gsm_optax._src.spec.pattern import NM
 from gsm_optax._src.spec.prunable import default_prunable
 from gsm_optax._src.spec.ratio import num_to_keep
 from gsm_optax._src.transforms.fixed_mask import fixed_mask
@@ -69,10 +71,12 @@ __all__ = (
     'LeafSparsity',
     'load_sparse',
     'matmul_kernels',
+    'NM',
     'num_to_keep',
     'official_num_to_keep',
     'official_prunable',
     'official_weight_decay_mask',
+    'one_shot_prune',
     'prune',
     'PruneCheck',
     'PruneCostWarning',

@@ -11,7 +11,7 @@ from gsm_optax._src.transforms import mask
 
 
 def gsm(learning_rate: optax.ScalarOrSchedule,
-        ratio: float,
+        ratio: Optional[float] = None,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         nesterov: bool = False,
@@ -23,7 +23,8 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
         passive_decay: Union[None, float, optax.Schedule] = None,
         groups: Optional[Any] = None,
         budget: str = 'params',
-        score: str = 'group_taylor'
+        score: str = 'group_taylor',
+        pattern: Any = None
         ) -> optax.GradientTransformation:
   r"""Global Sparse Momentum SGD (Ding et al., NeurIPS 2019).
 
@@ -80,6 +81,9 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       ``'params'`` or ``'flops'``.
     score: with ``groups``: ``'group_taylor'`` or ``'weight_taylor'`` (see
       `keep_top_taylor`).
+    pattern: None, or an N:M pattern (`NM` or ``'2:4'``): the active set
+      is the N best of every block of M weights along a kernel's input
+      axis (see `keep_top_taylor`); ``ratio`` is then ``M / N``.
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -116,7 +120,7 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
   taylor_mask = mask.taylor_mask(
       ratio, prunable, method, score_decay, track_churn, groups, budget,
       score, passive_weight_decay=weight_decay if groups is not None else 0.0,
-      decayed=weight_decay_mask)
+      decayed=weight_decay_mask, pattern=pattern)
   if passive_decay is not None:
     return global_sparse_lib.wrap(optax.chain(*momentum_sgd), taylor_mask,
                                   passive_decay)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gsm_optax._src.spec import official
+from gsm_optax._src.spec import pattern as pattern_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
 from gsm_optax._src.spec import structure as structure_lib
@@ -15,13 +16,14 @@ from gsm_optax._src.spec import structure as structure_lib
 COUNTS = ('floor', 'official')
 
 
-def prune(params: Any, ratio: float,
+def prune(params: Any, ratio: Optional[float] = None,
           prunable: prunable_lib.PrunableSpec = None,
           method: str = 'auto',
           count: str = 'floor',
           groups: Optional[Any] = None,
           budget: str = 'params',
-          group_norm: str = 'l2') -> tuple[Any, Any]:
+          group_norm: str = 'l2',
+          pattern: Any = None) -> tuple[Any, Any]:
   """Keeps the ``floor(N / ratio)`` largest-magnitude prunable weights.
 
   The ranking is global over all prunable leaves (ties kept), as in the
@@ -58,6 +60,10 @@ def prune(params: Any, ratio: float,
     group_norm: with ``groups``: what "largest" means for a group,
       ``'l2'`` (the sum of its squared weights) or ``'l1'`` (the sum of
       their absolute values, the filter norm of Li et al. 2017).
+    pattern: None, or an N:M pattern (`NM` or ``'2:4'``): every block of
+      M consecutive weights along a kernel's input axis keeps its N largest
+      (of equal ones, the later); ``ratio`` is then ``M / N`` and may be
+      left out.
 
   Raises:
     ValueError: if a prunable weight is NaN or infinite (training diverged;
@@ -77,11 +83,15 @@ def prune(params: Any, ratio: float,
   """
   if count not in COUNTS:
     raise ValueError(f'`count` must be one of {COUNTS}; got {count!r}.')
-  if count == 'official' and groups is not None:
+  if count == 'official' and (groups is not None or pattern is not None):
     raise ValueError("`count='official'` is the official code's count of "
-                     'single weights; with `groups` the budget decides.')
+                     'single weights; with `groups` the budget decides, with '
+                     'a `pattern` its N of every M.')
+  ratio = pattern_lib.ratio_for(ratio, pattern)
   structure = structure_lib.resolve(groups, prunable, method, budget,
-                                    norm=group_norm)
+                                    norm=group_norm, pattern=pattern)
+  if pattern is not None:
+    structure.check(params, ratio)
   leaves, treedef = jax.tree.flatten(params)
   chosen = structure.scored_leaves(params)
   _check_finite([leaves[i] for i in chosen])
@@ -90,8 +100,9 @@ def prune(params: Any, ratio: float,
     n = sum(leaves[i].size for i in chosen)
     q = official.official_num_to_keep(n, ratio)
   pruned, masks, threshold = compiled(_prune, params, ratio, prunable,
-                                       method, groups, budget, q, group_norm)
-  if groups is None:
+                                       method, groups, budget, q, group_norm,
+                                       pattern)
+  if groups is None and pattern is None:
     n = sum(leaves[i].size for i in chosen)
     _warn_if_ties_defeat_ratio([pruned[i] for i in chosen],
                                q or ratio_lib.num_to_keep(n, ratio), n,
@@ -99,10 +110,11 @@ def prune(params: Any, ratio: float,
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
-def _prune(params, ratio, prunable, method, groups, budget, q, group_norm):
+def _prune(params, ratio, prunable, method, groups, budget, q, group_norm,
+           pattern):
   """The magnitude prune's leaves, masks and threshold."""
   structure = structure_lib.resolve(groups, prunable, method, budget,
-                                    norm=group_norm)
+                                    norm=group_norm, pattern=pattern)
   leaves = jax.tree.leaves(params)
   top = structure.choose({}, params, ratio, 'magnitude', q=q)
   masks = [top.masks.get(i, jnp.ones(jnp.shape(x), bool))

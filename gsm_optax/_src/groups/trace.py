@@ -79,10 +79,13 @@ class _Walker:
   """Walks a jaxpr; with ``values``, also evaluates it slim."""
 
   def __init__(self, atoms: lay.Atoms, recorded: Optional[list] = None,
-               kept: Optional[dict] = None):
+               kept: Optional[dict] = None, observe=None):
     self.atoms = atoms
     self.recorded = recorded  # evaluation: the analysis's eqn_layouts
     self.kept = kept or {}
+    # evaluation: called as observe(eqn, in_values, position, leaf) before
+    # every matmul or convolution that multiplies by a parameter leaf.
+    self.observe = observe
     self.eqn_layouts = []
     self.products = []
     self.unsupported = {}
@@ -145,12 +148,17 @@ class _Walker:
       rule = _rule_for(eqn.primitive.name)
       out_layouts = rule(self, eqn, in_layouts)
       self.eqn_layouts.append(out_layouts)
-      if eqn.primitive.name in ('convert_element_type', 'copy', 'copy_p'):
-        source = self.param_of.get(eqn.invars[0])
-        if source is not None:
-          self.param_of[eqn.outvars[0]] = source
+    if eqn.primitive.name in ('convert_element_type', 'copy', 'copy_p'):
+      source = self.param_of.get(eqn.invars[0])
+      if source is not None:
+        self.param_of[eqn.outvars[0]] = source
     values = [None] * len(eqn.outvars)
     if self.evaluating:
+      if self.observe is not None and eqn.primitive.name in (
+          'dot_general', 'conv_general_dilated'):
+        found = _param_position(self, eqn)
+        if found is not None:
+          self.observe(eqn, in_values, *found)
       values = self.bind(eqn, in_values, out_layouts)
     return list(zip(out_layouts, values))
 
@@ -337,9 +345,16 @@ def _conv(w, eqn, ins):
 def _param_operand(w, eqn):
   """The parameter leaf a matmul or convolution multiplies by (its right
   operand, else its left), or None."""
-  for v in reversed(eqn.invars[:2]):
+  found = _param_position(w, eqn)
+  return None if found is None else found[1]
+
+
+def _param_position(w, eqn):
+  """``(operand position, parameter leaf)`` of `_param_operand`, or None."""
+  for pos in (1, 0):
+    v = eqn.invars[pos]
     if not isinstance(v, jex.Literal) and v in w.param_of:
-      return w.param_of[v]
+      return pos, w.param_of[v]
   return None
 
 
@@ -489,15 +504,21 @@ def analyze(closed_jaxpr, num_params: int) -> Analysis:
 
 
 def evaluate(analysis: Analysis, closed_jaxpr, kept: dict,
-             values: list) -> list:
+             values: list, observe=None) -> list:
   """Runs the jaxpr on ``values`` (slim params first) with every family
-  atom ``a`` shrunk to ``kept[a]`` channels."""
-  walker = _Walker(analysis.atoms, list(analysis.eqn_layouts), kept)
+  atom ``a`` shrunk to ``kept[a]`` channels; ``observe(eqn, in_values,
+  leaf)`` sees the operands of every matmul and convolution by a parameter
+  leaf, with the operand's position (the calibration inputs of one-shot
+  pruning)."""
+  walker = _Walker(analysis.atoms, list(analysis.eqn_layouts), kept, observe)
   jaxpr = closed_jaxpr.jaxpr
+  num_params = len(analysis.param_layouts)
   in_layouts = list(analysis.param_layouts) + [
       tuple(analysis.atoms.new(d) for d in _shape(v))
-      for v in jaxpr.invars[len(analysis.param_layouts):]]
-  outs = walker.walk(jaxpr, in_layouts, values, closed_jaxpr.consts)
+      for v in jaxpr.invars[num_params:]]
+  outs = walker.walk(jaxpr, in_layouts, values, closed_jaxpr.consts,
+                     list(range(num_params)) + [None] * (
+                         len(jaxpr.invars) - num_params))
   return [value for _, value in outs]
 
 

@@ -2,15 +2,17 @@
 
 A *structure* answers, for a params tree: which leaves are scored, how the
 units (single weights, or groups of coupled channels) are scored, which of
-them a budget keeps, and what that means for every element. Two exist:
+them a budget keeps, and what that means for every element. Three exist:
 
 * `PerWeight` (the default): every weight of the prunable leaves is a unit;
   the budget keeps ``Q = floor(N / ratio)`` of them, by the exact sort-free
   search (`global_threshold`), ties kept.
+* `NByM` (``pattern=`` an `NM`): every weight is a unit; each block of M
+  consecutive weights along a kernel's input axis keeps its N best.
 * `gsm_optax.Groups` (from `find_groups`): a unit is a channel with every
   slice coupled to it; the budget is a ratio of parameters or FLOPs.
 
-Both have the same four methods, so `keep_top_taylor`, `gsm`,
+All have the same four methods, so `keep_top_taylor`, `gsm`,
 `global_sparse`, `prune`, `pruned_norm_share` and `check_final_prune` are
 written once.
 """
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 
 from gsm_optax._src.selection import keys
 from gsm_optax._src.selection import search
+from gsm_optax._src.spec import pattern as pattern_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
 
@@ -37,7 +40,8 @@ class Chosen(NamedTuple):
 
 
 class Structure(Protocol):
-  """The interface of `PerWeight` and `Groups` (see the module docstring)."""
+  """The interface of `PerWeight`, `NByM` and `Groups` (see the module
+  docstring)."""
 
   def scored_leaves(self, params: Any) -> list[int]:
     """Indices (in ``jax.tree.leaves(params)``) of the leaves whose updates
@@ -116,13 +120,67 @@ class PerWeight:
     return Chosen(masks, threshold, top.num_active.astype(jnp.int32), masks)
 
 
+class NByM(PerWeight):
+  """Every weight is a unit; in every block of ``m`` consecutive weights
+  along a kernel's input axis the ``n`` best are kept (an `NM` pattern),
+  whatever the ratio (it is the pattern's, ``m / n``).
+
+  Args:
+    pattern: the `NM` pattern.
+    prunable: which leaves are ranked (see `keep_top_taylor`).
+  """
+
+  def __init__(self, pattern: pattern_lib.NM,
+               prunable: prunable_lib.PrunableSpec = None):
+    super().__init__(prunable)
+    self.pattern = pattern
+
+  def axes(self, params) -> dict:
+    """Leaf index -> the axis its blocks run along (checked)."""
+    return pattern_lib.leaf_axes(params, self.pattern,
+                                 self.scored_leaves(params))
+
+  def check(self, params, ratio):
+    self.axes(params)
+
+  def choose(self, values, params, ratio, kind, guess=None, q=None,
+             n=None):
+    """As `PerWeight.choose`, per block; ``n``: keep this many of every
+    block instead of the pattern's N (traced or not; a gradual schedule)."""
+    param_leaves = jax.tree.leaves(params)
+    axes = self.axes(params)
+    if kind == 'magnitude':
+      chosen = self.scored_leaves(params)
+      scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
+    else:
+      chosen = sorted(values)
+      scores = keys.taylor_scores([values[i] for i in chosen],
+                                  [param_leaves[i] for i in chosen])
+    n = self.pattern.n if n is None else n
+    masks = {i: pattern_lib.keep_in_blocks(t, n, self.pattern.m, axes[i])
+             for i, t in zip(chosen, scores)}
+    num_active = sum(jnp.sum(k, dtype=jnp.int32) for k in masks.values())
+    return Chosen(masks, jnp.zeros((), jnp.float32),
+                  jnp.asarray(num_active, jnp.int32), masks)
+
+
 def resolve(groups: Optional[Any], prunable: prunable_lib.PrunableSpec,
             method: str, budget: str = 'params',
-            score: str = 'group_taylor', norm: str = 'l2') -> Any:
+            score: str = 'group_taylor', norm: str = 'l2',
+            pattern: Any = None) -> Any:
   """The structure to use: ``groups`` (from `find_groups`) with its
-  ``budget``, group ``score`` and magnitude ``norm``, else `PerWeight` with
-  ``prunable`` and ``method``."""
+  ``budget``, group ``score`` and magnitude ``norm``; else `NByM` with
+  ``pattern`` and ``prunable``; else `PerWeight` with ``prunable`` and
+  ``method``."""
+  pattern = pattern_lib.parse(pattern)
+  if pattern is not None and groups is not None:
+    raise ValueError(
+        f'`pattern` {pattern} keeps N of every M single weights, `groups` '
+        'keep whole channels: pass one of them.')
   if groups is None:
+    if budget not in ('params', 'flops'):
+      raise ValueError(f"`budget` must be 'params' or 'flops' (with "
+                       f'`groups`); got {budget!r}.')
     if budget != 'params':
       raise ValueError("`budget='flops'` needs `groups` (from "
                        'gsm_optax.find_groups): single weights have no FLOPs '
@@ -131,6 +189,8 @@ def resolve(groups: Optional[Any], prunable: prunable_lib.PrunableSpec,
       raise ValueError(f'`group_norm={norm!r}` ranks groups; single weights '
                        'rank by |w| whatever the norm. Pass `groups` (from '
                        'gsm_optax.find_groups), or leave `group_norm` out.')
+    if pattern is not None:
+      return NByM(pattern, prunable)
     return PerWeight(prunable, method)
   if prunable is not None:
     raise ValueError(

@@ -12,7 +12,7 @@ from gsm_optax._src.transforms import mask as mask_lib
 
 
 def global_sparse(optimizer: optax.GradientTransformation,
-                  ratio: float,
+                  ratio: Optional[float] = None,
                   passive_decay: Union[None, float, optax.Schedule] = None,
                   prunable: prunable_lib.PrunableSpec = None,
                   method: str = 'auto',
@@ -20,7 +20,8 @@ def global_sparse(optimizer: optax.GradientTransformation,
                   track_churn: bool = False,
                   groups: Optional[Any] = None,
                   budget: str = 'params',
-                  score: str = 'group_taylor'
+                  score: str = 'group_taylor',
+                  pattern: Any = None
                   ) -> optax.GradientTransformation:
   r"""GSM's global mask around any optimizer, with decay of the passive weights.
 
@@ -61,6 +62,8 @@ def global_sparse(optimizer: optax.GradientTransformation,
     groups, budget, score: structured GSM (see `keep_top_taylor`): the
       mask keeps whole groups, and ``passive_decay`` shrinks every slice of
       a passive group (its biases and norm entries too).
+    pattern: None, or an N:M pattern (`NM` or ``'2:4'``): the active set
+      is the N best of every block of M (see `keep_top_taylor`).
 
   Returns:
     An `optax.GradientTransformation` whose state is a `GlobalSparseState`;
@@ -84,7 +87,7 @@ def global_sparse(optimizer: optax.GradientTransformation,
   """
   return wrap(optimizer, mask_lib.taylor_mask(
       ratio, prunable, method, score_decay, track_churn, groups, budget,
-      score), passive_decay)
+      score, pattern=pattern), passive_decay)
 
 
 def wrap(optimizer: optax.GradientTransformation, mask,

@@ -10,6 +10,7 @@ import optax
 
 from gsm_optax._src.selection import keys
 from gsm_optax._src.selection import search
+from gsm_optax._src.spec import pattern as pattern_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
 from gsm_optax._src.spec import structure as structure_lib
@@ -35,13 +36,15 @@ def cubic_keep_fraction(step, ratio: float, begin_step: int, end_step: int):
   return 1.0 - final_sparsity * (1.0 - (1.0 - t) ** 3)
 
 
-def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
+def gradual_magnitude_pruning(ratio: Optional[float], begin_step: int,
+                              end_step: int,
                               update_every: int = 100,
                               global_ranking: bool = True,
                               prunable: prunable_lib.PrunableSpec = None,
                               groups: Optional[Any] = None,
                               budget: str = 'params',
-                              score: str = 'magnitude'
+                              score: str = 'magnitude',
+                              pattern: Any = None
                               ) -> optax.GradientTransformation:
   """Prunes by magnitude on a cubic schedule, keeping pruned weights at zero.
 
@@ -72,6 +75,10 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
       after the optimizer: its momentum average of the gradient, weight
       decay included) times the weights, ``'group_taylor'`` ``|sum u*w|``
       or ``'weight_taylor'`` ``sum |u*w|`` (see `Groups.scores`).
+    pattern: None, or an N:M pattern (`NM` or ``'2:4'``; pass
+      ``ratio=None``): every block of M weights along a kernel's input axis
+      keeps its largest ``max(N, ceil(M * keep))`` on the cubic schedule's
+      kept fraction, exactly N from ``end_step``.
 
   Returns:
     An `optax.GradientTransformation`; ``update`` needs ``params``.
@@ -92,6 +99,7 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     Molchanov et al., `Importance Estimation for Neural Network Pruning
     <https://arxiv.org/abs/1906.10771>`_, CVPR 2019
   """
+  ratio = pattern_lib.ratio_for(ratio, pattern)
   ratio_lib.validate_ratio(ratio)
   if end_step < begin_step or update_every < 1:
     raise ValueError('`end_step` must be >= `begin_step` and `update_every` '
@@ -110,9 +118,14 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
                                groups, prunable, 'interpolate', budget,
                                'group_taylor' if score == 'magnitude'
                                else score), score)
-  structure_lib.resolve(None, prunable, 'interpolate', budget)
+  structure = structure_lib.resolve(None, prunable, 'interpolate', budget,
+                                    pattern=pattern)
+  if pattern is not None and not global_ranking:
+    raise ValueError('`pattern` keeps N of every M in each block: leave '
+                     '`global_ranking=True`.')
 
   def init_fn(params):
+    structure.check(params, ratio)
     flags = prunable_lib.resolve_prunable(params, prunable)
     leaves, treedef = jax.tree.flatten(params)
     prunable_lib.check_float_params(params, 'gradual_magnitude_pruning')
@@ -139,6 +152,17 @@ def gradual_magnitude_pruning(ratio: float, begin_step: int, end_step: int,
     at_end = state.count >= end_step
 
     def magnitude_masks():
+      if pattern is not None:  # N:M: the block's count on the schedule
+        m, final_n = structure.pattern.m, structure.pattern.n
+        n = jnp.where(at_end, final_n, jnp.maximum(
+            final_n, jnp.ceil(m * keep - 1e-4).astype(jnp.int32)))
+        masks = structure.choose(
+            {}, jax.tree.unflatten(treedef, [
+                jnp.where(mask_leaves[i], leaves[i] + update_leaves[i], 0)
+                if f else leaves[i] for i, f in enumerate(flags)]),
+            ratio, 'magnitude', n=n).masks
+        return [masks[i] & ((w != 0) | c) for i, w, c in zip(
+            chosen, new_weights, current)]
       mags = keys.magnitude_scores(new_weights)
       groups = [mags] if global_ranking else [[m] for m in mags]
       masks = []

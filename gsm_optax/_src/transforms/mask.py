@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from gsm_optax._src import checks
+from gsm_optax._src.spec import pattern as pattern_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 from gsm_optax._src.spec import ratio as ratio_lib
 from gsm_optax._src.spec import structure as structure_lib
@@ -33,14 +34,15 @@ class KeepTopTaylorState(NamedTuple):
   count: Optional[jax.Array] = None
 
 
-def keep_top_taylor(ratio: float,
+def keep_top_taylor(ratio: Optional[float] = None,
                     prunable: prunable_lib.PrunableSpec = None,
                     method: str = 'auto',
                     score_decay: Union[None, float, optax.Schedule] = None,
                     track_churn: bool = False,
                     groups: Optional[Any] = None,
                     budget: str = 'params',
-                    score: str = 'group_taylor'
+                    score: str = 'group_taylor',
+                    pattern: Any = None
                     ) -> optax.GradientTransformation:
   r"""Passes the gradient only to the Q weights with the largest ``|g * w|``.
 
@@ -101,6 +103,12 @@ def keep_top_taylor(ratio: float,
     score: with ``groups``: ``'group_taylor'`` (default, ``|sum g * w|``
       over a group, Molchanov et al. 2019) or ``'weight_taylor'``
       (``sum |g * w|``).
+    pattern: None, or an N:M pattern (`NM`, or a string such as
+      ``'2:4'``): the active set is, in every block of M consecutive
+      weights along a kernel's input axis, the N with the largest score
+      (GSM's rule with an N:M active set); ``ratio`` is then the pattern's
+      ``M / N`` and may be left out. ``num_active`` counts the active
+      weights and ``threshold`` is 0.
 
   Returns:
     An `optax.GradientTransformation` whose ``update`` needs ``params``.
@@ -120,7 +128,8 @@ def keep_top_taylor(ratio: float,
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
   return as_transformation(taylor_mask(ratio, prunable, method, score_decay,
-                                      track_churn, groups, budget, score))
+                                      track_churn, groups, budget, score,
+                                      pattern=pattern))
 
 
 def as_transformation(mask) -> optax.GradientTransformation:
@@ -136,7 +145,7 @@ def as_transformation(mask) -> optax.GradientTransformation:
 
 def taylor_mask(ratio, prunable, method, score_decay, track_churn,
                  groups=None, budget='params', score='group_taylor',
-                 passive_weight_decay=0.0, decayed=None):
+                 passive_weight_decay=0.0, decayed=None, pattern=None):
   """`keep_top_taylor`'s ``init`` and ``select``: ``select(updates, state,
   params)`` returns the masked updates, the new state, and one mask per
   leaf of the params (True where the gradient passes: the active units,
@@ -146,8 +155,10 @@ def taylor_mask(ratio, prunable, method, score_decay, track_churn,
   of the scored leaves that ``decayed`` leaves undecayed (biases, norm
   scales and shifts) get ``passive_weight_decay * w`` in place of their
   gradient, so that a passive group decays to zero as a whole."""
+  ratio = pattern_lib.ratio_for(ratio, pattern)
   ratio_lib.validate_ratio(ratio)
-  structure = structure_lib.resolve(groups, prunable, method, budget, score)
+  structure = structure_lib.resolve(groups, prunable, method, budget, score,
+                                    pattern=pattern)
   checks.check_number('score_decay', 0.0 if score_decay is None else
                       score_decay, 0.0, 1.0, "the decay of the gradient's "
                       'average, e.g. 0.99', schedule=True)
