@@ -10,6 +10,7 @@ from gsm_optax._src.deploy import slim as slim_lib
 from gsm_optax._src.deploy import sparse
 from gsm_optax._src.deploy import sparse_io
 from gsm_optax._src.groups import groups as groups_lib
+from gsm_optax._src.spec import pattern as pattern_lib
 from gsm_optax._src.spec import prunable as prunable_lib
 
 
@@ -22,7 +23,8 @@ class LeafSparsity:
   nonzero: int
   prunable: bool
   nbytes: int = 0  # as a dense array
-  sparse_nbytes: int = 0  # in a `save_sparse` file (CSR if sparse enough)
+  sparse_nbytes: int = 0  # in a `save_sparse` file (N:M, or CSR if sparse)
+  pattern: str = ''  # 'N:M' where the leaf follows the report's pattern
 
   @property
   def density(self) -> float:
@@ -86,6 +88,7 @@ class SparsityReport:
              f"{'nonzero':>10}  {'density':>8}"]
     for l in self.leaves:
       mark = '' if l.prunable else '  (not prunable)'
+      mark += f'  {l.pattern}' if l.pattern else ''
       lines.append(f'{l.path:<{width}}  {str(l.shape):>18}  {l.size:>10,}  '
                    f'{l.nonzero:>10,}  {l.density:>8.2%}{mark}')
     lines.append(
@@ -104,8 +107,8 @@ class SparsityReport:
 
 def sparsity_report(params: Any,
                     prunable: prunable_lib.PrunableSpec = None,
-                    max_density: float = sparse.DEFAULT_MAX_DENSITY
-                    ) -> SparsityReport:
+                    max_density: float = sparse.DEFAULT_MAX_DENSITY,
+                    pattern: Any = None) -> SparsityReport:
   """Counts the non-zeros of every leaf and the achieved compression ratio.
 
   Args:
@@ -114,6 +117,9 @@ def sparsity_report(params: Any,
       `keep_top_taylor`); default every leaf with ndim >= 2.
     max_density: which prunable leaves `save_sparse` would store as CSR,
       for the bytes (see `to_sparse`).
+    pattern: None, or an N:M pattern (`NM` or ``'2:4'``): the prunable
+      leaves that follow it are marked with it, and their bytes are those
+      of `save_sparse` with the same pattern.
 
   Returns:
     A `SparsityReport`; ``print(report)`` shows the per-layer table,
@@ -128,15 +134,24 @@ def sparsity_report(params: Any,
   """
   flags = prunable_lib.resolve_prunable(params, prunable)
   with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+  pattern = pattern_lib.parse(pattern)
+  axes = ([None] * len(flags) if pattern is None
+          else pattern_lib.axes_or_none(params, pattern))
   leaves = []
-  for (path, x), flag in zip(with_paths, flags):
+  for (path, x), flag, axis in zip(with_paths, flags, axes):
     x = np.asarray(x)
-    as_csr = sparse.stores_sparse(x, flag, max_density)
+    nm = bool(flag and axis is not None and
+              pattern_lib.satisfies(x, pattern, axis))
+    nbytes = x.nbytes
+    if nm:
+      nbytes = sparse_io.nm_nbytes(x.shape, x.dtype, pattern)
+    elif sparse.stores_sparse(x, flag, max_density):
+      nbytes = sparse_io.csr_nbytes(x)
     leaves.append(LeafSparsity(
         path=jax.tree_util.keystr(path), shape=tuple(x.shape),
         size=int(x.size), nonzero=int(np.count_nonzero(x)), prunable=flag,
-        nbytes=x.nbytes,
-        sparse_nbytes=sparse_io.csr_nbytes(x) if as_csr else x.nbytes))
+        nbytes=x.nbytes, sparse_nbytes=nbytes,
+        pattern=str(pattern) if nm else ''))
   return SparsityReport(leaves=tuple(leaves))
 
 

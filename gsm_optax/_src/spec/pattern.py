@@ -105,6 +105,23 @@ def leaf_axes(params: Any, pattern: NM, chosen: list[int]) -> dict[int, int]:
   Raises:
     ValueError: naming the leaf's path and the fix.
   """
+  out = {}
+  for i, (name, shape, axis, why) in enumerate(_axes(params, pattern)):
+    if i not in chosen:
+      continue
+    if why:
+      raise ValueError(f'{name} has shape {shape}: {why}')
+    out[i] = axis
+  return out
+
+
+def axes_or_none(params: Any, pattern: NM) -> list[Any]:
+  """Per leaf, the block axis if the pattern applies to it, else None."""
+  return [None if why else axis for _, _, axis, why in _axes(params, pattern)]
+
+
+def _axes(params, pattern):
+  """Per leaf: (path, shape, axis, why not) under ``pattern.axis``."""
   with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
   spec = pattern.axis
   if callable(spec):
@@ -116,30 +133,29 @@ def leaf_axes(params: Any, pattern: NM, chosen: list[int]) -> dict[int, int]:
       raise ValueError(
           '`NM.axis` must be None, an int, or a pytree of ints with the '
           f'structure of the params; got {pattern.axis!r}.') from e
-  out = {}
-  for i in chosen:
-    path, leaf = with_paths[i]
+  out = []
+  for i, (path, leaf) in enumerate(with_paths):
     name = jax.tree_util.keystr(path)
-    shape = np.shape(leaf)
+    shape = tuple(np.shape(leaf))
     axis = spec[i] if isinstance(spec, list) else spec
+    why = ''
     if axis is None:
-      if len(shape) not in (2, 4):
-        raise ValueError(
-            f'{name} has shape {shape}: which of its axes is its input is not '
-            'known from its shape alone (2-D and 4-D kernels use axis -2). '
-            'Give it: `NM(n, m, axis=...)` with an int or a pytree of ints '
-            'like the params, or leave the leaf out with `prunable`.')
-      axis = -2
-    if not -len(shape) <= axis < len(shape):
-      raise ValueError(f'`NM.axis`={axis} is not an axis of {name}, of shape '
-                       f'{shape}.')
-    axis %= len(shape)
-    if shape[axis] % pattern.m:
-      raise ValueError(
-          f'{name} has {shape[axis]} inputs along axis {axis}, which blocks of '
-          f'M={pattern.m} do not divide: choose an M that divides it, or '
-          'leave the leaf out with `prunable`.')
-    out[i] = axis
+      if len(shape) in (2, 4):
+        axis = -2
+      else:
+        why = ('which of its axes is its input is not known from its shape '
+               'alone (2-D and 4-D kernels use axis -2). Give it: `NM(n, m, '
+               'axis=...)` with an int or a pytree of ints like the params, '
+               'or leave the leaf out with `prunable`.')
+    if not why and not -len(shape) <= axis < len(shape):
+      why = f'`NM.axis`={axis} is not one of its axes.'
+    if not why:
+      axis %= len(shape)
+      if shape[axis] % pattern.m:
+        why = (f'{shape[axis]} inputs along axis {axis}, which blocks of '
+               f'M={pattern.m} do not divide: choose an M that divides it, '
+               'or leave the leaf out with `prunable`.')
+    out.append((name, shape, axis, why))
   return out
 
 
