@@ -12,7 +12,7 @@ import pytest
 from benchmarks.speed import sharding as speed_sharding
 import gsm_optax
 from gsm_optax._src.oneshot import capture
-from gsm_optax._src.oneshot import one_shot
+from gsm_optax._src.oneshot import layer
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,
@@ -86,10 +86,10 @@ def test_statistics_add_one_all_reduce_and_pruning_gathers_nothing():
   h = jnp.eye(128)
   bigger = jax.device_put(jnp.tile(view, (8, 1)), view.sharding)
   for pattern, most in ((None, 3), (gsm_optax.NM(2, 4), 0)):
-    kinds = hlo(one_shot._sparsegpt, view, h, 0.5, pattern, 128, 0.01)
+    kinds = hlo(layer.jit_sparsegpt, view, h, 0.5, pattern, 128, 0.01)
     assert set(kinds) <= {'all-reduce'}, kinds
     assert kinds.get('all-reduce', (0, 0))[0] <= most
     # Counts, not weights: the same bytes for a kernel 8 times as large.
-    assert hlo(one_shot._sparsegpt, bigger, h, 0.5, pattern, 128,
+    assert hlo(layer.jit_sparsegpt, bigger, h, 0.5, pattern, 128,
                0.01) == kinds
-  assert hlo(one_shot._select, view, 2.0, 'wanda', None, None) == {}
+  assert hlo(layer.select, view, 2.0, 'wanda', None, None) == {}

@@ -137,8 +137,8 @@ def save_sparse(path: str, params: Any,
         as_nm[i] = _NMKernel(np.asarray(leaves[i]), pattern, axis)
         flags[i] = False
   treedef = jax.tree.structure(params)
-  tree = sparse.to_sparse(params, jax.tree.unflatten(treedef, flags),
-                          max_density)
+  flags_tree = jax.tree.unflatten(treedef, flags)  # may be a callable module
+  tree = sparse.to_sparse(params, lambda _: flags_tree, max_density)
   tree = jax.tree.unflatten(treedef, [
       nm if nm is not None else leaf for nm, leaf in zip(
           as_nm, treedef.flatten_up_to(tree))])

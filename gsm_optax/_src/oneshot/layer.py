@@ -7,12 +7,15 @@ returns the pruned ``W`` and its keep-mask. `one_shot` moves a kernel of
 any layout to that view and back.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from gsm_optax._src.selection import keys
 from gsm_optax._src.selection import search
 from gsm_optax._src.spec import pattern as pattern_lib
+from gsm_optax._src.spec import ratio as ratio_lib
 
 
 def keep_top(scores: jax.Array, q, method: str = 'auto') -> jax.Array:
@@ -119,3 +122,45 @@ def sparsegpt(w: jax.Array, hessian: jax.Array, sparsity: float,
       w = w.at[:, i2:].add(-(err1 @ hinv[i1:i2, i2:]))
     kept.append(~prune1)
   return w, jnp.concatenate(kept, axis=1), finite
+
+
+def prune_kernel(view, stat, ratio, method, pattern, share, blocksize,
+                  damping, path):
+  """One kernel as ``(out, in)`` by ``method``, to ``ratio`` (or to
+  ``share`` weights, the global allocation's, or to ``pattern``): the
+  pruned view and its keep-mask."""
+  cols = view.shape[1]
+  if pattern is not None:  # hashable: the axis is the view's columns
+    pattern = pattern_lib.NM(pattern.n, pattern.m)
+  if method == 'sparsegpt':
+    sparsity = 1.0 - (1.0 / ratio if share is None else share / view.size)
+    pruned, keep, finite = jit_sparsegpt(view, stat, sparsity, pattern,
+                                      min(blocksize, cols), damping)
+    if not bool(finite):
+      raise ValueError(
+          f'{path}: the dampened Hessian of its inputs is singular (its '
+          f'Cholesky factor is not finite) with `damping`={damping}. Raise '
+          '`damping` (e.g. 0.1), or give more calibration samples.')
+    return pruned, keep
+  scores = (keys.magnitude_scores([view])[0] if method == 'magnitude'
+            else wanda_scores(view, stat))
+  keep = select(scores, ratio, method, pattern, share)
+  return jnp.where(keep, view, jnp.zeros((), view.dtype)), keep
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def select(scores, ratio, method, pattern, share):
+  if pattern is not None:
+    return pattern_lib.keep_in_blocks(scores, pattern.n, pattern.m, 1)
+  if share is not None:
+    return keep_top(scores, share)
+  if method == 'wanda':  # each row is a comparison group
+    return keep_per_row(scores, ratio_lib.num_to_keep(
+        scores.shape[1], ratio))
+  return keep_top(scores, ratio_lib.num_to_keep(scores.size, ratio))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def jit_sparsegpt(view, hessian, sparsity, pattern, blocksize, damping):
+  return sparsegpt(view, 2.0 * hessian, sparsity, pattern, blocksize,
+                         damping)

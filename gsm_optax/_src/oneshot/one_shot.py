@@ -2,7 +2,6 @@
 (magnitude, Wanda, SparseGPT), per layer or with a global allocation, to a
 ratio or an N:M pattern."""
 
-import functools
 from typing import Any, Optional
 
 import jax
@@ -185,7 +184,7 @@ def one_shot_prune(forward: Any, params: Any, calibration: Any,
       stat = None
       if stats is not None:
         stat = sum(stats[s] for s in _sources(traced, i)) / num_samples
-      pruned, keep = _prune_kernel(
+      pruned, keep = layer.prune_kernel(
           view, stat, ratio, method, pattern, None if shares is None
           else shares[i], blocksize, damping, paths[i])
       current[i] = capture.from_view(pruned, leaves[i], axes[i])
@@ -297,43 +296,3 @@ def _global_shares(traced, leaves, kernels, batches, num_samples, ratio,
   top = search.select_top_q(scores, q)
   kept = keys.at_least(scores, top.mask_key)
   return {i: max(int(jnp.sum(k)), 1) for i, k in zip(order, kept)}
-
-
-def _prune_kernel(view, stat, ratio, method, pattern, share, blocksize,
-                  damping, path):
-  """One kernel as ``(out, in)``: the pruned view and its keep-mask."""
-  cols = view.shape[1]
-  if pattern is not None:  # hashable: the axis is the view's columns
-    pattern = pattern_lib.NM(pattern.n, pattern.m)
-  if method == 'sparsegpt':
-    sparsity = 1.0 - (1.0 / ratio if share is None else share / view.size)
-    pruned, keep, finite = _sparsegpt(view, stat, sparsity, pattern,
-                                      min(blocksize, cols), damping)
-    if not bool(finite):
-      raise ValueError(
-          f'{path}: the dampened Hessian of its inputs is singular (its '
-          f'Cholesky factor is not finite) with `damping`={damping}. Raise '
-          '`damping` (e.g. 0.1), or give more calibration samples.')
-    return pruned, keep
-  scores = (keys.magnitude_scores([view])[0] if method == 'magnitude'
-            else layer.wanda_scores(view, stat))
-  keep = _select(scores, ratio, method, pattern, share)
-  return jnp.where(keep, view, jnp.zeros((), view.dtype)), keep
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _select(scores, ratio, method, pattern, share):
-  if pattern is not None:
-    return pattern_lib.keep_in_blocks(scores, pattern.n, pattern.m, 1)
-  if share is not None:
-    return layer.keep_top(scores, share)
-  if method == 'wanda':  # each row is a comparison group
-    return layer.keep_per_row(scores, ratio_lib.num_to_keep(
-        scores.shape[1], ratio))
-  return layer.keep_top(scores, ratio_lib.num_to_keep(scores.size, ratio))
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _sparsegpt(view, hessian, sparsity, pattern, blocksize, damping):
-  return layer.sparsegpt(view, 2.0 * hessian, sparsity, pattern, blocksize,
-                         damping)
