@@ -190,3 +190,13 @@ def test_a_leaf_that_is_not_an_array_is_named_with_the_fix():
   params, _ = eqx.partition(model, eqx.is_array)
   pruned, _ = gsm_optax.prune(params, 2.0)
   assert gsm_optax.sparsity_report(pruned).prunable_size == 4 * 8 + 8 * 2
+
+
+def test_num_to_keep_names_its_first_argument_when_given_params():
+  params = {'w': jnp.ones((4, 4))}
+  with pytest.raises(TypeError, match='`num_prunable` is N, the number of '
+                     'prunable weights'):
+    gsm_optax.num_to_keep(params, 2.0)
+  with pytest.raises(TypeError, match='`num_prunable`'):
+    gsm_optax.num_to_keep(16.0, 2.0)
+  assert gsm_optax.num_to_keep(np.int64(16), 2.0) == 8

@@ -172,7 +172,7 @@ def test_errors_name_the_argument_the_leaf_and_the_fix():
     gsm_optax.gsm(0.1, pattern='2-4')
   with pytest.raises(ValueError, match='does not match `pattern` 2:4'):
     gsm_optax.gsm(0.1, ratio=3.0, pattern='2:4')
-  with pytest.raises(ValueError, match='`ratio` is required'):
+  with pytest.raises(ValueError, match='got None. It may be left out only with a `pattern`'):
     gsm_optax.gsm(0.1)
   with pytest.raises(ValueError, match=r"\['q'\] has shape \(8, 2, 4\).*"
                      'axis=...'):

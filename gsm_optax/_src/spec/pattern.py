@@ -86,8 +86,9 @@ def ratio_for(ratio: Any, pattern: Any) -> Any:
   pattern = parse(pattern)
   if pattern is None:
     if ratio is None:
-      raise ValueError('`ratio` is required (the compression ratio C >= 1, '
-                       "e.g. 10.0), unless a `pattern` such as '2:4' sets it.")
+      raise ValueError('`ratio` must be a real number >= 1 (the compression '
+                       'ratio C, e.g. 10.0); got None. It may be left out '
+                       "only with a `pattern` such as '2:4', which sets it.")
     return ratio
   if ratio is not None and not isinstance(ratio, jax.core.Tracer) and (
       float(np.asarray(ratio)) != pattern.ratio):

@@ -83,6 +83,13 @@ def num_to_keep(num_prunable: int, ratio: Any) -> Any:
     ValueError: for a concrete ratio that `validate_ratio` refuses or that
       keeps no weight.
   """
+  if isinstance(num_prunable, (bool, np.bool_)) or not isinstance(
+      num_prunable, (numbers.Integral, jax.core.Tracer)):
+    raise TypeError(
+        '`num_prunable` is N, the number of prunable weights (a Python '
+        f'int), not a {type(num_prunable).__name__}. For a params tree: '
+        '`num_to_keep(sum(x.size for x in jax.tree.leaves(params) if '
+        'x.ndim >= 2), ratio)`, or `sparsity_report(params).prunable_size`.')
   if isinstance(ratio, jax.core.Tracer):
     q = floor_divide(num_prunable, ratio)
     bad = jnp.logical_not(ratio >= 1) | (q < 1)
