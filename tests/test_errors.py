@@ -200,3 +200,28 @@ def test_num_to_keep_names_its_first_argument_when_given_params():
   with pytest.raises(TypeError, match='`num_prunable`'):
     gsm_optax.num_to_keep(16.0, 2.0)
   assert gsm_optax.num_to_keep(np.int64(16), 2.0) == 8
+
+
+def test_prune_refuses_integer_weights_as_gsm_does():
+  params = {'w': jnp.arange(16).reshape(4, 4),
+            'v': jnp.arange(1., 17.).reshape(4, 4)}
+  with pytest.raises(ValueError, match=r"prune ranks floating-point weights "
+                     r"only; \['w'\] has dtype int32.*`prunable`"):
+    gsm_optax.prune(params, 2.0)
+  with pytest.raises(ValueError, match=r"\['w'\] has dtype int32"):
+    gsm_optax.gsm(0.1, 2.0).init(params)
+  pruned, _ = gsm_optax.prune(params, 2.0, prunable={'w': False, 'v': True})
+  np.testing.assert_array_equal(pruned['w'], params['w'])
+
+
+def test_prune_says_when_a_layer_keeps_no_weight():
+  params = {'big': jnp.full((8, 8), 10.0) + jnp.arange(64.).reshape(8, 8),
+            'small': jnp.full((4, 4), 1e-3)}
+  with pytest.warns(UserWarning, match=r"kept no weight of \['small'\]: the "
+                    'model no longer uses'):
+    pruned, _ = gsm_optax.prune(params, 4.0)
+  assert not np.asarray(pruned['small']).any()
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # a prune that leaves every layer some
+    gsm_optax.prune({'a': jnp.arange(1., 17.).reshape(4, 4),
+                     'b': jnp.arange(1., 17.).reshape(4, 4) + 0.5}, 2.0)

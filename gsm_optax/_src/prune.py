@@ -94,6 +94,7 @@ def prune(params: Any, ratio: Optional[float] = None,
     structure.check(params, ratio)
   leaves, treedef = jax.tree.flatten(params)
   chosen = structure.scored_leaves(params)
+  _check_float(params, chosen)
   _check_finite([leaves[i] for i in chosen])
   q = None
   if count == 'official':
@@ -107,6 +108,7 @@ def prune(params: Any, ratio: Optional[float] = None,
     _warn_if_ties_defeat_ratio([pruned[i] for i in chosen],
                                q or ratio_lib.num_to_keep(n, ratio), n,
                                threshold)
+    _warn_if_a_layer_is_emptied(params, chosen, pruned, ratio)
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
@@ -154,6 +156,38 @@ def _warn_if_ties_defeat_ratio(kept_leaves, q, n, threshold):
         f'ties are kept. The achieved ratio is {n / nonzero:.2f}x. Break the '
         'ties (e.g. add tiny noise to the weights) if exactly Q matters.',
         stacklevel=3)
+
+
+def _warn_if_a_layer_is_emptied(params, chosen, pruned, ratio):
+  """Global pruning can take every weight of a layer: the model then
+  ignores what flows through it. Say which, and what to do."""
+  if any(isinstance(pruned[i], jax.core.Tracer) for i in chosen):
+    return
+  paths = [jax.tree_util.keystr(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(params)[0]]
+  emptied = [paths[i] for i in chosen
+             if pruned[i].size and not bool(jnp.any(pruned[i] != 0))]
+  if emptied:
+    warnings.warn(
+        f'prune at ratio {ratio:g} kept no weight of {", ".join(emptied)}: '
+        'the model no longer uses what flows through it (a layer collapse, '
+        'which a global ranking can reach at high ratios). Lower the ratio, '
+        'keep the layer dense (`prunable`), or train longer with GSM so that '
+        'its weights earn their place.', stacklevel=3)
+
+
+def _check_float(params, chosen):
+  """The ranked leaves are floats: one rule with `gsm`'s."""
+  with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+  for i in chosen:
+    path, leaf = with_paths[i]
+    dtype = getattr(leaf, 'dtype', None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+      raise ValueError(
+          f'prune ranks floating-point weights only; '
+          f'{jax.tree_util.keystr(path)} has dtype {dtype} and is marked '
+          'prunable. Leave it out with `prunable` (integer state such as a '
+          'step counter is not a weight), or cast it to a float dtype.')
 
 
 def _check_finite(leaves):

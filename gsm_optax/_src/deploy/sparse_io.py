@@ -187,7 +187,10 @@ def load_sparse(path: str, as_sparse: bool = False, like: Any = None,
     like: optional params to check the file against: the same structure
       and, leaf by leaf, the same shapes. A file saved from a pytree other
       than nested dicts, lists and tuples comes back as ``like``'s pytree
-      (without ``like``: a dict from each leaf's path to the leaf).
+      (without ``like``: a flat dict from each leaf's path to the leaf, e.g.
+      ``"['fc1']['kernel'].value"`` for an ``nnx.State``: pass
+      ``like=nnx.state(model, nnx.Param)`` to get the state back, or save
+      ``nnx.to_pure_dict(state)``, which loads as nested dicts).
     prunable: with ``as_sparse``, which leaves come back sparse (if the
       file stores them sparse): a pytree of bools or a callable of the
       params, as for `to_sparse`; default `matmul_kernels`, the same rule as
@@ -403,10 +406,21 @@ def _check_like(path, params, like):
   got = jax.tree_util.tree_flatten_with_path(params, is_leaf=sparse.is_sparse)
   want = jax.tree_util.tree_flatten_with_path(like)
   if got[1] != want[1]:
+    got_paths = [jax.tree_util.keystr(p) for p, _ in got[0]]
+    want_paths = [jax.tree_util.keystr(p) for p, _ in want[0]]
+    only_file = sorted(set(got_paths) - set(want_paths))
+    only_like = sorted(set(want_paths) - set(got_paths))
+    what = []
+    if only_file:
+      what.append(f'{only_file[0]} is in the file, not in `like`')
+    if only_like:
+      what.append(f'{only_like[0]} is in `like`, not in the file')
+    what = '; '.join(what) or 'the same leaves in other containers'
     raise ValueError(
-        f'{path}: its params have the structure {got[1]}, the model '
-        f'{want[1]}. Load the file written for this model, or save this '
-        "model's params again.")
+        f'{path}: its params have another structure than `like` (the first '
+        f'difference: {what}; {len(only_file)} leaves only in the file, '
+        f'{len(only_like)} only in `like`). Load the file written for this '
+        "model, or save this model's params again.")
   for (p, a), (_, b) in zip(got[0], want[0]):
     if tuple(a.shape) != tuple(np.shape(b)):
       raise ValueError(
