@@ -57,3 +57,29 @@ def model(name):
   module.eval()
   graphdef, state = nnx.split(module)
   return graphdef, nnx.to_pure_dict(state)
+
+
+# The conv nets' architectures with fewer blocks: one block a stage (ResNets,
+# narrower), two layers a dense block (DenseNet). Every kind of block, stage
+# transition, shortcut and norm is still there, so a training loop's code
+# paths run, compiled in seconds rather than minutes.
+SMALL = {
+    'resnet56': lambda classes, rngs: models.ResNet(
+        [(16, 1), (32, 1), (64, 1)], models.BasicBlock, (16, 3, 1, False),
+        classes, rngs=rngs),
+    'densenet40': lambda classes, rngs: models.DenseNet(2, 12, classes,
+                                                        rngs=rngs),
+    'resnet50': lambda classes, rngs: models.ResNet(
+        [(8, 1), (16, 1), (32, 1), (64, 1)], models.Bottleneck,
+        (8, 7, 2, True), classes, rngs=rngs),
+}
+
+
+def small_create_model(name, num_classes, seed, kernel_init='default'):
+  """`fast_create_model` of the architecture's smaller form (`SMALL`), for
+  tests of a training loop over a config, not of the model's size."""
+  del kernel_init
+  if name not in SMALL:
+    return fast_create_model(name, num_classes, seed)
+  return random_module(lambda: SMALL[name](num_classes, nnx.Rngs(seed)),
+                       seed)

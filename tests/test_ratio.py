@@ -89,9 +89,12 @@ def test_traced_and_python_ratio_give_identical_masks():
 
 
 def test_floor_divide_doc_example_matches_fraction_on_random_pairs():
+  # 200 pairs: 20 counts (each a compiled program) times 10 ratios (vmapped).
   rng = np.random.default_rng(1)
-  n = rng.integers(1, 2**31 - 1, size=200)
-  c = np.exp(rng.uniform(0, np.log(1e6), size=200)).astype(np.float32)
-  for ni, ci in zip(n, c):
-    got = int(jax.jit(lambda r, ni=int(ni): ratio_lib.floor_divide(ni, r))(ci))
-    assert got == exact_q(int(ni), ci), (ni, ci)
+  n = rng.integers(1, 2**31 - 1, size=20)
+  c = np.exp(rng.uniform(0, np.log(1e6), size=(20, 10))).astype(np.float32)
+  for ni, row in zip(n, c):
+    got = jax.jit(jax.vmap(lambda r, ni=int(ni): ratio_lib.floor_divide(
+        ni, r)))(row)
+    for g, ci in zip(np.asarray(got), row):
+      assert int(g) == exact_q(int(ni), ci), (ni, ci)
