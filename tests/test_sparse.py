@@ -31,9 +31,10 @@ def test_sparse_forward_equals_dense_forward(name, shape, ratios, jitted,
 
 def check_sparse_forward(name, shape, ratio, jitted):
   # Random weights (a prune's pattern is drawn below anyway); the conv nets'
-  # initializers would compile for minutes.
-  model = model_zoo.fast_create_model(name, 1000 if name == 'resnet50' else
-                                      10, 0)
+  # initializers would compile for minutes. Their smaller forms hold every
+  # kind of layer the products run through (tests/model_zoo.py).
+  model = model_zoo.small_create_model(name, 1000 if name == 'resnet50' else
+                                       10, 0)
   model.eval()
   graphdef, state = nnx.split(model)
   full = nnx.to_pure_dict(state)
