@@ -32,8 +32,9 @@ def deploy_lines(deploy):
   inference = deploy['inference']
   return [
       f"pruned model: {deploy['sparse_file']} {deploy['sparse_file_bytes']:,}"
-      f" bytes, against {deploy['dense_array_bytes']:,} bytes of dense "
-      f"arrays ({deploy['dense_array_bytes'] / deploy['sparse_file_bytes']:.0f}"
+      f" bytes as a deflated file, against {deploy['dense_array_bytes']:,} "
+      'bytes of dense arrays '
+      f"({deploy['dense_array_bytes'] / deploy['sparse_file_bytes']:.0f}"
       f"x smaller; orbax snapshot 'pruned' {deploy['pruned_snapshot_bytes']:,}"
       ' bytes)',
       f"forward pass, batch {inference['batch']} (median of "

@@ -98,8 +98,9 @@ class SparsityReport:
     lines.append(f'compression (prunable weights): {self.compression:.1f}x; '
                  f'all parameters: {self.total_nonzero:,} of '
                  f'{self.total_size:,} non-zero')
-    lines.append(f'bytes: {self.dense_bytes:,} dense, {self.sparse_bytes:,} '
-                 f'as sparse arrays '
+    lines.append(f'bytes: {self.dense_bytes:,} as dense arrays, '
+                 f'{self.sparse_bytes:,} as save_sparse stores them before '
+                 'deflating the file '
                  f'({self.dense_bytes / max(self.sparse_bytes, 1):.1f}x '
                  'smaller)')
     return '\n'.join(lines)
@@ -179,18 +180,19 @@ class StructureReport:
             'total_flops': list(self.total_flops)}
 
   def __str__(self) -> str:
+    # Two tables, each with only its own columns: channels per family (a
+    # layer's output axis), then parameters and FLOPs per kernel.
     width = max([len(n) for n, *_ in self.channels + self.flops] + [6])
-    lines = [f"{'layer':<{width}}  {'channels':>13}  {'params':>21}  "
-             f"{'FLOPs':>25}"]
-    params = {n: (b, a) for n, b, a in self.params}
-    flops = {n: (b, a) for n, b, a in self.flops}
+    lines = [f"{'family':<{width}}  {'channels kept / all':>19}"]
     for name, before, after in self.channels:
-      lines.append(f'{name:<{width}}  {after:>6,} / {before:<5,}')
-    lines.append('kernels:')
-    for name, (before, after) in flops.items():
+      lines.append(f'{name:<{width}}  {after:>9,} / {before:<7,}')
+    params = {n: (b, a) for n, b, a in self.params}
+    lines.append(f"{'kernel':<{width}}  {'params kept / all':>19}  "
+                 f"{'FLOPs kept / all':>25}")
+    for name, before, after in self.flops:
       p = params.get(name, (0, 0))
-      lines.append(f'{name:<{width}}  {"":>13}  {p[1]:>10,.0f} / '
-                   f'{p[0]:<9,.0f}  {after:>12,.0f} / {before:<11,.0f}')
+      lines.append(f'{name:<{width}}  {p[1]:>9,.0f} / {p[0]:<7,.0f}  '
+                   f'{after:>12,.0f} / {before:<10,.0f}')
     (pb, pa), (fb, fa) = self.total_params, self.total_flops
     lines.append(f'total: params {pa:,.0f} of {pb:,.0f} ({pb / max(pa, 1):.2f}x '
                  f'fewer), FLOPs {fa:,.0f} of {fb:,.0f} '
