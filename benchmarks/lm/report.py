@@ -1,0 +1,58 @@
+"""The language-model benchmark's tables, generated from its JSON results.
+
+``python -m benchmarks.lm.report [--results benchmarks/results/lm]`` prints
+the one-shot table (test perplexity, mean ± std over calibration seeds, the
+number of seeds beside each cell where it is not 3) in Markdown.
+"""
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+
+from benchmarks.lm import methods as methods_lib
+
+
+def load(results_dir: str) -> list[dict]:
+  return [json.load(open(p)) for p in sorted(glob.glob(
+      os.path.join(results_dir, 'oneshot', '*.json')))]
+
+
+def cell(values: list[float]) -> str:
+  if not values:
+    return ''
+  mean = float(np.mean(values))
+  if len(values) == 1:
+    return f'{mean:.3f} (1 seed)'
+  text = f'{mean:.3f} ± {float(np.std(values, ddof=1)):.3f}'
+  return text if len(values) == 3 else f'{text} ({len(values)} seeds)'
+
+
+def one_shot_table(results_dir: str, metric: str = 'test_perplexity') -> str:
+  runs = load(results_dir)
+  dense = json.load(open(os.path.join(results_dir, 'dense.json')))
+  sparsities = list(methods_lib.SPARSITIES)
+  lines = ['| method | ' + ' | '.join(sparsities) + ' |',
+           '|---|' + '---:|' * len(sparsities),
+           f"| dense | {dense[metric]:.3f} |" + ' |' * (len(sparsities) - 1)]
+  for name, method in methods_lib.METHODS.items():
+    row = []
+    for s in sparsities:
+      row.append(cell([r[metric] for r in runs if r['method'] == name and
+                       r['sparsity'] == s]))
+    if any(row):
+      lines.append(f'| {method.label} | ' + ' | '.join(row) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument('--results', default='benchmarks/results/lm')
+  args = parser.parse_args(argv)
+  print(one_shot_table(args.results))
+
+
+if __name__ == '__main__':
+  main()
