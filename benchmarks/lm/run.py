@@ -16,7 +16,6 @@ import os
 import time
 
 import flax.nnx as nnx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
