@@ -39,3 +39,18 @@ def test_quick_benchmark_writes_results_and_a_table(tmp_path, capsys):
   run.main(argv)  # everything has a result: nothing runs again
   assert 'seed 0' not in capsys.readouterr().out
   assert set(methods.SPARSITIES) == {'50%', '70%', '2:4', '4:8'}
+
+
+def test_quick_training_part_keeps_the_pattern_after_every_rule(tmp_path):
+  results = tmp_path / 'r'
+  run.main(['--quick', '--part', 'train', '--results', str(results),
+            '--workdir', str(tmp_path / 'w'), '--seeds', '0',
+            '--sparsities', '2:4', '--steps', '10',
+            '--methods', 'wanda_ft,gradual,gsm_from_wanda'])
+  for name in ('wanda_ft', 'gradual', 'gsm_from_wanda'):
+    r = json.loads((results / 'train' / f'{name}_2of4_s0.json').read_text())
+    assert r['steps'] == 10 and r['test_perplexity'] > 1.0
+    kept = sum(k for k, _ in r['kept'].values())
+    assert kept == sum(n for _, n in r['kept'].values()) // 2, name
+  assert '| GSM from Wanda |' in report.one_shot_table(str(results),
+                                                       part='train')

@@ -48,6 +48,39 @@ METHODS = {m.name: m for m in (
 )}
 
 
-def applies(method: Method, sparsity: Sparsity) -> bool:
+def applies(method, sparsity: Sparsity) -> bool:
   """An N:M pattern fixes every block's count: no global allocation."""
-  return sparsity.pattern is None or method.allocation == 'uniform'
+  return (sparsity.pattern is None or
+          getattr(method, 'allocation', 'uniform') == 'uniform')
+
+
+class Training(NamedTuple):
+  """A method that trains from the dense model or a one-shot start, for the
+  same number of tokens as every other (the config's ``steps``).
+
+  Attributes:
+    name: its key in result files and ``--methods``.
+    label: its name in the tables.
+    start: ``'dense'``, or the `METHODS` name of the one-shot prune it
+      starts from.
+    rule: ``'fixed'`` (the start's mask kept: fine-tuning), ``'gradual'``
+      (gradual magnitude pruning on the cubic schedule over the first 3/4 of
+      the steps) or ``'gsm'`` (`global_sparse` around AdamW with the
+      recipe's smoothed ranking and a passive decay, then the final prune).
+    learning_rate: AdamW's peak lr (chosen on validation: to do).
+  """
+  name: str
+  label: str
+  start: str
+  rule: str
+  learning_rate: float = 1e-3
+
+
+TRAINING = {m.name: m for m in (
+    Training('magnitude_ft', 'magnitude + fine-tune', 'magnitude', 'fixed'),
+    Training('wanda_ft', 'Wanda + fine-tune', 'wanda', 'fixed'),
+    Training('sparsegpt_ft', 'SparseGPT + fine-tune', 'sparsegpt', 'fixed'),
+    Training('gradual', 'gradual magnitude', 'dense', 'gradual'),
+    Training('gsm', 'GSM', 'dense', 'gsm'),
+    Training('gsm_from_wanda', 'GSM from Wanda', 'wanda', 'gsm'),
+)}

@@ -1,8 +1,8 @@
 """The language-model benchmark's tables, generated from its JSON results.
 
 ``python -m benchmarks.lm.report [--results benchmarks/results/lm]`` prints
-the one-shot table (test perplexity, mean ± std over calibration seeds, the
-number of seeds beside each cell where it is not 3) in Markdown.
+the one-shot table and the training table (test perplexity, mean ± std over
+seeds, the number of seeds beside each cell where it is not 3) in Markdown.
 """
 
 import argparse
@@ -15,9 +15,9 @@ import numpy as np
 from benchmarks.lm import methods as methods_lib
 
 
-def load(results_dir: str) -> list[dict]:
+def load(results_dir: str, part: str = 'oneshot') -> list[dict]:
   return [json.load(open(p)) for p in sorted(glob.glob(
-      os.path.join(results_dir, 'oneshot', '*.json')))]
+      os.path.join(results_dir, part, '*.json')))]
 
 
 def cell(values: list[float]) -> str:
@@ -30,14 +30,18 @@ def cell(values: list[float]) -> str:
   return text if len(values) == 3 else f'{text} ({len(values)} seeds)'
 
 
-def one_shot_table(results_dir: str, metric: str = 'test_perplexity') -> str:
-  runs = load(results_dir)
+def one_shot_table(results_dir: str, metric: str = 'test_perplexity',
+                   part: str = 'oneshot') -> str:
+  """The table of a part (``'oneshot'`` or ``'train'``): a row a method,
+  a column a sparsity."""
+  runs = load(results_dir, part)
   dense = json.load(open(os.path.join(results_dir, 'dense.json')))
   sparsities = list(methods_lib.SPARSITIES)
   lines = ['| method | ' + ' | '.join(sparsities) + ' |',
            '|---|' + '---:|' * len(sparsities),
            f"| dense | {dense[metric]:.3f} |" + ' |' * (len(sparsities) - 1)]
-  for name, method in methods_lib.METHODS.items():
+  table = methods_lib.METHODS if part == 'oneshot' else methods_lib.TRAINING
+  for name, method in table.items():
     row = []
     for s in sparsities:
       row.append(cell([r[metric] for r in runs if r['method'] == name and
@@ -52,6 +56,8 @@ def main(argv=None):
   parser.add_argument('--results', default='benchmarks/results/lm')
   args = parser.parse_args(argv)
   print(one_shot_table(args.results))
+  print()
+  print(one_shot_table(args.results, part='train'))
 
 
 if __name__ == '__main__':

@@ -6,6 +6,9 @@ it one-shot with every method at every sparsity, for every calibration
 seed (128 training sequences at random offsets, as the papers), and writes
 one JSON a run (test and validation perplexity, the kept weights per
 kernel, the time) to ``--results``; runs with a result are skipped.
+``--part train`` runs the methods that train (`methods.TRAINING`: each
+one-shot mask fine-tuned, gradual magnitude pruning, GSM from the dense
+model and from Wanda's mask), each for ``--steps`` AdamW steps.
 ``--quick``: synthetic text and a tiny model, for the test.
 """
 
@@ -16,8 +19,10 @@ import os
 import time
 
 import flax.nnx as nnx
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from benchmarks.lm import methods as methods_lib
 from examples.lm import data
@@ -52,31 +57,83 @@ def calibration(tokens: np.ndarray, seq_len: int, seed: int) -> np.ndarray:
   return data.sample(tokens, seq_len, CALIBRATION_SEQUENCES, rng)[:, :-1]
 
 
-def one_shot(model, config, splits, method, sparsity, seed) -> dict:
-  """One one-shot run's result (the model is left as it was)."""
+def one_shot_params(model, config, splits, method, sparsity, seed):
+  """The model's params pruned one-shot, their masks, and the seconds."""
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
   forward = lambda p, tokens: nnx.merge(graphdef, p)(tokens)
-
   start = time.perf_counter()
-  pruned, _ = gsm_optax.one_shot_prune(
+  pruned, masks = gsm_optax.one_shot_prune(
       forward, params, jnp.asarray(calibration(splits['train'],
                                                config.seq_len, seed)),
       sparsity.ratio, method=method.method, pattern=sparsity.pattern,
       allocation=method.allocation, prunable=model_lib.kernels(params))
-  seconds = time.perf_counter() - start
+  return pruned, masks, time.perf_counter() - start
+
+
+def evaluate(model, pruned, config, splits, sparsity, result):
+  """Adds the perplexities and the kept weights of ``pruned`` to
+  ``result``."""
+  graphdef, _ = nnx.split(model, nnx.Param)
   pruned_model = nnx.merge(graphdef, pruned)
-  result = {'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
-            'seconds': seconds}
   for name in ('validation', 'test'):
     result[f'{name}_perplexity'] = train.perplexity(
         pruned_model, splits[name], config.seq_len, config.eval_batch)
   report = gsm_optax.sparsity_report(pruned, prunable=model_lib.kernels(
-      params), pattern=sparsity.pattern)
+      pruned), pattern=sparsity.pattern)
   result['kept'] = {l.path: [l.nonzero, l.size] for l in report.leaves
                     if l.prunable}
   result['kept_fraction'] = report.prunable_nonzero / report.prunable_size
   return result
+
+
+def one_shot(model, config, splits, method, sparsity, seed) -> dict:
+  """One one-shot run's result (the model is left as it was)."""
+  pruned, _, seconds = one_shot_params(model, config, splits, method,
+                                       sparsity, seed)
+  return evaluate(model, pruned, config, splits, sparsity, {
+      'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
+      'seconds': seconds})
+
+
+def trained(model, config, splits, method, sparsity, seed, steps) -> dict:
+  """One training run's result: from the dense model or a one-shot start,
+  ``steps`` AdamW steps under the method's rule, then its final prune."""
+  graphdef, state = nnx.split(model, nnx.Param)
+  params = nnx.to_pure_dict(state)
+  kernels = model_lib.kernels(params)
+  masks = None
+  if method.start != 'dense':
+    params, masks, _ = one_shot_params(
+        model, config, splits, methods_lib.METHODS[method.start], sparsity,
+        seed)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, method.learning_rate, max(steps // 10, 1), steps)
+  adamw = optax.adamw(schedule, weight_decay=config.weight_decay,
+                      mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
+  if method.rule == 'fixed':
+    tx = optax.chain(gsm_optax.fixed_mask(masks), adamw)
+  elif method.rule == 'gradual':
+    tx = optax.chain(adamw, gsm_optax.gradual_magnitude_pruning(
+        sparsity.ratio, 0, int(0.75 * steps), max(steps // 50, 1),
+        prunable=kernels, pattern=sparsity.pattern))
+  else:  # gsm: the recipe (docs: FAQ), passive weights to about e^-10
+    tx = gsm_optax.global_sparse(
+        adamw, sparsity.ratio, passive_decay=min(10.0 / steps, 0.5),
+        score_decay=0.9,
+        prunable=kernels, pattern=sparsity.pattern)
+  start = time.perf_counter()
+  params, _ = train.fit(config, graphdef, params, tx, splits, steps, seed)
+  result = {'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
+            'steps': steps, 'learning_rate': method.learning_rate}
+  if method.rule == 'gsm':
+    result['before_prune'] = train.perplexity(
+        nnx.merge(graphdef, params), splits['validation'], config.seq_len,
+        config.eval_batch)
+    params, _ = gsm_optax.prune(params, sparsity.ratio,
+                                pattern=sparsity.pattern, prunable=kernels)
+  result['seconds'] = time.perf_counter() - start
+  return evaluate(model, params, config, splits, sparsity, result)
 
 
 def write(path: str, result: dict) -> None:
@@ -90,7 +147,12 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--results', default='benchmarks/results/lm')
   parser.add_argument('--workdir', default='runs/lm_dense')
-  parser.add_argument('--methods', default=','.join(methods_lib.METHODS))
+  parser.add_argument('--part', default='oneshot',
+                      choices=('oneshot', 'train'))
+  parser.add_argument('--methods', default=None,
+                      help="default: every method of the part's table")
+  parser.add_argument('--steps', type=int, default=None,
+                      help='training steps of the train part (500; quick 20)')
   parser.add_argument('--sparsities',
                       default=','.join(methods_lib.SPARSITIES))
   parser.add_argument('--seeds', default='0,1,2')
@@ -106,24 +168,30 @@ def main(argv=None):
   print(f"dense: test perplexity {dense['test_perplexity']:.3f} (unigram "
         f"{dense['test_unigram_perplexity']:.2f}, bigram "
         f"{dense['test_bigram_perplexity']:.2f})")
+  table = (methods_lib.METHODS if args.part == 'oneshot'
+           else methods_lib.TRAINING)
+  steps = args.steps or (20 if args.quick else 500)
   for seed in [int(s) for s in args.seeds.split(',')]:
     for sparsity_name in args.sparsities.split(','):
       sparsity = methods_lib.SPARSITIES[sparsity_name]
-      for method_name in args.methods.split(','):
-        method = methods_lib.METHODS[method_name]
+      for method_name in (args.methods or ','.join(table)).split(','):
+        method = table[method_name]
         if not methods_lib.applies(method, sparsity):
           continue
         tag = sparsity.name.replace('%', 'pct').replace(':', 'of')
-        path = os.path.join(args.results, 'oneshot',
+        path = os.path.join(args.results, args.part,
                             f'{method.name}_{tag}_s{seed}.json')
         if os.path.exists(path):
           continue
-        result = one_shot(model, config, splits, method, sparsity, seed)
+        if args.part == 'oneshot':
+          result = one_shot(model, config, splits, method, sparsity, seed)
+        else:
+          result = trained(model, config, splits, method, sparsity, seed,
+                           steps)
         write(path, result)
         print(f"{method.label} at {sparsity.name}, seed {seed}: test "
               f"perplexity {result['test_perplexity']:.3f} "
               f"({result['seconds']:.0f} s)")
-
 
 if __name__ == '__main__':
   main()

@@ -122,3 +122,26 @@ def train(config: Config, splits: dict, stop_at: int | None = None) -> dict:
     os.replace(path + '.tmp', path)
   result['model'] = model
   return result
+
+
+def fit(config: Config, graphdef, params, tx, splits: dict, steps: int,
+        seed: int = 0):
+  """Trains the params of ``nnx.merge(graphdef, params)`` (a pure dict, as
+  `gsm_optax` reads them: masks and ``prunable`` trees are pure dicts too)
+  with ``tx`` (any optax transformation; GSM's needs the params) for
+  ``steps`` batches drawn as `batch_at` draws them, from ``(config.seed +
+  1000 * (seed + 1), step)``: a fine-tune's batches, not the dense run's.
+  Returns the params and the optimizer state (GSM's mask statistics)."""
+
+  @jax.jit
+  def step(params, state, batch):
+    grads = jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch))(params)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  tuned = dataclasses.replace(config, seed=config.seed + 1000 * (seed + 1))
+  for i in tqdm.tqdm(range(steps), desc='fine-tune', disable=None):
+    params, state = step(params, state,
+                         jnp.asarray(batch_at(tuned, splits['train'], i)))
+  return params, state
