@@ -51,13 +51,41 @@ def one_shot_table(results_dir: str, metric: str = 'test_perplexity',
   return '\n'.join(lines)
 
 
+MARKER = '<!-- Generated below from the JSON results: python -m benchmarks.lm.report --write -->'
+
+
+def generated(results_dir: str) -> str:
+  """The tables, as RESULTS.md holds them below its marker."""
+  parts = [MARKER, '', '### One shot: test perplexity (bytes)', '',
+           one_shot_table(results_dir), '',
+           '### Validation perplexity', '',
+           one_shot_table(results_dir, 'validation_perplexity')]
+  if load(results_dir, 'train'):
+    parts += ['', '### Trained: test perplexity (bytes)', '',
+              one_shot_table(results_dir, part='train')]
+  return '\n'.join(parts) + '\n'
+
+
+def write(path: str, results_dir: str) -> None:
+  """Replaces what ``path`` holds below `MARKER` with the tables (the
+  hand-written text above it stays), through a temporary file."""
+  text = open(path).read() if os.path.exists(path) else ''
+  head = text.split(MARKER)[0]
+  with open(path + '.tmp', 'w') as f:
+    f.write(head + generated(results_dir))
+  os.replace(path + '.tmp', path)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--results', default='benchmarks/results/lm')
+  parser.add_argument('--write', action='store_true',
+                      help='write the tables into benchmarks/lm/RESULTS.md')
   args = parser.parse_args(argv)
-  print(one_shot_table(args.results))
-  print()
-  print(one_shot_table(args.results, part='train'))
+  if args.write:
+    write(os.path.join(os.path.dirname(__file__), 'RESULTS.md'), args.results)
+  else:
+    print(generated(args.results))
 
 
 if __name__ == '__main__':
