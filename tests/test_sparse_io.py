@@ -171,7 +171,8 @@ def test_report_states_the_bytes_of_the_sparse_arrays(tmp_path):
     stored = sum(np.load(io.BytesIO(archive.read(n))).nbytes
                  for n in archive.namelist() if n.endswith('.npy'))
   assert report.sparse_bytes == stored
-  assert f'{report.dense_bytes:,} dense, {report.sparse_bytes:,}' in str(report)
+  assert (f'{report.dense_bytes:,} as dense arrays, {report.sparse_bytes:,} '
+          'as save_sparse stores them') in str(report)
 
 
 def test_as_sparse_gives_sparse_kernels_for_the_matmuls_alone(tmp_path):
