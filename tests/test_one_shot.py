@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import reference
 
+from examples.lm import model as model_lib
 import gsm_optax
 from gsm_optax._src.oneshot import capture
 
@@ -121,51 +122,13 @@ def test_global_allocation_keeps_q_over_the_normalized_wanda_score():
   np.testing.assert_array_equal(masks['w2'], scores[1] >= threshold)
 
 
-class Block(nnx.Module):
-  """A pre-LN transformer block (causal attention with nnx Linear
-  projections, GELU MLP)."""
-
-  def __init__(self, d, heads, rngs):
-    self.heads = heads
-    self.ln1 = nnx.LayerNorm(d, rngs=rngs)
-    self.qkv = nnx.Linear(d, 3 * d, rngs=rngs)
-    self.out = nnx.Linear(d, d, rngs=rngs)
-    self.ln2 = nnx.LayerNorm(d, rngs=rngs)
-    self.fc1 = nnx.Linear(d, 4 * d, rngs=rngs)
-    self.fc2 = nnx.Linear(4 * d, d, rngs=rngs)
-
-  def __call__(self, x):
-    b, t, d = x.shape
-    q, k, v = jnp.split(self.qkv(self.ln1(x)), 3, axis=-1)
-    split = lambda y: y.reshape(b, t, self.heads, d // self.heads)
-    mask = jnp.tril(jnp.ones((t, t), bool))
-    y = nnx.dot_product_attention(split(q), split(k), split(v),
-                                  mask=mask[None, None])
-    x = x + self.out(y.reshape(b, t, d))
-    return x + self.fc2(nnx.gelu(self.fc1(self.ln2(x))))
-
-
-class TinyGPT(nnx.Module):
-
-  def __init__(self, vocab=64, d=32, heads=4, layers=2, seq=16, *, rngs):
-    self.embed = nnx.Embed(vocab, d, rngs=rngs)
-    self.pos = nnx.Param(jax.random.normal(rngs.params(), (seq, d)) * 0.02)
-    self.blocks = nnx.List([Block(d, heads, rngs) for _ in range(layers)])
-    self.ln = nnx.LayerNorm(d, rngs=rngs)
-    self.head = nnx.Linear(d, vocab, rngs=rngs)
-
-  def __call__(self, tokens):
-    x = self.embed(tokens) + self.pos[:tokens.shape[1]]
-    for block in self.blocks:
-      x = block(x)
-    return self.head(self.ln(x))
-
-
 def tiny_gpt(seed=0):
-  """A TinyGPT with random weights (norm scales too, so that the inputs'
+  """examples/lm's GPT, small, with random weights (norm scales too, so that the inputs'
   features differ in scale as a trained model's do), its forward, and
   random calibration tokens."""
-  model = TinyGPT(rngs=nnx.Rngs(seed))
+  model = model_lib.GPT(model_lib.GPTConfig(vocab=64, seq_len=16, width=32,
+                                            heads=4, layers=2),
+                        nnx.Rngs(seed))
   graphdef, state = nnx.split(model)
   params = nnx.to_pure_dict(state)
   rng = np.random.default_rng(seed)
