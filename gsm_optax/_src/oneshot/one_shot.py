@@ -175,17 +175,14 @@ def one_shot_prune(forward: Any, params: Any, calibration: Any,
   current = list(leaves)
   masks = [jnp.ones(np.shape(x), bool) for x in leaves]
   for group in order:
-    stats = None
+    stats = {}
     if method != 'magnitude':
-      stats = _statistics(traced, current, group, kernels, batches,
+      stats = _statistics(traced, current, group, batches, num_samples,
                           'hessian' if method == 'sparsegpt' else 'sq_norms')
     for i in group:
       view = capture.kernel_view(current[i], axes[i])
-      stat = None
-      if stats is not None:
-        stat = sum(stats[s] for s in _sources(traced, i)) / num_samples
       pruned, keep = layer.prune_kernel(
-          view, stat, ratio, method, pattern, None if shares is None
+          view, stats.get(i), ratio, method, pattern, None if shares is None
           else shares[i], blocksize, damping, paths[i])
       current[i] = capture.from_view(pruned, leaves[i], axes[i])
       masks[i] = capture.from_view(keep, jnp.zeros(np.shape(leaves[i]), bool),
@@ -261,8 +258,9 @@ def _groups(kernels):
   return list(by_source.values())
 
 
-def _statistics(traced, current, group, kernels, batches, kind):
-  del kernels
+def _statistics(traced, current, group, batches, num_samples, kind):
+  """Leaf index -> its statistic (summed over the values it multiplies)
+  per sample, for the kernels of ``group``, with the params ``current``."""
   wanted = {s: kind for i in group for s in _sources(traced, i)}
   fn = traced.statistics(wanted)
   total = None
@@ -274,7 +272,8 @@ def _statistics(traced, current, group, kernels, batches, kind):
           f'a calibration batch of shapes {jax.tree.map(np.shape, batch)} '
           f'does not fit `forward` as the first batch did: {e}. Give every '
           'batch the same shapes.') from e
-  return total
+  return {i: sum(total[s] for s in _sources(traced, i)) / num_samples
+          for i in group}
 
 
 def _global_shares(traced, leaves, kernels, batches, num_samples, ratio,
@@ -286,11 +285,11 @@ def _global_shares(traced, leaves, kernels, batches, num_samples, ratio,
   if method == 'magnitude':
     scores = keys.magnitude_scores(views)
   else:
-    stats = _statistics(traced, leaves, order, kernels, batches, 'sq_norms')
+    stats = _statistics(traced, leaves, order, batches, num_samples,
+                        'sq_norms')
     scores = []
     for i, view in zip(order, views):
-      sq = sum(stats[s] for s in _sources(traced, i)) / num_samples
-      t = layer.wanda_scores(view, sq)
+      t = layer.wanda_scores(view, stats[i])
       scores.append(t / jnp.maximum(jnp.mean(t), jnp.finfo(t.dtype).tiny))
   q = ratio_lib.num_to_keep(sum(int(t.size) for t in scores), ratio)
   top = search.select_top_q(scores, q)

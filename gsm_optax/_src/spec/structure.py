@@ -98,17 +98,22 @@ class PerWeight:
     ratio_lib.num_to_keep(sum(leaves[i].size for i in
                               self.scored_leaves(params)), ratio)
 
-  def choose(self, values, params, ratio, kind, guess=None, q=None):
+  def scores(self, values, params, kind):
+    """The scored leaves' indices, their scores (``|w|`` for
+    ``kind='magnitude'``, else ``|values * w|``), and the Taylor score's
+    factors (or None)."""
     param_leaves = jax.tree.leaves(params)
-    factors = None
     if kind == 'magnitude':
       chosen = self.scored_leaves(params)
-      scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
-    else:
-      chosen = sorted(values)
-      factors = ([values[i] for i in chosen],
-                 [param_leaves[i] for i in chosen])
-      scores = keys.taylor_scores(*factors)
+      return chosen, keys.magnitude_scores(
+          [param_leaves[i] for i in chosen]), None
+    chosen = sorted(values)
+    factors = ([values[i] for i in chosen], [param_leaves[i] for i in chosen])
+    return chosen, keys.taylor_scores(*factors), factors
+
+  def choose(self, values, params, ratio, kind, guess=None, q=None):
+    param_leaves = jax.tree.leaves(params)
+    chosen, scores, factors = self.scores(values, params, kind)
     if q is None:
       q = ratio_lib.num_to_keep(sum(param_leaves[i].size for i in chosen),
                                 ratio)
@@ -147,15 +152,8 @@ class NByM(PerWeight):
              n=None):
     """As `PerWeight.choose`, per block; ``n``: keep this many of every
     block instead of the pattern's N (traced or not; a gradual schedule)."""
-    param_leaves = jax.tree.leaves(params)
     axes = self.axes(params)
-    if kind == 'magnitude':
-      chosen = self.scored_leaves(params)
-      scores = keys.magnitude_scores([param_leaves[i] for i in chosen])
-    else:
-      chosen = sorted(values)
-      scores = keys.taylor_scores([values[i] for i in chosen],
-                                  [param_leaves[i] for i in chosen])
+    chosen, scores, _ = self.scores(values, params, kind)
     n = self.pattern.n if n is None else n
     masks = {i: pattern_lib.keep_in_blocks(t, n, self.pattern.m, axes[i])
              for i, t in zip(chosen, scores)}

@@ -156,11 +156,11 @@ def gradual_magnitude_pruning(ratio: Optional[float], begin_step: int,
         m, final_n = structure.pattern.m, structure.pattern.n
         n = jnp.where(at_end, final_n, jnp.maximum(
             final_n, jnp.ceil(m * keep - 1e-4).astype(jnp.int32)))
-        masks = structure.choose(
-            {}, jax.tree.unflatten(treedef, [
-                jnp.where(mask_leaves[i], leaves[i] + update_leaves[i], 0)
-                if f else leaves[i] for i, f in enumerate(flags)]),
-            ratio, 'magnitude', n=n).masks
+        produced = list(leaves)
+        for i, w in zip(chosen, new_weights):
+          produced[i] = w
+        masks = structure.choose({}, jax.tree.unflatten(treedef, produced),
+                                 ratio, 'magnitude', n=n).masks
         return [masks[i] & ((w != 0) | c) for i, w, c in zip(
             chosen, new_weights, current)]
       mags = keys.magnitude_scores(new_weights)
