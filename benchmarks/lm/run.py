@@ -8,12 +8,15 @@ one JSON a run (test and validation perplexity, the kept weights per
 kernel, the time) to ``--results``; runs with a result are skipped.
 ``--part train`` runs the methods that train (`methods.TRAINING`: each
 one-shot mask fine-tuned, gradual magnitude pruning, GSM from the dense
-model and from Wanda's mask), each for ``--steps`` AdamW steps.
+model and from Wanda's mask), each for ``--steps`` AdamW steps, at the
+learning rate ``--part sweep`` chose for it on the validation split (seed
+0, every lr of ``--learning-rates``, at `methods.SWEEP_AT`'s sparsities).
 ``--quick``: synthetic text and a tiny model, for the test.
 """
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import time
@@ -96,9 +99,11 @@ def one_shot(model, config, splits, method, sparsity, seed) -> dict:
       'seconds': seconds})
 
 
-def trained(model, config, splits, method, sparsity, seed, steps) -> dict:
+def trained(model, config, splits, method, sparsity, seed, steps,
+            learning_rate) -> dict:
   """One training run's result: from the dense model or a one-shot start,
-  ``steps`` AdamW steps under the method's rule, then its final prune."""
+  ``steps`` AdamW steps (peak ``learning_rate``) under the method's rule,
+  then its final prune."""
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
   kernels = model_lib.kernels(params)
@@ -108,7 +113,7 @@ def trained(model, config, splits, method, sparsity, seed, steps) -> dict:
         model, config, splits, methods_lib.METHODS[method.start], sparsity,
         seed)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, method.learning_rate, max(steps // 10, 1), steps)
+      0.0, learning_rate, max(steps // 10, 1), steps)
   adamw = optax.adamw(schedule, weight_decay=config.weight_decay,
                       mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   if method.rule == 'fixed':
@@ -125,7 +130,7 @@ def trained(model, config, splits, method, sparsity, seed, steps) -> dict:
   start = time.perf_counter()
   params, _ = train.fit(config, graphdef, params, tx, splits, steps, seed)
   result = {'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
-            'steps': steps, 'learning_rate': method.learning_rate}
+            'steps': steps, 'learning_rate': learning_rate}
   if method.rule == 'gsm':
     result['before_prune'] = train.perplexity(
         nnx.merge(graphdef, params), splits['validation'], config.seq_len,
@@ -134,6 +139,25 @@ def trained(model, config, splits, method, sparsity, seed, steps) -> dict:
                                 pattern=sparsity.pattern, prunable=kernels)
   result['seconds'] = time.perf_counter() - start
   return evaluate(model, params, config, splits, sparsity, result)
+
+
+def tag(sparsity_name: str) -> str:
+  return sparsity_name.replace('%', 'pct').replace(':', 'of')
+
+
+def chosen(results: str, method, sparsity) -> dict:
+  """The sweep run with the lowest validation perplexity of ``method`` at
+  the sparsity whose sweep ``sparsity`` takes (`methods.SWEEP_AT`)."""
+  at = methods_lib.SWEEP_AT[sparsity.name]
+  runs = [json.load(open(p)) for p in sorted(glob.glob(
+      os.path.join(results, 'sweep', f'{method.name}_{tag(at)}_lr*.json')))]
+  runs = [r for r in runs if r['method'] == method.name]
+  if not runs:
+    raise SystemExit(
+        f'{results}/sweep has no learning-rate sweep of {method.name} at '
+        f'{at}: run `python -m benchmarks.lm.run --part sweep --methods '
+        f'{method.name} --sparsities {at}` first.')
+  return min(runs, key=lambda r: r['validation_perplexity'])
 
 
 def write(path: str, result: dict) -> None:
@@ -148,14 +172,17 @@ def main(argv=None):
   parser.add_argument('--results', default='benchmarks/results/lm')
   parser.add_argument('--workdir', default='runs/lm_dense')
   parser.add_argument('--part', default='oneshot',
-                      choices=('oneshot', 'train'))
+                      choices=('oneshot', 'sweep', 'train'))
   parser.add_argument('--methods', default=None,
                       help="default: every method of the part's table")
   parser.add_argument('--steps', type=int, default=None,
-                      help='training steps of the train part (500; quick 20)')
-  parser.add_argument('--sparsities',
-                      default=','.join(methods_lib.SPARSITIES))
-  parser.add_argument('--seeds', default='0,1,2')
+                      help='training steps of the sweep and train parts (200; quick 20)')
+  parser.add_argument('--sparsities', default=None, help=(
+      'default: every sparsity (sweep: those of methods.SWEEP_AT)'))
+  parser.add_argument('--seeds', default=None,
+                      help='default 0,1,2 (sweep: 0)')
+  parser.add_argument('--learning-rates', default=','.join(
+      map(str, methods_lib.LEARNING_RATES)), help='the sweep\'s lrs')
   parser.add_argument('--quick', action='store_true')
   args = parser.parse_args(argv)
   config = dense_config(args.quick, args.workdir)
@@ -170,28 +197,42 @@ def main(argv=None):
         f"{dense['test_bigram_perplexity']:.2f})")
   table = (methods_lib.METHODS if args.part == 'oneshot'
            else methods_lib.TRAINING)
-  steps = args.steps or (20 if args.quick else 500)
-  for seed in [int(s) for s in args.seeds.split(',')]:
-    for sparsity_name in args.sparsities.split(','):
+  steps = args.steps or (20 if args.quick else 200)
+  sweep = args.part == 'sweep'
+  seeds = args.seeds or ('0' if sweep else '0,1,2')
+  sparsities = args.sparsities or ','.join(
+      dict.fromkeys(methods_lib.SWEEP_AT.values()) if sweep
+      else methods_lib.SPARSITIES)
+  rates = [float(r) for r in args.learning_rates.split(',')] if sweep else [
+      None]
+  for seed in [int(s) for s in seeds.split(',')]:
+    for sparsity_name in sparsities.split(','):
       sparsity = methods_lib.SPARSITIES[sparsity_name]
       for method_name in (args.methods or ','.join(table)).split(','):
         method = table[method_name]
         if not methods_lib.applies(method, sparsity):
           continue
-        tag = sparsity.name.replace('%', 'pct').replace(':', 'of')
-        path = os.path.join(args.results, args.part,
-                            f'{method.name}_{tag}_s{seed}.json')
-        if os.path.exists(path):
-          continue
-        if args.part == 'oneshot':
-          result = one_shot(model, config, splits, method, sparsity, seed)
-        else:
-          result = trained(model, config, splits, method, sparsity, seed,
-                           steps)
-        write(path, result)
-        print(f"{method.label} at {sparsity.name}, seed {seed}: test "
-              f"perplexity {result['test_perplexity']:.3f} "
-              f"({result['seconds']:.0f} s)")
+        for lr in rates:
+          name = f'{method.name}_{tag(sparsity.name)}' + (
+              f'_lr{lr:g}' if sweep else '') + f'_s{seed}.json'
+          path = os.path.join(args.results, args.part, name)
+          if os.path.exists(path):
+            continue
+          if args.part == 'oneshot':
+            result = one_shot(model, config, splits, method, sparsity, seed)
+          else:
+            best = None if sweep else chosen(args.results, method, sparsity)
+            if best and (best['sparsity'], best['seed'], best['steps']) == (
+                sparsity.name, seed, steps):
+              result = best  # the sweep's run at the chosen lr is this run
+            else:
+              result = trained(model, config, splits, method, sparsity, seed,
+                               steps, lr or best['learning_rate'])
+          write(path, result)
+          print(f"{method.label} at {sparsity.name}, seed {seed}"
+                + (f', lr {lr:g}' if lr else '') + ': test perplexity '
+                f"{result['test_perplexity']:.3f} ({result['seconds']:.0f} s)")
+
 
 if __name__ == '__main__':
   main()
