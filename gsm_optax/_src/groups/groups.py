@@ -18,6 +18,7 @@ Long because the structure is one object: finding it, scoring and
 selecting groups under a budget, and expanding a selection.
 """
 
+import collections
 import dataclasses
 import math
 from typing import Any, NamedTuple, Optional
@@ -99,8 +100,8 @@ class Groups:
     for leaf, layouts in enumerate(analysis.param_layouts):
       for axis, layout in enumerate(layouts):
         roots = atoms.leaves(layout)
-        free = [a for a in roots if not atoms.blocked(a) and
-                a in analysis.used]
+        free = [a for a in dict.fromkeys(roots) if not atoms.blocked(a)
+                and a in analysis.used]  # an atom may lie in several parts
         if free:
           maps = atoms.index_maps(layout)
           for a in free:
@@ -121,7 +122,7 @@ class Groups:
       families.append(Family(_family_name(ms, self.shapes),
                              int(atoms.size(lay.atom(a))), tuple(ms),
                              (first.leaf, first.axis)))
-    self.families = tuple(families)
+    self.families = _unique_names(families, self.shapes)
     self.blocked = tuple(blocked)
     self.unsupported = dict(analysis.unsupported)
     self.min_keep = int(min_keep)
@@ -435,6 +436,42 @@ def _family_name(members, shapes) -> str:
       layer = m.path[:-len("['kernel']")]
       return f"{layer[:layer.rfind('[')] or layer} heads"
   return f'{members[0].path} axis {members[0].axis}'
+
+
+def _unique_names(families, shapes) -> tuple:
+  """Families that share a name (the parts of a fused projection, a
+  grouped-query attention's two kinds of heads) told apart by what their
+  channels are in the layer's output axis: heads (each channel a run of
+  columns), head dims (channels repeating), and the columns they take where
+  they share the axis, or key-value heads from the query heads that share
+  one; a number where even that is the same."""
+  counts = collections.Counter(f.name for f in families)
+  renamed = []
+  for f in families:
+    if counts[f.name] > 1:
+      kernels = [m for m in f.members if m.path.endswith("['kernel']")]
+      m = max(kernels or f.members, key=lambda m: m.index.size)
+      taken = np.flatnonzero(m.index >= 0)
+      channels = m.index[taken]
+      runs = channels.size > 1 and channels[0] == channels[1]
+      repeats = np.unique(channels).size < channels.size
+      if m.axis == len(shapes[m.leaf]) - 1:  # a projection's output axis
+        kind = 'heads' if runs else 'head dims' if repeats else 'channels'
+      else:  # the heads axis of an (in, heads, head_dim) kernel
+        kind = ('key-value heads' if runs else 'query heads per key-value '
+                'head' if repeats else 'heads')
+      span = (f' [{taken[0]}:{taken[-1] + 1}]' if taken.size < m.index.size
+              else '')
+      base = f.name[:-len(' heads')] if f.name.endswith(' heads') else f.name
+      f = dataclasses.replace(f, name=f'{base} {kind}{span}')
+    renamed.append(f)
+  counts = collections.Counter(f.name for f in renamed)
+  seen = collections.Counter()
+  for i, f in enumerate(renamed):
+    if counts[f.name] > 1:
+      seen[f.name] += 1
+      renamed[i] = dataclasses.replace(f, name=f'{f.name} #{seen[f.name]}')
+  return tuple(renamed)
 
 
 def normalize_path(path: str) -> str:

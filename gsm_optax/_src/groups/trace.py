@@ -183,6 +183,9 @@ class _Walker:
                                          strides))
     elif name == 'dynamic_slice':
       params['slice_sizes'] = new_out
+    elif name == 'split':
+      params['sizes'] = tuple(self.new_shape(o)[params['axis']]
+                              for o in out_layouts)
     elif name == 'conv_general_dilated' and params['feature_group_count'] > 1:
       lhs_feature = params['dimension_numbers'].lhs_spec[1]
       params['feature_group_count'] = in_values[0].shape[lhs_feature]
@@ -438,14 +441,15 @@ def _rev(w, eqn, ins):
 
 
 def _split(w, eqn, ins):
+  """The inverse of a concatenation: the split axis is its parts end to
+  end (a fused query-key-value projection split in three)."""
   axis = eqn.params['axis'] % len(ins[0])
-  w.atoms.block(ins[0][axis], 'a split')
   outs = []
   for v in eqn.outvars:
     out = list(ins[0])
     out[axis] = w.atoms.new(_shape(v)[axis])
-    w.atoms.block(out[axis], 'a split')
     outs.append(tuple(out))
+  w.atoms.link(ins[0][axis], lay.cat([o[axis] for o in outs]), 'a split')
   return outs
 
 
