@@ -1,56 +1,107 @@
 """The language-model benchmark's quick mode: the loop runs every kind of
-run, writes a JSON each, skips what it has, and the table reads them."""
+run (one shot, the lr sweep, training at the chosen lr, structured with the
+slim model timed), writes a JSON each, skips what it has, and the tables
+read them."""
 
 import json
+
+import numpy as np
+import pytest
 
 from benchmarks.lm import methods
 from benchmarks.lm import report
 from benchmarks.lm import run
 
 
-def test_quick_benchmark_writes_results_and_a_table(tmp_path, capsys):
-  results, workdir = tmp_path / 'r', tmp_path / 'w'
-  argv = ['--quick', '--results', str(results), '--workdir', str(workdir),
-          '--seeds', '0', '--sparsities', '50%,2:4',
-          '--methods', 'magnitude,wanda,sparsegpt,wanda_global']
-  run.main(argv)
+def read(results, part, name):
+  return json.loads((results / part / name).read_text())
+
+
+def kept_and_half(result):
+  kept = sum(k for k, _ in result['kept'].values())
+  return kept, sum(n for _, n in result['kept'].values()) // 2
+
+
+def test_quick_benchmark_runs_every_part_and_the_tables_read_it(tmp_path,
+                                                                 capsys):
+  results = tmp_path / 'r'
+  common = ['--quick', '--results', str(results), '--workdir',
+            str(tmp_path / 'w'), '--steps', '4']
+  oneshot = common + ['--seeds', '0', '--sparsities', '50%,2:4,2x FLOPs',
+                      '--methods', 'sparsegpt,wanda_global']
+  run.main(oneshot)
   files = sorted(p.name for p in (results / 'oneshot').glob('*.json'))
   assert files == sorted([
-      'magnitude_50pct_s0.json', 'wanda_50pct_s0.json',
       'sparsegpt_50pct_s0.json', 'wanda_global_50pct_s0.json',
-      'magnitude_2of4_s0.json', 'wanda_2of4_s0.json',
-      'sparsegpt_2of4_s0.json'])  # no global allocation with N:M
+      'sparsegpt_2of4_s0.json'])  # no global allocation with N:M, and
+  # whole groups are pruned by magnitude only
   dense = json.loads((results / 'dense.json').read_text())
+  assert dense['test_perplexity'] < dense['test_unigram_perplexity']
   for name in files:
-    r = json.loads((results / 'oneshot' / name).read_text())
+    r = read(results, 'oneshot', name)
     assert r['test_perplexity'] > 1.0 and r['seconds'] > 0
     # Every block kernel pruned (4 a block, 2 blocks), to the target.
     assert len(r['kept']) == 8
-    kept = sum(k for k, _ in r['kept'].values())
-    half = sum(n for _, n in r['kept'].values()) // 2
+    kept, half = kept_and_half(r)
     if '2of4' in name:
       assert kept == half
     else:  # SparseGPT prunes one more a block, as the reference
       assert abs(kept - half) <= half // 100, (name, kept, half)
-  assert dense['test_perplexity'] < dense['test_unigram_perplexity']
-  table = report.one_shot_table(str(results))
-  assert '| SparseGPT |' in table and '(1 seed)' in table
+
+  # The sweep (one lr here; its choice: the test below), then training at
+  # the chosen lr: seed 0 is the sweep's run, seed 1 trains.
+  run.main(common + ['--part', 'sweep', '--sparsities', '50%', '--methods',
+                     'magnitude_ft', '--learning-rates', '1e-3'])
+  best = read(results, 'sweep', 'magnitude_ft_50pct_lr0.001_s0.json')
+  run.main(common + ['--part', 'train', '--sparsities', '50%', '--seeds',
+                     '0,1', '--methods', 'magnitude_ft'])
+  assert read(results, 'train', 'magnitude_ft_50pct_s0.json') == best
+  again = read(results, 'train', 'magnitude_ft_50pct_s1.json')
+  assert again['learning_rate'] == best['learning_rate']
+  assert again['steps'] == 4 and again['test_perplexity'] > 1.0
+  kept, half = kept_and_half(again)
+  assert abs(kept - half) <= 1  # the fixed mask held
+
+  # Structured GSM: its slim model keeps the FLOPs budget and is timed
+  # against the dense one; 1.5x takes the lr chosen at 2x.
+  run.main(common + ['--part', 'sweep', '--sparsities', '2x FLOPs',
+                     '--methods', 'gsm', '--learning-rates', '1e-2'])
+  r = read(results, 'sweep', 'gsm_2xFLOPs_lr0.01_s0.json')
+  assert r['slim']['flops'][1] <= r['slim']['flops'][0] / 2
+  assert set(r['slim']['speedup']) == {'1', '32'}
+  assert np.isfinite(r['test_perplexity'])
+  assert run.chosen(str(results), methods.TRAINING['gsm'],
+                    methods.SPARSITIES['1.5x FLOPs']) == r
+
+  text = report.generated(str(results))
+  for line in ('| SparseGPT |', '| magnitude + fine-tune | 50% | ',
+               '| GSM | 2x FLOPs |', '(2 seeds) |'):
+    assert line in text, line
   capsys.readouterr()
-  run.main(argv)  # everything has a result: nothing runs again
+  run.main(oneshot)  # everything has a result: nothing runs again
   assert 'seed 0' not in capsys.readouterr().out
-  assert set(methods.SPARSITIES) == {'50%', '70%', '2:4', '4:8'}
+  assert set(methods.SPARSITIES) == {'50%', '70%', '2:4', '4:8',
+                                     '1.5x FLOPs', '2x FLOPs'}
 
 
-def test_quick_training_part_keeps_the_pattern_after_every_rule(tmp_path):
-  results = tmp_path / 'r'
-  run.main(['--quick', '--part', 'train', '--results', str(results),
-            '--workdir', str(tmp_path / 'w'), '--seeds', '0',
-            '--sparsities', '2:4', '--steps', '10',
-            '--methods', 'wanda_ft,gradual,gsm_from_wanda'])
-  for name in ('wanda_ft', 'gradual', 'gsm_from_wanda'):
-    r = json.loads((results / 'train' / f'{name}_2of4_s0.json').read_text())
-    assert r['steps'] == 10 and r['test_perplexity'] > 1.0
-    kept = sum(k for k, _ in r['kept'].values())
-    assert kept == sum(n for _, n in r['kept'].values()) // 2, name
-  assert '| GSM from Wanda |' in report.one_shot_table(str(results),
-                                                       part='train')
+def test_the_sweep_chooses_on_validation_and_goes_on_past_an_end(tmp_path):
+  gsm, at_70 = methods.TRAINING['gsm'], methods.SPARSITIES['70%']
+
+  def swept(curve):  # lr -> validation perplexity, as sweep results
+    for lr, perplexity in curve.items():
+      run.write(str(tmp_path / 'sweep' / f'gsm_50pct_lr{lr:g}_s0.json'),
+                {'method': 'gsm', 'sparsity': '50%', 'learning_rate': lr,
+                 'validation_perplexity': perplexity})
+    return run.further(str(tmp_path), gsm, at_70, (3e-4, 1e-3, 3e-3))
+
+  with pytest.raises(SystemExit, match='--part sweep --methods gsm'):
+    run.chosen(str(tmp_path), gsm, at_70)
+  assert swept({3e-4: 3.2, 1e-3: 3.1, 3e-3: 3.0}) == [1e-2]  # best at the top
+  assert run.chosen(str(tmp_path), gsm, at_70)['learning_rate'] == 3e-3
+  assert swept({1e-2: 3.05}) == []  # inside now
+  assert swept({1e-2: 2.9}) == [3e-2]  # still at the top: on
+  assert swept({3e-2: 2.8, 1e-1: 2.7}) == []  # the ladder ends
+  assert run.chosen(str(tmp_path), gsm, at_70)['learning_rate'] == 1e-1
+  for f in (tmp_path / 'sweep').glob('*'):
+    f.unlink()
+  assert swept({3e-4: 2.9, 1e-3: 3.1, 3e-3: 3.0}) == [1e-4]  # down

@@ -9,10 +9,13 @@ from typing import NamedTuple, Optional
 
 
 class Sparsity(NamedTuple):
-  """A target: unstructured to a ratio, or an N:M pattern."""
-  name: str  # '50%', '2:4', ...
+  """A target: unstructured to a ratio, an N:M pattern, or (``structured``)
+  whole attention heads, head dims and MLP neurons (`find_groups`) removed
+  until the model has ``ratio`` times fewer FLOPs."""
+  name: str  # '50%', '2:4', '2x FLOPs', ...
   ratio: Optional[float]
   pattern: Optional[str]
+  structured: bool = False
 
 
 SPARSITIES = {s.name: s for s in (
@@ -20,6 +23,8 @@ SPARSITIES = {s.name: s for s in (
     Sparsity('70%', 10 / 3, None),
     Sparsity('2:4', None, '2:4'),
     Sparsity('4:8', None, '4:8'),
+    Sparsity('1.5x FLOPs', 1.5, None, True),
+    Sparsity('2x FLOPs', 2.0, None, True),
 )}
 
 
@@ -49,7 +54,12 @@ METHODS = {m.name: m for m in (
 
 
 def applies(method, sparsity: Sparsity) -> bool:
-  """An N:M pattern fixes every block's count: no global allocation."""
+  """An N:M pattern fixes every block's count: no global allocation; whole
+  groups are pruned by magnitude (their weights' norm per unit of cost,
+  globally), from the dense model: no Wanda or SparseGPT there."""
+  if sparsity.structured:
+    start = getattr(method, 'start', method.name)
+    return start in ('dense', 'magnitude')
   return (sparsity.pattern is None or
           getattr(method, 'allocation', 'uniform') == 'uniform')
 
@@ -65,7 +75,7 @@ class Training(NamedTuple):
       starts from.
     rule: ``'fixed'`` (the start's mask kept: fine-tuning), ``'gradual'``
       (gradual magnitude pruning on the cubic schedule over the first 3/4 of
-      the steps) or ``'gsm'`` (`global_sparse` around AdamW with the
+      the steps; of whole groups at a structured target) or ``'gsm'`` (`global_sparse` around AdamW with the
       recipe's smoothed ranking and a passive decay, then the final prune).
   """
   name: str
@@ -87,6 +97,10 @@ TRAINING = {m.name: m for m in (
 # Every training method's AdamW peak lr is chosen on the validation split
 # (seed 0, `run.py --part sweep`) from these, at the sparsity the sweep
 # runs for each target: the unstructured targets take 50%'s choice, the N:M
-# ones 2:4's (the dense model was trained at a peak of 3e-3).
+# ones 2:4's, the structured ones 2x's (the dense model was trained at a
+# peak of 3e-3). Where the best is at an end of the grid, the sweep goes on
+# along `LADDER` until it is not (or the ladder ends).
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
-SWEEP_AT = {'50%': '50%', '70%': '50%', '2:4': '2:4', '4:8': '2:4'}
+LADDER = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+SWEEP_AT = {'50%': '50%', '70%': '50%', '2:4': '2:4', '4:8': '2:4',
+            '1.5x FLOPs': '2x FLOPs', '2x FLOPs': '2x FLOPs'}

@@ -2,7 +2,10 @@
 
 ``python -m benchmarks.lm.report [--results benchmarks/results/lm]`` prints
 the one-shot table and the training table (test perplexity, mean ± std over
-seeds, the number of seeds beside each cell where it is not 3) in Markdown.
+seeds, the number of seeds beside each cell where it is not 3), the
+learning-rate sweeps (validation perplexity) and the slim models' speed in
+Markdown; ``--write`` puts them into RESULTS.md and draws the figure of
+perplexity against sparsity beside the results.
 """
 
 import argparse
@@ -36,7 +39,8 @@ def one_shot_table(results_dir: str, metric: str = 'test_perplexity',
   a column a sparsity."""
   runs = load(results_dir, part)
   dense = json.load(open(os.path.join(results_dir, 'dense.json')))
-  sparsities = list(methods_lib.SPARSITIES)
+  sparsities = [s for s in methods_lib.SPARSITIES
+                if any(r['sparsity'] == s for r in runs)]
   lines = ['| method | ' + ' | '.join(sparsities) + ' |',
            '|---|' + '---:|' * len(sparsities),
            f"| dense | {dense[metric]:.3f} |" + ' |' * (len(sparsities) - 1)]
@@ -54,15 +58,122 @@ def one_shot_table(results_dir: str, metric: str = 'test_perplexity',
 MARKER = '<!-- Generated below from the JSON results: python -m benchmarks.lm.report --write -->'
 
 
+def sweep_table(results_dir: str) -> str:
+  """Validation perplexity of every training method at every swept lr (a
+  row a method and sweep sparsity), the chosen one in bold."""
+  runs = load(results_dir, 'sweep')
+  rates = sorted({r['learning_rate'] for r in runs})
+  lines = ['| method | swept at | ' + ' | '.join(f'lr {r:g}' for r in rates)
+           + ' |', '|---|---|' + '---:|' * len(rates)]
+  for name, method in methods_lib.TRAINING.items():
+    for at in dict.fromkeys(methods_lib.SWEEP_AT.values()):
+      row = {r['learning_rate']: r['validation_perplexity'] for r in runs
+             if r['method'] == name and r['sparsity'] == at}
+      if not row:
+        continue
+      best = min(row, key=row.get)
+      cells = [('' if lr not in row else f'**{row[lr]:.3f}**' if lr == best
+                else f'{row[lr]:.3f}') for lr in rates]
+      lines.append(f'| {method.label} | {at} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def speedup(values: list[float]) -> str:
+  text = f'{np.mean(values):.2f}×'
+  return text + (f' ± {np.std(values, ddof=1):.2f}' if len(values) > 1
+                 else '')
+
+
+def slim_table(results_dir: str) -> str:
+  """The structured rows' slim models: FLOPs and parameters kept, and the
+  speed-up over the dense model at batch 1 and 32 (mean ± std over seeds;
+  each measured alternated in one process)."""
+  runs = [r for part in ('oneshot', 'train') for r in load(results_dir, part)
+          if 'slim' in r]
+  lines = ['| method | target | FLOPs kept | params kept | test perplexity '
+           '| speed-up, batch 1 | speed-up, batch 32 |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for table in (methods_lib.METHODS, methods_lib.TRAINING):
+    for name, method in table.items():
+      for s in methods_lib.SPARSITIES:
+        mine = [r for r in runs if r['method'] == name and r['sparsity'] == s]
+        if not mine:
+          continue
+        fl = np.mean([r['slim']['flops'][1] / r['slim']['flops'][0]
+                      for r in mine])
+        pa = np.mean([r['slim']['params'][1] / r['slim']['params'][0]
+                      for r in mine])
+        speed = [speedup([r['slim']['speedup'][b] for r in mine])
+                 for b in ('1', '32')]
+        label = method.label + (' (one shot)' if table is methods_lib.METHODS
+                                else '')
+        lines.append(f'| {label} | {s} | {fl:.3f} | {pa:.3f} | '
+                     f"{cell([r['test_perplexity'] for r in mine])} | "
+                     + ' | '.join(speed) + ' |')
+  return '\n'.join(lines)
+
+
+def plot(results_dir: str, path: str) -> bool:
+  """Test perplexity against sparsity (50%, 70%; N:M at its density),
+  one line a method, mean and std over seeds. False if nothing to draw."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  drawn = False
+  for ax, kinds in zip(axes, (('50%', '70%'), ('2:4', '4:8'))):
+    for part, table in (('oneshot', methods_lib.METHODS),
+                        ('train', methods_lib.TRAINING)):
+      runs = load(results_dir, part)
+      for name, method in table.items():
+        pts = [(k, [r['test_perplexity'] for r in runs
+                    if r['method'] == name and r['sparsity'] == k])
+               for k in kinds]
+        pts = [(k, v) for k, v in pts if v]
+        if not pts:
+          continue
+        drawn = True
+        ax.errorbar([k for k, _ in pts], [np.mean(v) for _, v in pts],
+                    yerr=[np.std(v) for _, v in pts], capsize=3,
+                    fmt='o--' if part == 'oneshot' else 's-',
+                    label=method.label + (' (one shot)' if part == 'oneshot'
+                                          else ''))
+    ax.set_yscale('log')
+    ax.set_xlabel('sparsity of the blocks\' kernels')
+    ax.set_ylabel('test perplexity (bytes, log)')
+  for ax in axes:
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=6)
+  fig.suptitle('examples/lm GPT on the King James Version', fontsize=9)
+  fig.tight_layout()
+  if drawn:
+    fig.savefig(path + '.tmp.png', dpi=110)
+    os.replace(path + '.tmp.png', path)
+  plt.close(fig)
+  return drawn
+
+
+FIGURE = 'perplexity_vs_sparsity.png'
+
+
 def generated(results_dir: str) -> str:
   """The tables, as RESULTS.md holds them below its marker."""
   parts = [MARKER, '', '### One shot: test perplexity (bytes)', '',
            one_shot_table(results_dir), '',
            '### Validation perplexity', '',
            one_shot_table(results_dir, 'validation_perplexity')]
+  if load(results_dir, 'sweep'):
+    parts += ['', '### Learning-rate sweeps: validation perplexity (seed 0)',
+              '', sweep_table(results_dir)]
   if load(results_dir, 'train'):
     parts += ['', '### Trained: test perplexity (bytes)', '',
               one_shot_table(results_dir, part='train')]
+  if any('slim' in r for p in ('oneshot', 'train')
+         for r in load(results_dir, p)):
+    parts += ['', '### Structured: the slim models', '',
+              slim_table(results_dir)]
+  if os.path.exists(os.path.join(results_dir, FIGURE)):
+    parts += ['', f'![perplexity against sparsity](../results/lm/{FIGURE})']
   return '\n'.join(parts) + '\n'
 
 
@@ -83,6 +194,7 @@ def main(argv=None):
                       help='write the tables into benchmarks/lm/RESULTS.md')
   args = parser.parse_args(argv)
   if args.write:
+    plot(args.results, os.path.join(args.results, FIGURE))
     write(os.path.join(os.path.dirname(__file__), 'RESULTS.md'), args.results)
   else:
     print(generated(args.results))

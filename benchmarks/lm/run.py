@@ -19,6 +19,7 @@ import dataclasses
 import glob
 import json
 import os
+import platform
 import time
 
 import flax.nnx as nnx
@@ -31,6 +32,7 @@ from benchmarks.lm import methods as methods_lib
 from examples.lm import data
 from examples.lm import model as model_lib
 from examples.lm import train
+from examples.paper import timing
 import gsm_optax
 
 CALIBRATION_SEQUENCES = 128
@@ -60,12 +62,37 @@ def calibration(tokens: np.ndarray, seq_len: int, seed: int) -> np.ndarray:
   return data.sample(tokens, seq_len, CALIBRATION_SEQUENCES, rng)[:, :-1]
 
 
+def forward_of(model):
+  graphdef, _ = nnx.split(model, nnx.Param)
+  return lambda p, tokens: nnx.merge(graphdef, p)(tokens)
+
+
+def groups_of(model, config) -> gsm_optax.Groups:
+  """The model's heads, head dims and MLP neurons (``find_groups``; FLOPs
+  counted on one sequence of ``seq_len``)."""
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return gsm_optax.find_groups(forward_of(model), params,
+                               jnp.zeros((1, config.seq_len), jnp.int32))
+
+
+def structure(model, config, sparsity) -> dict:
+  """The arguments that make a pruner remove what ``sparsity`` asks: whole
+  groups to a FLOPs budget, an N:M pattern, or single weights."""
+  if sparsity.structured:
+    return {'groups': groups_of(model, config), 'budget': 'flops'}
+  return {'pattern': sparsity.pattern, 'prunable': model_lib.kernels(
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
+
+
 def one_shot_params(model, config, splits, method, sparsity, seed):
   """The model's params pruned one-shot, their masks, and the seconds."""
-  graphdef, state = nnx.split(model, nnx.Param)
-  params = nnx.to_pure_dict(state)
-  forward = lambda p, tokens: nnx.merge(graphdef, p)(tokens)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  forward = forward_of(model)
   start = time.perf_counter()
+  if sparsity.structured:  # whole groups by magnitude: no calibration
+    pruned, masks = gsm_optax.prune(params, sparsity.ratio,
+                                    **structure(model, config, sparsity))
+    return pruned, masks, time.perf_counter() - start
   pruned, masks = gsm_optax.one_shot_prune(
       forward, params, jnp.asarray(calibration(splits['train'],
                                                config.seq_len, seed)),
@@ -87,7 +114,40 @@ def evaluate(model, pruned, config, splits, sparsity, result):
   result['kept'] = {l.path: [l.nonzero, l.size] for l in report.leaves
                     if l.prunable}
   result['kept_fraction'] = report.prunable_nonzero / report.prunable_size
+  if sparsity.structured:
+    result['slim'] = slim_speed(model, pruned, config)
   return result
+
+
+def slim_speed(model, pruned, config, repeats=30) -> dict:
+  """The slim model (passive groups cut out): its widths, FLOPs, params,
+  and its speed against the dense model's in tokens per second at batch 1
+  and 32, the four calls alternated in this process (medians)."""
+  forward = forward_of(model)
+  dense = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  slim_params, slim_fn, info = gsm_optax.slim(
+      forward, pruned, groups_of(model, config))
+  dense_fn, slim_fn = jax.jit(forward), jax.jit(slim_fn)
+  rng = np.random.default_rng(0)
+  tokens = {b: jnp.asarray(rng.integers(0, 256, (b, config.seq_len)))
+            for b in (1, 32)}
+  np.testing.assert_allclose(slim_fn(slim_params, tokens[32]),
+                             dense_fn(pruned, tokens[32]), rtol=2e-4,
+                             atol=2e-4)  # the same model, smaller
+  seconds = timing.median_seconds(
+      {f'{name}_{b}': (lambda f=f, p=p, b=b: f(p, tokens[b]))
+       for b in tokens
+       for name, f, p in (('dense', dense_fn, dense),
+                          ('slim', slim_fn, slim_params))}, repeats)
+  return {'channels': [list(c) for c in info.channels],
+          'flops': list(info.flops), 'params': list(info.params),
+          'seconds': seconds,
+          'speedup': {str(b): seconds[f'dense_{b}'] / seconds[f'slim_{b}']
+                      for b in tokens},
+          'tokens_per_second': {
+              f'{k}': b * config.seq_len / seconds[k] for k in seconds
+              for b in [int(k.split('_')[1])]},
+          'platform': platform.processor() or platform.machine()}
 
 
 def one_shot(model, config, splits, method, sparsity, seed) -> dict:
@@ -106,7 +166,7 @@ def trained(model, config, splits, method, sparsity, seed, steps,
   then its final prune."""
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
-  kernels = model_lib.kernels(params)
+  how = structure(model, config, sparsity)
   masks = None
   if method.start != 'dense':
     params, masks, _ = one_shot_params(
@@ -121,12 +181,11 @@ def trained(model, config, splits, method, sparsity, seed, steps,
   elif method.rule == 'gradual':
     tx = optax.chain(adamw, gsm_optax.gradual_magnitude_pruning(
         sparsity.ratio, 0, int(0.75 * steps), max(steps // 50, 1),
-        prunable=kernels, pattern=sparsity.pattern))
+        **how))
   else:  # gsm: the recipe (docs: FAQ), passive weights to about e^-10
     tx = gsm_optax.global_sparse(
         adamw, sparsity.ratio, passive_decay=min(10.0 / steps, 0.5),
-        score_decay=0.9,
-        prunable=kernels, pattern=sparsity.pattern)
+        score_decay=0.9, **how)
   start = time.perf_counter()
   params, _ = train.fit(config, graphdef, params, tx, splits, steps, seed)
   result = {'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
@@ -135,28 +194,32 @@ def trained(model, config, splits, method, sparsity, seed, steps,
     result['before_prune'] = train.perplexity(
         nnx.merge(graphdef, params), splits['validation'], config.seq_len,
         config.eval_batch)
-    params, _ = gsm_optax.prune(params, sparsity.ratio,
-                                pattern=sparsity.pattern, prunable=kernels)
+    params, _ = gsm_optax.prune(params, sparsity.ratio, **how)
   result['seconds'] = time.perf_counter() - start
   return evaluate(model, params, config, splits, sparsity, result)
 
 
 def tag(sparsity_name: str) -> str:
-  return sparsity_name.replace('%', 'pct').replace(':', 'of')
+  return sparsity_name.replace('%', 'pct').replace(':', 'of').replace(' ', '')
+
+
+def swept(results: str, method, at: str) -> list[dict]:
+  """The sweep's runs of ``method`` at sparsity ``at``."""
+  runs = [json.load(open(p)) for p in sorted(glob.glob(
+      os.path.join(results, 'sweep', f'{method.name}_{tag(at)}_lr*.json')))]
+  return [r for r in runs if r['method'] == method.name]
 
 
 def chosen(results: str, method, sparsity) -> dict:
   """The sweep run with the lowest validation perplexity of ``method`` at
   the sparsity whose sweep ``sparsity`` takes (`methods.SWEEP_AT`)."""
   at = methods_lib.SWEEP_AT[sparsity.name]
-  runs = [json.load(open(p)) for p in sorted(glob.glob(
-      os.path.join(results, 'sweep', f'{method.name}_{tag(at)}_lr*.json')))]
-  runs = [r for r in runs if r['method'] == method.name]
+  runs = swept(results, method, at)
   if not runs:
     raise SystemExit(
         f'{results}/sweep has no learning-rate sweep of {method.name} at '
         f'{at}: run `python -m benchmarks.lm.run --part sweep --methods '
-        f'{method.name} --sparsities {at}` first.')
+        f"{method.name} --sparsities '{at}'` first.")
   return min(runs, key=lambda r: r['validation_perplexity'])
 
 
@@ -203,8 +266,7 @@ def main(argv=None):
   sparsities = args.sparsities or ','.join(
       dict.fromkeys(methods_lib.SWEEP_AT.values()) if sweep
       else methods_lib.SPARSITIES)
-  rates = [float(r) for r in args.learning_rates.split(',')] if sweep else [
-      None]
+  rates = [float(r) for r in args.learning_rates.split(',')]
   for seed in [int(s) for s in seeds.split(',')]:
     for sparsity_name in sparsities.split(','):
       sparsity = methods_lib.SPARSITIES[sparsity_name]
@@ -212,26 +274,54 @@ def main(argv=None):
         method = table[method_name]
         if not methods_lib.applies(method, sparsity):
           continue
-        for lr in rates:
-          name = f'{method.name}_{tag(sparsity.name)}' + (
-              f'_lr{lr:g}' if sweep else '') + f'_s{seed}.json'
-          path = os.path.join(args.results, args.part, name)
-          if os.path.exists(path):
-            continue
-          if args.part == 'oneshot':
-            result = one_shot(model, config, splits, method, sparsity, seed)
-          else:
-            best = None if sweep else chosen(args.results, method, sparsity)
-            if best and (best['sparsity'], best['seed'], best['steps']) == (
-                sparsity.name, seed, steps):
-              result = best  # the sweep's run at the chosen lr is this run
-            else:
-              result = trained(model, config, splits, method, sparsity, seed,
-                               steps, lr or best['learning_rate'])
-          write(path, result)
-          print(f"{method.label} at {sparsity.name}, seed {seed}"
-                + (f', lr {lr:g}' if lr else '') + ': test perplexity '
-                f"{result['test_perplexity']:.3f} ({result['seconds']:.0f} s)")
+        if not sweep:
+          run_one(args, model, config, splits, method, sparsity, seed, steps)
+          continue
+        grid = list(rates)
+        while grid:
+          for lr in grid:
+            run_one(args, model, config, splits, method, sparsity, seed,
+                    steps, lr)
+          grid = further(args.results, method, sparsity, rates)
+
+
+def further(results, method, sparsity, rates) -> list:
+  """The next lr of `methods.LADDER` past the swept end where the best
+  validation perplexity is (none when the best is inside the sweep)."""
+  runs = swept(results, method, methods_lib.SWEEP_AT[sparsity.name])
+  tried = sorted(r['learning_rate'] for r in runs)
+  best = chosen(results, method, sparsity)['learning_rate']
+  ladder = methods_lib.LADDER
+  if len(tried) < 2 or best not in (tried[0], tried[-1]) or not set(
+      rates) <= set(tried) or best not in ladder:
+    return []
+  step = -1 if best == tried[0] else 1
+  k = ladder.index(best) + step
+  return [ladder[k]] if 0 <= k < len(ladder) else []
+
+
+def run_one(args, model, config, splits, method, sparsity, seed, steps,
+            lr=None) -> None:
+  """One run of the part (``lr``: a sweep's), unless it has a result."""
+  name = f'{method.name}_{tag(sparsity.name)}' + (
+      f'_lr{lr:g}' if lr else '') + f'_s{seed}.json'
+  path = os.path.join(args.results, args.part, name)
+  if os.path.exists(path):
+    return
+  if args.part == 'oneshot':
+    result = one_shot(model, config, splits, method, sparsity, seed)
+  else:
+    best = None if lr else chosen(args.results, method, sparsity)
+    if best and (best['sparsity'], best['seed'], best['steps']) == (
+        sparsity.name, seed, steps):
+      result = best  # the sweep's run at the chosen lr is this run
+    else:
+      result = trained(model, config, splits, method, sparsity, seed, steps,
+                       lr or best['learning_rate'])
+  write(path, result)
+  print(f"{method.label} at {sparsity.name}, seed {seed}"
+        + (f', lr {lr:g}' if lr else '') + ': test perplexity '
+        f"{result['test_perplexity']:.3f} ({result['seconds']:.0f} s)")
 
 
 if __name__ == '__main__':

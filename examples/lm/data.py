@@ -74,9 +74,10 @@ def synthetic(num_bytes: int, seed: int) -> np.ndarray:
   words = [''.join(rng.choice(list('abcdefghij'), size=rng.integers(2, 6)))
            for _ in range(40)]
   chain = np.random.default_rng(123).random((40, 40)) < 0.1
-  out, word = [], 0
-  while sum(len(w) + 1 for w in out) < num_bytes:
+  out, word, size = [], 0, 0
+  while size < num_bytes:
     out.append(words[word])
+    size += len(words[word]) + 1
     nexts = np.flatnonzero(chain[word])
     word = int(rng.choice(nexts)) if len(nexts) else int(rng.integers(40))
   return np.frombuffer(' '.join(out).encode()[:num_bytes], np.uint8)
