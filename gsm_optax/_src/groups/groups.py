@@ -275,9 +275,11 @@ class Groups:
     """The active groups: ranked by score per unit of cost (a group's cost
     is what removing it alone saves), the best ``min_keep`` of each family
     first, and kept in that order while the kept model's exact cost stays
-    within ``totals[budget] / ratio``, so the model is at least ``ratio``
-    times smaller in ``budget`` (ties at the last group kept are kept, and
-    may go over). A NaN score ranks first."""
+    within ``totals[budget] / ratio`` (ties at the last group kept are kept,
+    and may go over); then, past the first group that does not fit, every
+    later group in the order that still fits is kept too, so the budget is
+    filled: the model is at least ``ratio`` times smaller in ``budget``, and
+    no group left out would fit. A NaN score ranks first."""
     target = self.budget(ratio, budget)
     cost = jnp.asarray(self.costs[budget], jnp.float32)
     scores = jnp.asarray(scores, jnp.float32)
@@ -286,15 +288,34 @@ class Groups:
     key = jnp.where(jnp.isnan(density) | self._best_of_each(scores), jnp.inf,
                     density)
     order = jnp.argsort(-key, stable=True)
-    onehot = (jnp.asarray(self.family_of)[order][:, None] ==
+    family = (jnp.asarray(self.family_of)[:, None] ==
               jnp.arange(len(self.families))[None, :]).astype(jnp.float32)
-    reached = self.polynomials[budget].value(jnp.cumsum(onehot, axis=0))
+    polynomial = self.polynomials[budget]
+    limit = jnp.asarray(target, jnp.float32) * (1 + 1e-6)
+    reached = polynomial.value(jnp.cumsum(family[order], axis=0))
     # The last prefix within the budget (the costs grow along the order),
     # never fewer than the best min_keep of each family.
-    within = jnp.sum(reached <= jnp.asarray(target, jnp.float32) * (1 + 1e-6))
+    within = jnp.sum(reached <= limit)
     k = jnp.maximum(within, self.min_keep * len(self.families)) - 1
     threshold = key[order[k]]
     active = key >= threshold
+
+    def fill(state):
+      """The groups after the last kept, in order, that fit alone, each kept
+      while the cost with those before it fits: the walk that adds every
+      group that still fits, up to the next that does not (the costs only
+      grow, so one left out never fits later)."""
+      active, _ = state
+      counts = active.astype(jnp.float32) @ family
+      fits = ~active & (polynomial.value(counts[None] + family) <= limit)
+      taken = fits[order]
+      cumulative = polynomial.value(
+          counts[None] + jnp.cumsum(taken[:, None] * family[order], axis=0))
+      added = taken & (cumulative <= limit)
+      return active.at[order].set(active[order] | added), jnp.any(added)
+
+    active, _ = jax.lax.while_loop(lambda state: state[1], fill,
+                                   (active, jnp.asarray(True)))
     return Selection(active, threshold.astype(jnp.float32),
                      jnp.sum(active, dtype=jnp.int32))
 
