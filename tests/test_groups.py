@@ -225,6 +225,34 @@ def test_find_groups_errors_name_the_argument():
     groups.bind({'u': jnp.ones((5, 3))})
 
 
+def test_groups_bind_below_a_leading_key_as_linen_variables_need():
+  # Found on Linen-style variables; applied to variables['params'] (the
+  # leading key off the groups' paths) and the other way round.
+  def net(v, x):
+    h = (x @ v['params']['w1'] - v['stats']['mean']) * v['params']['s']
+    return jax.nn.relu(h) @ v['params']['w2']
+
+  variables = {'params': {'w1': jnp.ones((4, 6)), 's': jnp.ones(6),
+                          'w2': jnp.ones((6, 3))},
+               'stats': {'mean': jnp.zeros(6)}}
+  groups = gsm_optax.find_groups(net, variables, jnp.ones((2, 4)))
+  assert [f.size for f in groups.families] == [6]
+  leaves = jax.tree.leaves(variables['params'])  # s, w1, w2
+  assert groups.bind(variables['params']) == [0, 1, 2, None]  # s, w1, w2, mean
+  assert groups.bind(variables) == [0, 1, 2, 3]
+  inner = gsm_optax.find_groups(
+      lambda p, x: net({'params': p, 'stats': {'mean': 0.0}}, x),
+      variables['params'], jnp.ones((2, 4)))
+  assert inner.bind({'params': variables['params'], 'opt': {'w': 1.0}}) == [
+      1, 2, 3]
+  scores = jnp.arange(6.0)
+  kept = groups.expand(scores >= 3, variables['params'])
+  np.testing.assert_array_equal(kept[1][0], [False] * 3 + [True] * 3)
+  assert len(leaves) == 3
+  with pytest.raises(ValueError, match="variables\\['params'\\]"):
+    groups.bind({'other': {'u': jnp.ones((5, 3))}})
+
+
 def test_fused_query_key_value_split_in_three_and_grouped_query_heads():
   # examples/lm's GPT: one qkv projection, split in three, then heads.
   from examples.lm import model as model_lib  # pylint: disable=g-import-not-at-top

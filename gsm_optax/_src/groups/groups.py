@@ -174,11 +174,14 @@ class Groups:
     """For each leaf the groups were found on, the index of the leaf with
     the same path in ``params`` (None if absent): the optimizer may see
     the trainable params only (``wrt=nnx.Param``), the groups the whole
-    state (batch statistics too)."""
+    state (batch statistics too). Where no path matches whole, a leading
+    key is taken off one side: groups found on a Linen model's
+    ``variables`` (``{'params': ..., 'batch_stats': ...}``) apply to
+    ``variables['params']``, the tree a Linen ``TrainState`` trains."""
     with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
     where = {normalize_path(jax.tree_util.keystr(p)): i
              for i, (p, _) in enumerate(with_paths)}
-    binding = [where.get(path) for path in self.paths]
+    binding = self._match(where)
     for mine, theirs in enumerate(binding):
       if theirs is not None and tuple(np.shape(with_paths[theirs][1])) != (
           self.shapes[mine]):
@@ -187,13 +190,36 @@ class Groups:
             f'{tuple(np.shape(with_paths[theirs][1]))}, but the groups were '
             f'found with {self.shapes[mine]}. Call gsm_optax.find_groups '
             'again on these params.')
-    if not any(binding[m.leaf] is not None for f in self.families
-               for m in f.members):
+    if not self._binds_a_member(binding):
       raise ValueError(
-          '`params` share no parameter with the groups (by path): pass the '
-          'params the groups were found on (or part of them, e.g. the '
-          'nnx.Param leaves of the same model).')
+          '`params` share no parameter with the groups (by path, or by path '
+          'below a leading key such as Linen\'s "params"): pass the params '
+          'the groups were found on (or part of them, e.g. the nnx.Param '
+          "leaves of the same model, or a Linen model's variables['params']).")
     return binding
+
+  def _binds_a_member(self, binding) -> bool:
+    return any(binding[m.leaf] is not None for f in self.families
+               for m in f.members)
+
+  def _match(self, where: dict) -> list[Optional[int]]:
+    """`bind`'s leaf indices: by whole path, else below a leading key of
+    the groups' paths (``['params']...``), else below one of ``where``'s."""
+    binding = [where.get(path) for path in self.paths]
+    if self._binds_a_member(binding) or not where:
+      return binding
+    for prefix in dict.fromkeys(map(_leading_key, self.paths)):
+      binding = [where.get(path[len(prefix):]) if prefix and
+                 path.startswith(prefix) else None for path in self.paths]
+      if self._binds_a_member(binding):
+        return binding
+    for prefix in dict.fromkeys(map(_leading_key, where)):
+      below = {path[len(prefix):]: i for path, i in where.items()
+               if prefix and path.startswith(prefix)}
+      binding = [below.get(path) for path in self.paths]
+      if self._binds_a_member(binding):
+        return binding
+    return [None] * len(self.paths)
 
   def _per_group(self, binding, values) -> jax.Array:
     """Sums ``values(leaf index in the given params)`` (an array like that
@@ -493,6 +519,13 @@ def _unique_names(families, shapes) -> tuple:
       seen[f.name] += 1
       renamed[i] = dataclasses.replace(f, name=f'{f.name} #{seen[f.name]}')
   return tuple(renamed)
+
+
+def _leading_key(path: str) -> str:
+  """``"['params']"`` of ``"['params']['Conv_0']['kernel']"`` ('' if the
+  path has one key only)."""
+  end = path.find(']') + 1
+  return path[:end] if 0 < end < len(path) else ''
 
 
 def normalize_path(path: str) -> str:
