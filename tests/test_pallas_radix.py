@@ -1,6 +1,7 @@
 """The Pallas kernel of the radix route's passes (for GPUs), run in Pallas's
-interpreter on the CPU: its counts equal NumPy's, and radix select counted
-by it finds the Q-th largest key on hard inputs."""
+interpreter on the CPU and compiled on a GPU (benchmarks/gpu_check.sh): its
+counts equal NumPy's, and radix select counted by it finds the Q-th largest
+key on hard inputs."""
 
 
 import functools
@@ -16,6 +17,9 @@ from gsm_optax._src.selection import keys as keys_lib
 from gsm_optax._src.selection import pallas_radix
 from gsm_optax._src.selection import radix
 from gsm_optax._src.selection import search
+
+# On a GPU the kernel is compiled (Triton) and run on the hardware.
+INTERPRET = jax.default_backend() != 'gpu'
 
 
 def bits(scores):
@@ -48,7 +52,7 @@ def test_counts_equal_numpy(products):
   top = int(np.median(keys[keys >= 0])) >> 23
   for prefix, high, shift in ((0, 31, 23), (top, 23, 15), (top, 23, 16)):
     counts = pallas_radix.histogram(jnp.int32(prefix), arrays, high, shift,
-                                    products, interpret=True)
+                                    products, interpret=INTERPRET)
     np.testing.assert_array_equal(counts,
                                   numpy_histogram(keys, prefix, high, shift))
 
@@ -56,7 +60,7 @@ def test_counts_equal_numpy(products):
 def test_more_than_eight_bits_a_pass_is_refused():
   with pytest.raises(ValueError, match='at most 8 bits'):
     pallas_radix.histogram(jnp.int32(0), [jnp.ones(4)], 31, 20, False,
-                           interpret=True)
+                           interpret=INTERPRET)
 
 
 @pytest.mark.parametrize('kind', ['ties', 'huge_tiny', 'nonfinite',
@@ -66,7 +70,7 @@ def test_radix_select_counted_by_the_kernel_is_exact(kind):
             for s in adversarial_scores(kind, np.random.default_rng(1))]
   histogram = lambda prefix, above, high, shift, width: radix.rank_counts(
       pallas_radix.histogram(prefix.astype(jnp.int32), scores, high, shift,
-                             False, interpret=True), above)
+                             False, interpret=INTERPRET), above)
   n = sum(s.size for s in scores)
   for q in (1, 17, n):
     key, count, passes = radix.radix_select(scores, q, pallas_radix.DIGITS,
@@ -104,7 +108,7 @@ def test_a_pass_of_the_partitioned_route_is_a_radix_pass(monkeypatch):
   # names (its keys above are not counted: radix passes do not read them).
   from gsm_optax._src.selection import native_radix  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(pallas_radix, 'histogram', functools.partial(
-      pallas_radix.histogram, interpret=True))
+      pallas_radix.histogram, interpret=INTERPRET))
   scores = [jnp.asarray(s, jnp.float32)
             for s in adversarial_scores('huge_tiny', np.random.default_rng(2))]
   keys = bits(scores)

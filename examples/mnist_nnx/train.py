@@ -57,13 +57,19 @@ class MLP(nnx.Module):
     return self.fc3(nnx.relu(self.fc2(nnx.relu(self.fc1(x)))))
 
 
+def idx_dir() -> str:
+  """Where the idx files are: ``$FASHION_MNIST_DIR``, else Debian's."""
+  return os.environ.get('FASHION_MNIST_DIR') or IDX_DIR
+
+
 def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Images in [0, 1] (N, 28, 28) and labels (N,): idx files, else TFDS."""
+  """Images in [0, 1] (N, 28, 28) and labels (N,): idx files (`idx_dir`),
+  else TFDS."""
   prefix = 'train' if split == 'train' else 't10k'
-  if os.path.isdir(IDX_DIR):
+  if os.path.isdir(idx_dir()):
     arrays = []
     for kind, offset in (('images-idx3-ubyte', 16), ('labels-idx1-ubyte', 8)):
-      path = os.path.join(IDX_DIR, f'{prefix}-{kind}')
+      path = os.path.join(idx_dir(), f'{prefix}-{kind}')
       path = path if os.path.exists(path) else path + '.gz'
       with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
         arrays.append(np.frombuffer(f.read(), np.uint8, offset=offset))
