@@ -205,6 +205,50 @@ def test_check_final_prune_warns_above_the_tolerance_with_the_fix():
     assert check.ok == ok
 
 
+def test_check_final_prune_judges_by_the_outputs_when_given_the_model():
+  # Rows 10-19 hold 10% of the norm and are all pruned at 2x: the norm
+  # share warns. Inputs that never use those features see no change: with
+  # the model and the inputs, no warning (the false alarm of issue #50).
+  rng = np.random.default_rng(6)
+  signs = rng.choice([-1.0, 1.0], size=(20, 5))
+  w = (signs * rng.uniform(1, 2, size=(20, 5))).astype(np.float32)
+  w[:10] *= 10
+  params = {'w': w}
+  linear = lambda p, x: x @ p['w']
+  assert not gsm_optax.check_final_prune(params, 2.0, warn=False).ok
+  quiet = np.zeros((300, 20), np.float32)
+  quiet[:, :10] = rng.normal(size=(300, 10))
+  check = gsm_optax.check_final_prune(params, 2.0, fn=linear, inputs=quiet)
+  assert check.ok and check.changed == 0.0 and check.output_change < 1e-6
+  assert check.share > 0.05  # still reported
+  # Inputs that lean on the pruned features: the predictions that change,
+  # counted here independently, decide.
+  loud = rng.normal(size=(300, 20)).astype(np.float32) * np.r_[
+      np.full(10, 0.05), np.full(10, 3.0)].astype(np.float32)
+  pruned = np.where(np.arange(20)[:, None] < 10, w, 0)
+  flips = np.mean(np.argmax(loud @ w, 1) != np.argmax(loud @ pruned, 1))
+  assert flips > 0.01
+  with pytest.warns(gsm_optax.PruneCostWarning,
+                    match=f'change {flips:.1%} of the predictions'):
+    check = gsm_optax.check_final_prune(params, 2.0, fn=linear, inputs=loud)
+  np.testing.assert_allclose(check.changed, flips)
+  # A tolerance just above the flips passes; outputs that are not class
+  # scores are judged by their relative change.
+  assert gsm_optax.check_final_prune(params, 2.0, fn=linear, inputs=loud,
+                                     output_tolerance=flips + 1e-9,
+                                     warn=False).ok
+  column = lambda p, x: x @ p['w'][:, :1]
+  change = np.linalg.norm(loud @ (w - pruned)[:, :1]) / np.linalg.norm(
+      loud @ w[:, :1])
+  check = gsm_optax.check_final_prune(params, 2.0, fn=column, inputs=loud,
+                                      warn=False)
+  assert check.changed is None and not check.ok
+  np.testing.assert_allclose(check.output_change, change, rtol=1e-5)
+  assert 'outputs by' in check.message
+  with pytest.raises(ValueError, match='`fn` and `inputs` go together'):
+    gsm_optax.check_final_prune(params, 2.0, fn=linear)
+
+
 def test_a_diverged_model_is_never_reported_ready_to_prune():
   # All-NaN weights (a run that diverged) once gave a share of 0: "free".
   w = np.ones((6, 5), np.float32)

@@ -152,7 +152,10 @@ def run(config: Config, train_data, test_data) -> dict:
   before = float(accuracy(model, *test_data))
 
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # nested dicts
-  check = gsm_optax.check_final_prune(params, config.ratio)  # warns if costly
+  graphdef = nnx.graphdef(model)
+  check = gsm_optax.check_final_prune(  # warns if it would change predictions
+      params, config.ratio, fn=lambda p, x: nnx.merge(graphdef, p)(x),
+      inputs=test_data[0][:2000])
   pruned, _ = gsm_optax.prune(params, config.ratio)
   nnx.update(model, pruned)
   report = gsm_optax.sparsity_report(pruned)

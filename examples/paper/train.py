@@ -320,6 +320,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 results, data, mesh, snapshots)
 
 
+def outputs_of(model, config):
+  """``fn(params, images)``: the model's eval-mode logits with ``params``
+  in place of its parameters (its other state, batch statistics, kept)."""
+  model.eval()
+  graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
+  model.train()
+  mean_std = input_pipeline.normalization(config)
+
+  @jax.jit
+  def fn(params, images):
+    state = jax.tree.map(lambda x: x, params_state)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state, rest)(normalize(images, *mean_std))
+  return fn
+
+
 def finish(config, workdir, model, results, data, mesh=None,
            snapshots=None):
   """Final global magnitude prune, evaluation with no fine-tuning, report.
@@ -333,9 +349,14 @@ def finish(config, workdir, model, results, data, mesh=None,
   diverged = not all(bool(jnp.all(jnp.isfinite(x)))
                      for x in jax.tree.leaves(params))
   structure = phases_lib.prune_structure(config)
+  judge = {}
+  if not diverged and jax.process_count() == 1:  # by held-out predictions
+    held_out = next(data.test_batches(config.eval_batch_size))[0]
+    judge = {'fn': outputs_of(model, config),
+             'inputs': jnp.asarray(held_out)}
   check = gsm_optax.check_final_prune(params, config.ratio,
                                       method=config.method, warn=False,
-                                      **structure)
+                                      **structure, **judge)
   if diverged:  # no ranking to prune by: report the model as it is
     print(f'{config.pruning} at {config.ratio:g}x diverged: the parameters '
           'are not finite, so they are not pruned.')
@@ -359,6 +380,7 @@ def finish(config, workdir, model, results, data, mesh=None,
       'ticket_magnitude_accuracy': results.get('ticket_magnitude'),
       'last_mask_accuracy': results.get(config.pruning + '_last_mask'),
       'pruned_norm_share': check.share,
+      'predictions_changed': check.changed,
       'prune_warning': check.message,
       'compression': report.compression,
       'kept_weights': report.prunable_nonzero,

@@ -1,7 +1,7 @@
 """Before the final prune: how much of the kernels' norm it would remove, and
 a warning when that is likely to cost accuracy."""
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 import warnings
 
 import jax
@@ -79,11 +79,21 @@ class PruneCostWarning(UserWarning):
   """The final prune would remove weights that still carry the function."""
 
 
+# With ``fn`` and ``inputs``, `check_final_prune` warns when the prune
+# changes more than this share of the predictions (or, for outputs that
+# are not class scores, moves them by more than this share of their norm).
+DEFAULT_OUTPUT_TOLERANCE = 0.01
+
+
 class PruneCheck(NamedTuple):
   """What `check_final_prune` found: the share of the kernels' norm that
-  `prune` would remove now, and a warning message if that is too much."""
+  `prune` would remove now; with ``fn`` and ``inputs``, the share of the
+  predictions it would change (``changed``) and the relative change of the
+  outputs (``output_change``); and a warning message if that is too much."""
   share: float
   message: Optional[str]
+  changed: Optional[float] = None
+  output_change: Optional[float] = None
 
   @property
   def ok(self) -> bool:
@@ -96,60 +106,109 @@ def check_final_prune(params: Any, ratio: float,
                       method: str = 'auto',
                       warn: bool = True,
                       groups: Optional[Any] = None,
-                      budget: str = 'params') -> PruneCheck:
+                      budget: str = 'params',
+                      fn: Optional[Callable[..., Any]] = None,
+                      inputs: Any = None,
+                      output_tolerance: float = DEFAULT_OUTPUT_TOLERANCE
+                      ) -> PruneCheck:
   """Says, before you prune, whether the final prune would cost accuracy.
 
   GSM's prune needs no fine-tuning only when the weights outside the Q
-  largest magnitudes have glided to (near) zero. This measures their share
-  of the kernels' norm (`pruned_norm_share`); above ``tolerance`` it warns
-  (`PruneCostWarning`) with the fixes, and its message goes into the
-  returned `PruneCheck`. Call it every epoch, or at the end of training
-  before `prune`.
+  largest magnitudes have glided to (near) zero. Given the model
+  (``fn(params, inputs)``) and held-out ``inputs``, it judges by what the
+  prune does to the outputs: it warns (`PruneCostWarning`) when the pruned
+  model changes more than ``output_tolerance`` of the predictions (the
+  argmax of the last axis, for outputs with more than one class), or moves
+  other outputs by more than that share of their norm. Without them it
+  falls back on a proxy, the share of the kernels' norm the prune removes
+  (`pruned_norm_share`), against ``tolerance``; the same share costs
+  different models different accuracy, so pass ``fn`` and ``inputs`` where
+  you can. The message goes into the returned `PruneCheck`. Call it at the
+  end of training, before `prune`.
 
   Args:
     params: the params now (a pytree of concrete arrays).
     ratio: the compression ratio `prune` will use.
-    tolerance: the largest share of the norm taken as free (the default's
-      calibration: docs, FAQ). The share is a proxy: the prune's cost in
-      accuracy at one share differs between models, so judge by the pruned
-      model's accuracy on held-out data too.
+    tolerance: without ``fn``: the largest share of the norm taken as free
+      (the default's calibration: docs, FAQ).
     prunable: which leaves are ranked (see `keep_top_taylor`).
     method: selection route (see `prune`).
     warn: issue the `PruneCostWarning` (else only return the message).
     groups, budget: structured pruning (see `prune`).
+    fn: the model, ``fn(params, inputs)`` (e.g. ``lambda p, x:
+      nnx.merge(graphdef, p)(x)``), to judge by its outputs.
+    inputs: held-out inputs for ``fn`` (a few thousand examples).
+    output_tolerance: with ``fn``: the largest share of the predictions the
+      prune may change (or relative change of other outputs).
 
   Returns:
-    A `PruneCheck` with the share and, if it is above ``tolerance``, the
-    message.
+    A `PruneCheck`: the share, with ``fn`` the predictions changed and the
+    outputs' change, and the message if the prune would cost too much.
+
+  Raises:
+    ValueError: only one of ``fn`` and ``inputs`` is given.
 
   Example:
     >>> import jax.numpy as jnp
     >>> from gsm_optax import check_final_prune
-    >>> check = check_final_prune({'w': jnp.array([[3., 0.], [0., 4.]])},
-    ...                           ratio=4, warn=False)  # would remove the 3
+    >>> w = {'w': jnp.array([[3., 0.], [0., 4.]])}
+    >>> check = check_final_prune(w, ratio=4, warn=False)  # removes the 3
     >>> round(check.share, 6), check.ok
     (0.6, False)
+    >>> x = jnp.array([[0., 1.], [0., 2.]])  # the 3 never reaches an output
+    >>> check = check_final_prune(w, 4, fn=lambda p, x: x @ p['w'],
+    ...                           inputs=x, warn=False)
+    >>> check.changed, check.ok
+    (0.0, True)
   """
+  if (fn is None) != (inputs is None):
+    raise ValueError(
+        '`fn` and `inputs` go together: pass both (the model '
+        '`fn(params, inputs)` and held-out inputs) to judge the prune by '
+        'its outputs, or neither to judge it by the share of the norm.')
   share = float(pruned_norm_share(params, ratio, prunable, method, groups,
                                   budget))
-  if share <= tolerance:  # NaN (diverged) warns too
-    return PruneCheck(share, None)
+  changed = output_change = None
   if np.isnan(share):
     message = (
         'The kernels hold NaN or inf weights (training diverged?), so the '
         'final prune would keep garbage: lower the learning rate, or wrap '
         'the optimizer in `optax.apply_if_finite` to skip non-finite steps '
         '(docs: FAQ, "Training diverged at a low ratio").')
+  elif fn is not None:
+    pruned, _ = prune_lib.prune(params, ratio, prunable, method,
+                                groups=groups, budget=budget)
+    before = np.asarray(fn(params, inputs), np.float64)
+    after = np.asarray(fn(pruned, inputs), np.float64)
+    output_change = float(np.linalg.norm(after - before) /
+                          max(np.linalg.norm(before), 1e-30))
+    if before.ndim >= 2 and before.shape[-1] > 1:
+      changed = float(np.mean(np.argmax(before, -1) != np.argmax(after, -1)))
+    cost = changed if changed is not None else output_change
+    message = None if cost <= output_tolerance else (
+        f'The final prune at {ratio:g}x would change '
+        + (f'{changed:.1%} of the predictions' if changed is not None else
+           f"the outputs by {output_change:.1%} of their norm")
+        + f' on the inputs given (more than {output_tolerance:.1%}; it '
+        f"removes {share:.1%} of the kernels' norm): the passive weights "
+        'still carry the function, so pruning now costs accuracy. ' + _FIXES)
+  elif share <= tolerance:
+    message = None
   else:
     message = (
         f'The final prune at {ratio:g}x would remove {share:.1%} of the '
-        f"kernels' norm (more than {tolerance:.1%}): the passive weights "
-        'have not glided to zero, so pruning now costs accuracy. Smooth the '
-        'ranking (`gsm(..., score_decay=0.9)`) so the same weights stay '
-        'passive, and/or decay the passive weights on their own '
-        '(`passive_decay=1e-3`, whatever the learning rate), or train '
-        'longer or with more weight decay (docs: FAQ, "The final prune '
-        'costs a lot of accuracy").')
-  if warn:
+        f"kernels' norm (more than {tolerance:.1%}), which may cost "
+        'accuracy: the share is a proxy, so check what the prune does to '
+        'the outputs (`check_final_prune(..., fn=..., inputs=...)` with '
+        'held-out inputs). ' + _FIXES)
+  if message and warn:
     warnings.warn(message, PruneCostWarning, stacklevel=2)
-  return PruneCheck(share, message)
+  return PruneCheck(share, message, changed, output_change)
+
+
+_FIXES = (
+    'If it does: smooth the ranking (`gsm(..., score_decay=0.9)`) so the '
+    'same weights stay passive, decay the passive weights on their own '
+    '(`passive_decay=1e-3`, whatever the learning rate), or train longer or '
+    'with more weight decay (docs: FAQ, "The final prune costs a lot of '
+    'accuracy").')
