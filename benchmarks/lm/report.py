@@ -121,23 +121,25 @@ def plot(results_dir: str, path: str) -> bool:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   drawn = False
+  colors = plt.get_cmap('tab20').colors
   for ax, kinds in zip(axes, (('50%', '70%'), ('2:4', '4:8'))):
-    for part, table in (('oneshot', methods_lib.METHODS),
-                        ('train', methods_lib.TRAINING)):
+    lines = [(part, table, name, method) for part, table in (
+        ('oneshot', methods_lib.METHODS), ('train', methods_lib.TRAINING))
+             for name, method in table.items()]
+    for color, (part, _, name, method) in zip(colors, lines):
       runs = load(results_dir, part)
-      for name, method in table.items():
-        pts = [(k, [r['test_perplexity'] for r in runs
-                    if r['method'] == name and r['sparsity'] == k])
-               for k in kinds]
-        pts = [(k, v) for k, v in pts if v]
-        if not pts:
-          continue
-        drawn = True
-        ax.errorbar([k for k, _ in pts], [np.mean(v) for _, v in pts],
-                    yerr=[np.std(v) for _, v in pts], capsize=3,
-                    fmt='o--' if part == 'oneshot' else 's-',
-                    label=method.label + (' (one shot)' if part == 'oneshot'
-                                          else ''))
+      pts = [(k, [r['test_perplexity'] for r in runs
+                  if r['method'] == name and r['sparsity'] == k])
+             for k in kinds]
+      pts = [(k, v) for k, v in pts if v]
+      if not pts:
+        continue
+      drawn = True
+      ax.errorbar([k for k, _ in pts], [np.mean(v) for _, v in pts],
+                  yerr=[np.std(v) for _, v in pts], capsize=3,
+                  fmt='o--' if part == 'oneshot' else 's-', color=color,
+                  label=method.label + (' (one shot)' if part == 'oneshot'
+                                        else ''))
     ax.set_yscale('log')
     ax.set_xlabel('sparsity of the blocks\' kernels')
     ax.set_ylabel('test perplexity (bytes, log)')
