@@ -163,6 +163,46 @@ def test_the_budget_is_filled_when_group_costs_are_very_uneven():
         ratio, kept, target)
 
 
+def test_round_to_keeps_widths_in_multiples_within_the_budget():
+  # Two hidden layers of 24 and 20 units; round_to=8: each keeps 8, 16,
+  # 24 (or all 20) of its best units, the budget holds, and no next run
+  # of 8 (or the last 4) would still fit.
+  p = {'w1': np.ones((30, 24), np.float32), 'w2': np.ones((24, 20),
+                                                          np.float32),
+       'w3': np.ones((20, 3), np.float32)}
+  net = lambda p, x: jax.nn.relu(jax.nn.relu(x @ p['w1']) @ p['w2']) @ p['w3']
+  groups = gsm_optax.find_groups(net, p, jnp.ones((1, 30)), round_to=8)
+  flops = lambda a, b: 2 * (30 * a + a * b + b * 3)
+  allowed = ({8, 16, 24}, {8, 16, 20})
+  select = jax.jit(lambda s, r: groups.select(s, r, 'flops').active)
+  rng = np.random.default_rng(7)
+  for ratio in (1.2, 1.7, 2.5, 3.5):  # 3.84: 8 and 8 units
+    for _ in range(4):
+      scores = rng.exponential(size=44)
+      active = np.asarray(select(jnp.asarray(scores), jnp.float32(ratio)))
+      kept = active[:24], active[24:]
+      a, b = kept[0].sum(), kept[1].sum()
+      assert a in allowed[0] and b in allowed[1], (ratio, a, b)
+      assert flops(a, b) <= flops(24, 20) / ratio * (1 + 1e-6)
+      for chosen, part in zip(kept, (scores[:24], scores[24:])):
+        assert part[chosen].min() >= part[~chosen].max(initial=-1), ratio
+      if a < 24:
+        assert flops(a + 8, b) > flops(24, 20) / ratio
+      if b < 20:
+        assert flops(a, min(b + 8, 20)) > flops(24, 20) / ratio
+  # The smallest model is 8 and 8 units; a ratio past it names the limit.
+  with pytest.raises(ValueError, match='use a ratio of at most'):
+    groups.select(jnp.ones(44), flops(24, 20) / flops(8, 8) * 1.01, 'flops')
+  with pytest.raises(ValueError, match='`round_to`=0 must be an int'):
+    gsm_optax.find_groups(net, p, jnp.ones((1, 30)), round_to=0)
+  # prune and slim read it from the groups: widths of 8, 16, 24, 20.
+  w = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), p)
+  pruned, _ = gsm_optax.prune(w, 2.0, groups=groups, budget='flops')
+  _, _, info = gsm_optax.slim(net, pruned, groups)
+  assert [c[2] for c in info.channels][0] in allowed[0]
+  assert [c[2] for c in info.channels][1] in allowed[1]
+
+
 def test_selection_keeps_each_layer_and_takes_a_traced_ratio():
   groups = groups_for(random_params(np.random.default_rng(3)))
   scores = jnp.concatenate([jnp.full(H1, 10.0), jnp.full(H2, 1e-6)])

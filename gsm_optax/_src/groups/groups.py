@@ -89,7 +89,7 @@ class Groups:
   """
 
   def __init__(self, analysis: trace_lib.Analysis, params: Any,
-               min_keep: int = 1):
+               min_keep: int = 1, round_to: int = 1):
     atoms = analysis.atoms
     leaves, self.treedef = jax.tree.flatten(params)
     self.paths = [normalize_path(jax.tree_util.keystr(p)) for p, _ in
@@ -126,6 +126,7 @@ class Groups:
     self.blocked = tuple(blocked)
     self.unsupported = dict(analysis.unsupported)
     self.min_keep = int(min_keep)
+    self.round_to = int(round_to)
     for f in self.families:
       if not 1 <= self.min_keep <= f.size:
         raise ValueError(
@@ -161,6 +162,35 @@ class Groups:
       per_family = [self.totals[b] - p.value(sizes - np.eye(len(sizes))[i])
                     for i in range(len(families))]
       self.costs[b] = np.asarray(per_family, np.float64)[self.family_of]
+    self._units()
+
+  def _units(self):
+    """The units the selection keeps or drops whole: a family of at least
+    ``round_to`` channels is cut into runs of ``round_to`` (its channels
+    taken best first; the last run holds the rest), so it keeps a multiple
+    of ``round_to`` channels or all of them; a smaller family, one channel
+    a unit. Static: sizes, families and costs of the units."""
+    steps = [self.round_to if f.size >= self.round_to else 1
+             for f in self.families]
+    sizes, family, rank = [], [], []
+    for i, (f, r) in enumerate(zip(self.families, steps)):
+      n = -(-f.size // r)
+      sizes += [r] * (n - 1) + [f.size - r * (n - 1)]
+      family += [i] * n
+      rank += list(range(n))
+    self.unit_step = np.asarray(steps, np.int64)
+    self.unit_sizes = np.asarray(sizes, np.float64)
+    self.unit_family = np.asarray(family, np.int32)
+    self.unit_offsets = np.concatenate([[0], np.cumsum(
+        [-(-f.size // r) for f, r in zip(self.families, steps)])]).astype(
+            np.int64)
+    # The fewest units of each family: min_keep channels, rounded up.
+    self.unit_forced = np.asarray(rank) < -(-self.min_keep // self.unit_step[
+        self.unit_family])
+    per_channel = {b: c[self.offsets[:-1]] if len(self.families) else c
+                   for b, c in self.costs.items()}
+    self.unit_costs = {b: per_channel[b][self.unit_family] * self.unit_sizes
+                       for b in self.costs}
 
   @property
   def num_groups(self) -> int:
@@ -284,8 +314,9 @@ class Groups:
       return self.totals[budget] / ratio
     checks.check_number('ratio', ratio, 1.0, float('inf'),
                         f'the compression ratio in {budget}, e.g. 4.0')
-    smallest = self.polynomials[budget].value(np.full(len(self.families),
-                                                      self.min_keep))
+    fewest = [min(f.size, r * -(-self.min_keep // r))
+              for f, r in zip(self.families, self.unit_step)]
+    smallest = self.polynomials[budget].value(np.asarray(fewest, np.float64))
     target = self.totals[budget] / float(ratio)
     if smallest > target:
       raise ValueError(
@@ -307,34 +338,58 @@ class Groups:
     filled: the model is at least ``ratio`` times smaller in ``budget``, and
     no group left out would fit. A NaN score ranks first."""
     target = self.budget(ratio, budget)
-    cost = jnp.asarray(self.costs[budget], jnp.float32)
     scores = jnp.asarray(scores, jnp.float32)
-    density = jnp.where(cost > 0, scores / jnp.where(cost > 0, cost, 1.0),
+    unit = self._unit_of(scores)
+    num_units = len(self.unit_sizes)
+    cost = jnp.asarray(self.unit_costs[budget], jnp.float32)
+    unit_scores = jax.ops.segment_sum(scores, unit, num_units)
+    density = jnp.where(cost > 0, unit_scores / jnp.where(cost > 0, cost, 1.0),
                         jnp.inf)
-    key = jnp.where(jnp.isnan(density) | self._best_of_each(scores), jnp.inf,
-                    density)
+    rounded = bool(np.any(self.unit_step > 1))
+    # The min_keep best of each family first: with round_to the units are
+    # ranked runs, so the first ones of each family; else by score.
+    forced = self.unit_forced if rounded else self._best_of_each(scores)
+    key = jnp.where(jnp.isnan(density) | forced, jnp.inf, density)
     order = jnp.argsort(-key, stable=True)
-    family = (jnp.asarray(self.family_of)[:, None] ==
-              jnp.arange(len(self.families))[None, :]).astype(jnp.float32)
+    family = jnp.asarray(
+        (self.unit_family[:, None] == np.arange(len(self.families))[None, :])
+        * self.unit_sizes[:, None], jnp.float32)  # channels a unit adds
     polynomial = self.polynomials[budget]
     limit = jnp.asarray(target, jnp.float32) * (1 + 1e-6)
     reached = polynomial.value(jnp.cumsum(family[order], axis=0))
     # The last prefix within the budget (the costs grow along the order),
-    # never fewer than the best min_keep of each family.
+    # never fewer than the forced units (min_keep) of each family.
     within = jnp.sum(reached <= limit)
-    k = jnp.maximum(within, self.min_keep * len(self.families)) - 1
+    k = jnp.maximum(within, int(self.unit_forced.sum())) - 1
     threshold = key[order[k]]
     active = key >= threshold
+    rank = jnp.asarray(np.arange(num_units) - self.unit_offsets[
+        self.unit_family], jnp.int32)
 
     def fill(state):
-      """The groups after the last kept, in order, that fit alone, each kept
+      """The units after the last kept, in order, that fit alone, each kept
       while the cost with those before it fits: the walk that adds every
-      group that still fits, up to the next that does not (the costs only
-      grow, so one left out never fits later)."""
+      unit that still fits, up to the next that does not (the costs only
+      grow, so one left out never fits later). With ``round_to``, only a
+      family's next unit (its best channels first) may be added."""
       active, _ = state
       counts = active.astype(jnp.float32) @ family
       fits = ~active & (polynomial.value(counts[None] + family) <= limit)
+      if rounded:
+        kept_units = jax.ops.segment_sum(active.astype(jnp.int32),
+                                         jnp.asarray(self.unit_family),
+                                         len(self.families))
+        fits &= rank == kept_units[self.unit_family]
       taken = fits[order]
+      if rounded:  # one unit a family a round: the first in the order
+        first = jnp.zeros(len(self.families), bool)
+
+        def once(first, x):
+          f, t = x
+          add = t & ~first[f]
+          return first.at[f].set(first[f] | add), add
+        _, taken = jax.lax.scan(once, first, (
+            jnp.asarray(self.unit_family)[order], taken))
       cumulative = polynomial.value(
           counts[None] + jnp.cumsum(taken[:, None] * family[order], axis=0))
       added = taken & (cumulative <= limit)
@@ -342,8 +397,22 @@ class Groups:
 
     active, _ = jax.lax.while_loop(lambda state: state[1], fill,
                                    (active, jnp.asarray(True)))
-    return Selection(active, threshold.astype(jnp.float32),
-                     jnp.sum(active, dtype=jnp.int32))
+    groups_active = active[unit]
+    return Selection(groups_active, threshold.astype(jnp.float32),
+                     jnp.sum(groups_active, dtype=jnp.int32))
+
+  def _unit_of(self, scores):
+    """Each channel's unit: within its family, channels ranked by score
+    (NaN first, ties by index), cut into runs of the family's step."""
+    if not np.any(self.unit_step > 1):
+      return jnp.arange(self.num_groups)
+    parts = []
+    for i in range(len(self.families)):
+      s = scores[self.offsets[i]:self.offsets[i + 1]]
+      s = jnp.where(jnp.isnan(s), jnp.inf, s)
+      rank = jnp.argsort(jnp.argsort(-s, stable=True), stable=True)
+      parts.append(self.unit_offsets[i] + rank // int(self.unit_step[i]))
+    return jnp.concatenate(parts) if parts else jnp.zeros(0, jnp.int32)
 
   def _best_of_each(self, scores):
     """The ``min_keep`` best-scored groups of each family (NaN first)."""
@@ -570,7 +639,8 @@ class _Polynomial:
 
 
 def find_groups(fn: Any, params: Any, *example_args: Any,
-                min_keep: int = 1, **example_kwargs: Any) -> Groups:
+                min_keep: int = 1, round_to: int = 1,
+                **example_kwargs: Any) -> Groups:
   """The groups of coupled channels of ``fn(params, *example_args)``.
 
   Reads the jaxpr of ``fn`` (no hand-written layer list): output channel
@@ -590,6 +660,10 @@ def find_groups(fn: Any, params: Any, *example_args: Any,
     params: the parameters (any pytree of arrays).
     *example_args: an example input (its shapes set the FLOPs counted).
     min_keep: the fewest channels a family (a layer) may keep, >= 1.
+    round_to: keep every family of at least this many channels at a
+      multiple of it (or whole): widths the device runs fast (8 or 16 for
+      CPU vectors, 8 for tensor cores). The budget still holds: whole runs
+      of ``round_to`` channels, best first, are what the selection ranks.
     **example_kwargs: keyword arguments of ``fn``.
 
   Returns:
@@ -612,6 +686,9 @@ def find_groups(fn: Any, params: Any, *example_args: Any,
     ["['b1']", "['w1']", "['w2']"]
   """
   checks.check_number('min_keep', min_keep, 1, math.inf, 'e.g. 1')
+  if not isinstance(round_to, (int, np.integer)) or round_to < 1:
+    raise ValueError(f'`round_to`={round_to!r} must be an int >= 1 (the '
+                     'multiple kept widths are rounded to, e.g. 8).')
   try:
     closed, _ = trace_lib.trace(fn, params, example_args, example_kwargs)
   except Exception as e:  # pylint: disable=broad-except
@@ -621,4 +698,4 @@ def find_groups(fn: Any, params: Any, *example_args: Any,
         "its params (e.g. `lambda p, x: nnx.merge(graphdef, p)(x)`), the "
         'params it takes and an input it accepts.') from e
   analysis = trace_lib.analyze(closed, len(jax.tree.leaves(params)))
-  return Groups(analysis, params, min_keep)
+  return Groups(analysis, params, min_keep, round_to)
