@@ -4,6 +4,7 @@ from gsm_optax._src.alias import gsm
 from gsm_optax._src.deploy.slim import export_slim
 from gsm_optax._src.deploy.slim import slim
 from gsm_optax._src.deploy.slim import SlimInfo
+from gsm_optax._src.deploy.slim import SlimSlowerWarning
 from gsm_optax._src.deploy.sparse import matmul_kernels
 from gsm_optax._src.deploy.sparse import SparseKernel
 from gsm_optax._src.deploy.sparse import to_dense
@@ -85,6 +86,7 @@ __all__ = (
     'score_keys',
     'slim',
     'SlimInfo',
+    'SlimSlowerWarning',
     'SELECTION_METHODS',
     'sparsity_report',
     'sparse_apply',

@@ -131,3 +131,23 @@ def test_slim_refuses_passive_groups_that_are_not_zero():
   gsm_optax.slim(fn, leaky, groups, masks=mask_tree, tolerance=0.3)
   with pytest.raises(ValueError, match='every leaf the groups were found on'):
     gsm_optax.slim(fn, {'fc1': masked['fc1']}, groups)
+
+
+def test_slim_measures_its_speedup_when_asked_and_warns_when_slower(
+    monkeypatch):
+  params = {'w1': jnp.ones((64, 32)).at[:, 16:].set(0.0), 'b1': jnp.zeros(32),
+            'w2': jnp.ones((32, 8)).at[16:].set(0.0)}
+  mlp = lambda p, x: jax.nn.relu(x @ p['w1'] + p['b1']) @ p['w2']
+  x = jnp.ones((16, 64))
+  groups = gsm_optax.find_groups(mlp, params, x)
+  _, _, info = gsm_optax.slim(mlp, params, groups)
+  assert info.speedup is None  # not asked
+  _, _, info = gsm_optax.slim(mlp, params, groups, measure=(x,), repeats=3)
+  assert isinstance(info.speedup, float) and info.speedup > 0
+  # Slower than dense: a warning that says by how much and what to do.
+  from gsm_optax._src.deploy import slim as slim_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(slim_lib, '_speedup', lambda *a: 0.5)
+  with pytest.warns(gsm_optax.SlimSlowerWarning,
+                    match=r'2\.00x slower.*2\.00x fewer FLOPs.*round_to'):
+    _, _, info = gsm_optax.slim(mlp, params, groups, measure=(x,))
+  assert info.speedup == 0.5

@@ -2,7 +2,7 @@
 
 import pytest
 
-from examples.paper import timing
+from gsm_optax._src import timing
 
 
 def test_calls_alternate_warmup_and_setup_are_not_timed(monkeypatch):

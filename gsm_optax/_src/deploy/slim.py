@@ -11,10 +11,12 @@ sums run over fewer terms, in the same order).
 
 import dataclasses
 from typing import Any, Callable, Optional
+import warnings
 
 import jax
 import numpy as np
 
+from gsm_optax._src import timing
 from gsm_optax._src.groups import groups as groups_lib
 from gsm_optax._src.groups import trace as trace_lib
 
@@ -30,6 +32,13 @@ class SlimInfo:
   channels: tuple[tuple[str, int, int], ...]  # (family, size, kept)
   params: tuple[float, float]
   flops: tuple[float, float]
+  # With ``measure``: the dense model's time over the slim one's (jitted,
+  # alternated, medians) on the inputs given; else None.
+  speedup: Optional[float] = None
+
+
+class SlimSlowerWarning(UserWarning):
+  """The slim model ran slower than the dense one on this device."""
 
 
 def active_groups(params: Any, groups: groups_lib.Groups,
@@ -89,7 +98,8 @@ def _check_passive_zero(params, groups, active, tolerance):
 
 
 def slim(fn: Callable[..., Any], params: Any, groups: groups_lib.Groups,
-         masks: Optional[Any] = None, tolerance: float = 0.0
+         masks: Optional[Any] = None, tolerance: float = 0.0,
+         measure: Optional[tuple] = None, repeats: int = 20
          ) -> tuple[Any, Callable[..., Any], SlimInfo]:
   """Removes the passive groups: smaller params and the function that runs
   them.
@@ -106,6 +116,14 @@ def slim(fn: Callable[..., Any], params: Any, groups: groups_lib.Groups,
       exactly zero). Batch norm's running statistics (leaves named
       ``mean`` and ``var``) are not checked: a zero scale and shift make
       them irrelevant.
+    measure: example arguments of ``fn`` after the params (e.g. ``(x,)``,
+      a batch of the size you will serve): the dense and the slim model
+      are then jitted and timed on them, alternated, on this device
+      (medians of ``repeats`` rounds after one that compiles), the ratio
+      goes into ``info.speedup``, and a `SlimSlowerWarning` says when the
+      slim model is the slower (fewer FLOPs are not always less time:
+      some widths run slower; see ``find_groups(..., round_to=)``).
+    repeats: the timed rounds of ``measure``.
 
   Returns:
     ``(slim_params, slim_fn, info)``: the params with the passive slices
@@ -156,8 +174,30 @@ def slim(fn: Callable[..., Any], params: Any, groups: groups_lib.Groups,
               groups.polynomials['params'].value(np.asarray(counts, float))),
       flops=(groups.totals['flops'],
              groups.polynomials['flops'].value(np.asarray(counts, float))))
-  return (jax.tree.unflatten(treedef, small),
-          _slim_function(fn, groups, counts), info)
+  small = jax.tree.unflatten(treedef, small)
+  slim_fn = _slim_function(fn, groups, counts)
+  if measure is not None:
+    info = dataclasses.replace(info, speedup=_speedup(
+        fn, params, slim_fn, small, tuple(measure), repeats))
+    if info.speedup < 1:
+      warnings.warn(
+          f'The slim model ran {1 / info.speedup:.2f}x slower than the dense '
+          f'one on {jax.devices()[0].device_kind} (it has '
+          f'{info.flops[0] / max(info.flops[1], 1):.2f}x fewer FLOPs): some '
+          'widths run slower than wider ones on this device. Round the '
+          'widths (`find_groups(..., round_to=8)`) or keep the dense model '
+          'here.', SlimSlowerWarning, stacklevel=2)
+  return small, slim_fn, info
+
+
+def _speedup(fn, params, slim_fn, slim_params, args, repeats) -> float:
+  """The dense model's median time over the slim model's, jitted and
+  alternated on ``args`` (`timing.median_seconds`)."""
+  dense, small = jax.jit(fn), jax.jit(slim_fn)
+  seconds = timing.median_seconds({
+      'dense': lambda: dense(params, *args),
+      'slim': lambda: small(slim_params, *args)}, repeats)
+  return seconds['dense'] / seconds['slim']
 
 
 def _slim_function(fn, groups, counts):
