@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.lm import run
+from benchmarks.lm import runs
 from examples.lm import data
 from examples.lm import model as model_lib
 from examples.lm import train
@@ -33,7 +33,7 @@ def main(argv=None):
   ckpt.restore(ckpt.latest_step(), model, optimizer)
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
-  tokens = jnp.asarray(run.calibration(data.load_kjv()['train'],
+  tokens = jnp.asarray(runs.calibration(data.load_kjv()['train'],
                                        config.seq_len, 0))[:32]
   traced = capture.Traced(lambda p, t: nnx.merge(graphdef, p)(t), params,
                           tokens)
