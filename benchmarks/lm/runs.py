@@ -52,26 +52,26 @@ def structure(model, config, sparsity) -> dict:
       nnx.to_pure_dict(nnx.state(model, nnx.Param)))}
 
 
-def one_shot_params(model, config, splits, method, sparsity, seed):
-  """The model's params pruned one-shot, their masks, and the seconds."""
+def one_shot_params(model, config, splits, method, sparsity, seed, how):
+  """The model's params pruned one-shot (``how``: `structure`'s), their
+  masks, and the seconds."""
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  forward = forward_of(model)
   start = time.perf_counter()
   if sparsity.structured:  # whole groups by magnitude: no calibration
-    pruned, masks = gsm_optax.prune(params, sparsity.ratio,
-                                    **structure(model, config, sparsity))
+    pruned, masks = gsm_optax.prune(params, sparsity.ratio, **how)
     return pruned, masks, time.perf_counter() - start
   pruned, masks = gsm_optax.one_shot_prune(
-      forward, params, jnp.asarray(calibration(splits['train'],
-                                               config.seq_len, seed)),
-      sparsity.ratio, method=method.method, pattern=sparsity.pattern,
-      allocation=method.allocation, prunable=model_lib.kernels(params))
+      forward_of(model), params, jnp.asarray(calibration(
+          splits['train'], config.seq_len, seed)),
+      sparsity.ratio, method=method.method, allocation=method.allocation,
+      **how)
   return pruned, masks, time.perf_counter() - start
 
 
-def evaluate(model, pruned, config, splits, sparsity, result):
+def evaluate(model, pruned, config, splits, sparsity, how, result):
   """Adds the perplexities and the kept weights of ``pruned`` to
-  ``result``."""
+  ``result`` (and, for a structured target, its slim model: ``how``'s
+  groups)."""
   graphdef, _ = nnx.split(model, nnx.Param)
   pruned_model = nnx.merge(graphdef, pruned)
   for name in ('validation', 'test'):
@@ -83,18 +83,17 @@ def evaluate(model, pruned, config, splits, sparsity, result):
                     if l.prunable}
   result['kept_fraction'] = report.prunable_nonzero / report.prunable_size
   if sparsity.structured:
-    result['slim'] = slim_speed(model, pruned, config)
+    result['slim'] = slim_speed(model, pruned, config, how['groups'])
   return result
 
 
-def slim_speed(model, pruned, config, repeats=30) -> dict:
+def slim_speed(model, pruned, config, groups, repeats=30) -> dict:
   """The slim model (passive groups cut out): its widths, FLOPs, params,
   and its speed against the dense model's in tokens per second at batch 1
   and 32, the four calls alternated in this process (medians)."""
   forward = forward_of(model)
   dense = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  slim_params, slim_fn, info = gsm_optax.slim(
-      forward, pruned, groups_of(model, config))
+  slim_params, slim_fn, info = gsm_optax.slim(forward, pruned, groups)
   dense_fn, slim_fn = jax.jit(forward), jax.jit(slim_fn)
   rng = np.random.default_rng(0)
   tokens = {b: jnp.asarray(rng.integers(0, 256, (b, config.seq_len)))
@@ -120,9 +119,10 @@ def slim_speed(model, pruned, config, repeats=30) -> dict:
 
 def one_shot(model, config, splits, method, sparsity, seed) -> dict:
   """One one-shot run's result (the model is left as it was)."""
+  how = structure(model, config, sparsity)
   pruned, _, seconds = one_shot_params(model, config, splits, method,
-                                       sparsity, seed)
-  return evaluate(model, pruned, config, splits, sparsity, {
+                                       sparsity, seed, how)
+  return evaluate(model, pruned, config, splits, sparsity, how, {
       'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
       'seconds': seconds})
 
@@ -139,7 +139,7 @@ def trained(model, config, splits, method, sparsity, seed, steps,
   if method.start != 'dense':
     params, masks, _ = one_shot_params(
         model, config, splits, methods_lib.METHODS[method.start], sparsity,
-        seed)
+        seed, how)
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, max(steps // 10, 1), steps)
   adamw = optax.adamw(schedule, weight_decay=config.weight_decay,
@@ -164,4 +164,4 @@ def trained(model, config, splits, method, sparsity, seed, steps,
         config.eval_batch)
     params, _ = gsm_optax.prune(params, sparsity.ratio, **how)
   result['seconds'] = time.perf_counter() - start
-  return evaluate(model, params, config, splits, sparsity, result)
+  return evaluate(model, params, config, splits, sparsity, how, result)

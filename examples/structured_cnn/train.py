@@ -14,8 +14,6 @@ times it against the dense model. Replace `CNN` with your own
 
 import dataclasses
 import os
-import statistics
-import time
 
 import flax.nnx as nnx
 import jax
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from examples.paper import timing
 import gsm_optax
 
 
@@ -97,19 +96,6 @@ def train_epochs(model, optimizer, data, epochs, config, rng):
     print(f'  epoch {epoch + 1}: loss {float(loss):.4f}{stats}')
 
 
-def median_ms(calls, repeats=30):
-  """Median milliseconds of each call, alternated, after a warm-up."""
-  for call in calls.values():
-    jax.block_until_ready(call())
-  times = {k: [] for k in calls}
-  for _ in range(repeats):
-    for k, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[k].append(time.perf_counter() - start)
-  return {k: 1e3 * statistics.median(t) for k, t in times.items()}
-
-
 def run(config: Config, train_data, test_data) -> dict:
   """Dense training, structured GSM, the prune, the slim model, the export."""
   train_data = (train_data[0][..., None], train_data[1])  # NHWC
@@ -171,9 +157,11 @@ def run(config: Config, train_data, test_data) -> dict:
   np.testing.assert_allclose(exported.call(images), model(images), rtol=1e-4,
                              atol=1e-4)
   dense_fn, small_fn = jax.jit(forward), jax.jit(slim_fn)
-  ms = median_ms({'dense': lambda: dense_fn(state, images),
-                  'slim': lambda: small_fn(slim_state, images),
-                  'exported': lambda: exported.call(images)})
+  seconds = timing.median_seconds({
+      'dense': lambda: dense_fn(state, images),
+      'slim': lambda: small_fn(slim_state, images),
+      'exported': lambda: exported.call(images)}, repeats=30)
+  ms = {k: 1e3 * v for k, v in seconds.items()}
   return {'dense_accuracy': dense_accuracy, 'accuracy_before_prune': before,
           'pruned_accuracy': pruned_accuracy, 'prune_check': check,
           'report': report, 'info': info, 'artefact': path,

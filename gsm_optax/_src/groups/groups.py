@@ -157,14 +157,15 @@ class Groups:
     self.offsets = np.concatenate([[0], np.cumsum([f.size for f in families])
                                    ]).astype(np.int64)
     # A group's cost: what removing it alone saves (the others all kept).
-    self.costs = {}
+    self.costs, family_costs = {}, {}
     for b, p in self.polynomials.items():
-      per_family = [self.totals[b] - p.value(sizes - np.eye(len(sizes))[i])
-                    for i in range(len(families))]
-      self.costs[b] = np.asarray(per_family, np.float64)[self.family_of]
-    self._units()
+      family_costs[b] = np.asarray(
+          [self.totals[b] - p.value(sizes - np.eye(len(sizes))[i])
+           for i in range(len(families))], np.float64)
+      self.costs[b] = family_costs[b][self.family_of]
+    self._units(family_costs)
 
-  def _units(self):
+  def _units(self, family_costs):
     """The units the selection keeps or drops whole: a family of at least
     ``round_to`` channels is cut into runs of ``round_to`` (its channels
     taken best first; the last run holds the rest), so it keeps a multiple
@@ -179,18 +180,16 @@ class Groups:
       family += [i] * n
       rank += list(range(n))
     self.unit_step = np.asarray(steps, np.int64)
+    self.rounded = bool(np.any(self.unit_step > 1))
     self.unit_sizes = np.asarray(sizes, np.float64)
     self.unit_family = np.asarray(family, np.int32)
-    self.unit_offsets = np.concatenate([[0], np.cumsum(
-        [-(-f.size // r) for f, r in zip(self.families, steps)])]).astype(
-            np.int64)
+    self.unit_offsets = np.concatenate([[0], np.cumsum(np.bincount(
+        self.unit_family, minlength=len(self.families)))]).astype(np.int64)
     # The fewest units of each family: min_keep channels, rounded up.
     self.unit_forced = np.asarray(rank) < -(-self.min_keep // self.unit_step[
         self.unit_family])
-    per_channel = {b: c[self.offsets[:-1]] if len(self.families) else c
-                   for b, c in self.costs.items()}
-    self.unit_costs = {b: per_channel[b][self.unit_family] * self.unit_sizes
-                       for b in self.costs}
+    self.unit_costs = {b: c[self.unit_family] * self.unit_sizes
+                       for b, c in family_costs.items()}
 
   @property
   def num_groups(self) -> int:
@@ -345,10 +344,9 @@ class Groups:
     unit_scores = jax.ops.segment_sum(scores, unit, num_units)
     density = jnp.where(cost > 0, unit_scores / jnp.where(cost > 0, cost, 1.0),
                         jnp.inf)
-    rounded = bool(np.any(self.unit_step > 1))
     # The min_keep best of each family first: with round_to the units are
     # ranked runs, so the first ones of each family; else by score.
-    forced = self.unit_forced if rounded else self._best_of_each(scores)
+    forced = self.unit_forced if self.rounded else self._best_of_each(scores)
     key = jnp.where(jnp.isnan(density) | forced, jnp.inf, density)
     order = jnp.argsort(-key, stable=True)
     family = jnp.asarray(
@@ -371,25 +369,17 @@ class Groups:
       while the cost with those before it fits: the walk that adds every
       unit that still fits, up to the next that does not (the costs only
       grow, so one left out never fits later). With ``round_to``, only a
-      family's next unit (its best channels first) may be added."""
+      family's next unit (its best channels first) may be added: one a
+      family a round."""
       active, _ = state
       counts = active.astype(jnp.float32) @ family
       fits = ~active & (polynomial.value(counts[None] + family) <= limit)
-      if rounded:
+      if self.rounded:
         kept_units = jax.ops.segment_sum(active.astype(jnp.int32),
                                          jnp.asarray(self.unit_family),
                                          len(self.families))
         fits &= rank == kept_units[self.unit_family]
       taken = fits[order]
-      if rounded:  # one unit a family a round: the first in the order
-        first = jnp.zeros(len(self.families), bool)
-
-        def once(first, x):
-          f, t = x
-          add = t & ~first[f]
-          return first.at[f].set(first[f] | add), add
-        _, taken = jax.lax.scan(once, first, (
-            jnp.asarray(self.unit_family)[order], taken))
       cumulative = polynomial.value(
           counts[None] + jnp.cumsum(taken[:, None] * family[order], axis=0))
       added = taken & (cumulative <= limit)
@@ -404,7 +394,7 @@ class Groups:
   def _unit_of(self, scores):
     """Each channel's unit: within its family, channels ranked by score
     (NaN first, ties by index), cut into runs of the family's step."""
-    if not np.any(self.unit_step > 1):
+    if not self.rounded:
       return jnp.arange(self.num_groups)
     parts = []
     for i in range(len(self.families)):
