@@ -15,6 +15,9 @@ from gsm_optax._src.deploy.sparse_io import load_sparse
 from gsm_optax._src.deploy.sparse_io import save_sparse
 from gsm_optax._src.groups.groups import find_groups
 from gsm_optax._src.groups.groups import Groups
+from gsm_optax._src.groups.latency import LatencyEntry
+from gsm_optax._src.groups.latency import LatencyTable
+from gsm_optax._src.groups.latency import measure_latency
 from gsm_optax._src.oneshot.one_shot import one_shot_prune
 from gsm_optax._src.prune import prune
 from gsm_optax._src.prune_check import check_final_prune
@@ -69,9 +72,12 @@ __all__ = (
     'keep_top_taylor',
     'KeepTopTaylorState',
     'key_to_score',
+    'LatencyEntry',
+    'LatencyTable',
     'LeafSparsity',
     'load_sparse',
     'matmul_kernels',
+    'measure_latency',
     'NM',
     'num_to_keep',
     'official_num_to_keep',

@@ -179,7 +179,7 @@ def test_errors_name_the_argument_the_leaf_and_the_fix():
     gsm_optax.prune({'q': jnp.ones((8, 2, 4))}, pattern='2:4')
   with pytest.raises(ValueError, match='pass one of them'):
     gsm_optax.prune(p, pattern='2:4', groups=object())
-  with pytest.raises(ValueError, match="`budget` must be 'params' or 'flops'"):
+  with pytest.raises(ValueError, match="`budget` must be 'params', 'flops' or 'latency'"):
     gsm_optax.prune(p, 2.0, budget='flop')
 
 

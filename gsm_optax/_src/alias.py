@@ -78,7 +78,7 @@ def gsm(learning_rate: optax.ScalarOrSchedule,
       ``weight_decay`` through momentum, its biases and norm entries too, so
       that it reaches zero as a whole and `slim` can remove it.
     budget: with ``groups``: ``ratio`` is a compression ratio in
-      ``'params'`` or ``'flops'``.
+      ``'params'``, ``'flops'`` or ``'latency'`` (see `Groups.with_latency`).
     score: with ``groups``: ``'group_taylor'`` or ``'weight_taylor'`` (see
       `keep_top_taylor`).
     pattern: None, or an N:M pattern (`NM` or ``'2:4'``): the active set

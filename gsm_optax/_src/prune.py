@@ -56,7 +56,8 @@ def prune(params: Any, ratio: Optional[float] = None,
       until ``budget`` reaches ``1 / ratio`` of the model's (see
       `Groups.select`); every element of the others is zeroed, biases and
       norm entries too, ready for `slim`.
-    budget: with ``groups``: ``'params'`` or ``'flops'``.
+    budget: with ``groups``: ``'params'``, ``'flops'`` or ``'latency'``
+      (groups with a measured table, `Groups.with_latency`).
     group_norm: with ``groups``: what "largest" means for a group,
       ``'l2'`` (the sum of its squared weights) or ``'l1'`` (the sum of
       their absolute values, the filter norm of Li et al. 2017).

@@ -19,6 +19,7 @@ selecting groups under a budget, and expanding a selection.
 """
 
 import collections
+import copy
 import dataclasses
 import math
 from typing import Any, NamedTuple, Optional
@@ -28,11 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gsm_optax._src import checks
+from gsm_optax._src.groups import latency as latency_lib
 from gsm_optax._src.groups import layouts as lay
 from gsm_optax._src.groups import trace as trace_lib
 from gsm_optax._src.spec import structure as structure_lib
 
-BUDGETS = ('params', 'flops')
+BUDGETS = ('params', 'flops', 'latency')  # latency: see `with_latency`
 SCORES = ('group_taylor', 'weight_taylor')
 NORMS = ('l2', 'l1')  # a group's magnitude: sum of w**2, or of |w|
 
@@ -134,9 +136,11 @@ class Groups:
             f'layer ({f.name} has {f.size} channels): a group may never empty '
             'a layer.')
     index = {a: i for i, a in self.atom_of.items()}
+    self._atoms, self._index = atoms, index
+    self._products = [(p[3], p[4]) for p in analysis.products]
     # FLOPs of each matmul and convolution, by the kernel it multiplies.
     self.flops_by_leaf = {}
-    for out, contracted, factor, leaf in analysis.products:
+    for out, contracted, factor, leaf, _ in analysis.products:
       poly = {k: v * factor for k, v in lay.poly_product(
           [atoms.polynomial(l, index) for l in out + contracted]).items()}
       key = self.paths[leaf] if leaf is not None else '(between activations)'
@@ -190,6 +194,85 @@ class Groups:
         self.unit_family])
     self.unit_costs = {b: c[self.unit_family] * self.unit_sizes
                        for b, c in family_costs.items()}
+
+  # -- latency (see `latency`): what measure_latency times, and the table
+  # read as a cost beside params and FLOPs.
+
+  def product_operands(self) -> list:
+    """For each matmul and convolution: the families (indices) whose
+    widths change its operands, ``(the equation, its operands' layouts)``
+    and the parameter leaf it multiplies (or None)."""
+    out = []
+    for leaf, (eqn, ins) in self._products:
+      families = set()
+      for layouts in ins:
+        for layout in layouts:
+          for monomial in self._atoms.polynomial(layout, self._index):
+            families.update(monomial)
+      families = sorted(f for f in families
+                        if self._fewest(f) < self.families[f].size)
+      out.append((families, (eqn, ins), leaf))
+    return out
+
+  def _fewest(self, f: int) -> int:
+    """The fewest channels family ``f`` may keep."""
+    r = int(self.unit_step[f])
+    return min(self.families[f].size, r * -(-self.min_keep // r))
+
+  def latency_grid(self, f: int, points: int) -> tuple:
+    """The widths of family ``f`` that `measure_latency` times."""
+    return latency_lib.grid(self._fewest(f), self.families[f].size,
+                            int(self.unit_step[f]), points)
+
+  def operand_shapes(self, ins, widths: dict) -> list:
+    """The shapes of a product's operands when family ``f`` keeps
+    ``widths[f]`` channels (the others all)."""
+    kept = {self.atom_of[f]: int(w) for f, w in widths.items()}
+    return [tuple(self._atoms.kept_size(l, kept) for l in layouts)
+            for layouts in ins]
+
+  def with_latency(self, table: latency_lib.LatencyTable) -> 'Groups':
+    """These groups with ``budget='latency'`` too: a kept model's cost is
+    the table's time of its products (`measure_latency`), a channel's the
+    time its family saves a channel on average from all kept to fewest.
+
+    Args:
+      table: a `LatencyTable` measured on these groups (or on groups found
+        the same way on the same model).
+
+    Returns:
+      A copy of the groups with ``totals['latency']`` and the budget.
+
+    Raises:
+      ValueError: the table does not fit these groups.
+    """
+    products = self.product_operands()
+    if len(table.entries) != len(products) or any(
+        tuple(e.families) != tuple(fs) or any(
+            g[-1] != self.families[f].size for f, g in zip(fs, e.grids))
+        for e, (fs, _, _) in zip(table.entries, products)):
+      raise ValueError(
+          '`table` was not measured on these groups (its products or their '
+          'widths differ): call gsm_optax.measure_latency(groups) on them.')
+    new = copy.copy(self)
+    cost = latency_lib.Latency(table)
+    new.polynomials = dict(self.polynomials, latency=cost)
+    sizes = np.array([f.size for f in self.families], np.float64)
+    new.totals = dict(self.totals, latency=cost.value(sizes))
+    family_costs = {}
+    for b, p in new.polynomials.items():
+      if b == 'latency':
+        fewest = np.array([self._fewest(i) for i in range(len(sizes))],
+                          np.float64)
+        saved = [new.totals[b] - p.value(np.where(np.arange(len(sizes)) == i,
+                                                  fewest, sizes))
+                 for i in range(len(sizes))]
+        family_costs[b] = np.asarray(saved) / np.maximum(sizes - fewest, 1)
+      else:
+        family_costs[b] = self.costs[b][self.offsets[:-1]]
+    new.costs = {b: c[self.family_of] for b, c in family_costs.items()}
+    new._units(family_costs)
+    return new
 
   @property
   def num_groups(self) -> int:
@@ -307,14 +390,12 @@ class Groups:
   def budget(self, ratio: Any, budget: str):
     """The cost the kept model reaches: ``totals[budget] / ratio``; checks
     a concrete ratio against the smallest model the groups allow."""
-    if budget not in BUDGETS:
-      raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
+    self.check_budget(budget)
     if isinstance(ratio, jax.core.Tracer):
       return self.totals[budget] / ratio
     checks.check_number('ratio', ratio, 1.0, float('inf'),
                         f'the compression ratio in {budget}, e.g. 4.0')
-    fewest = [min(f.size, r * -(-self.min_keep // r))
-              for f, r in zip(self.families, self.unit_step)]
+    fewest = [self._fewest(i) for i in range(len(self.families))]
     smallest = self.polynomials[budget].value(np.asarray(fewest, np.float64))
     target = self.totals[budget] / float(ratio)
     if smallest > target:
@@ -325,6 +406,15 @@ class Groups:
           f'analysis left unpruned) has {smallest:,.0f}: use a ratio of at '
           f"most {self.totals[budget] / smallest:.3g}, or a smaller `min_keep`.")
     return target
+
+  def check_budget(self, budget: str) -> None:
+    if budget in self.polynomials:
+      return
+    if budget == 'latency':
+      raise ValueError(
+          "`budget='latency'` needs the groups' measured latency: "
+          '`groups = groups.with_latency(gsm_optax.measure_latency(groups))`.')
+    raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
 
   def select(self, scores: jax.Array, ratio: Any,
              budget: str = 'params') -> Selection:
@@ -492,8 +582,7 @@ class _GroupStructure:
 
   def __init__(self, groups: Groups, budget: str, score: str,
                norm: str = 'l2'):
-    if budget not in BUDGETS:
-      raise ValueError(f'`budget` must be one of {BUDGETS}; got {budget!r}.')
+    groups.check_budget(budget)
     if score not in SCORES:
       raise ValueError(f'`score` must be one of {SCORES}; got {score!r}.')
     self.groups, self.budget, self.score = groups, budget, score

@@ -58,7 +58,9 @@ class Analysis:
   atoms: lay.Atoms
   param_layouts: list  # per param leaf: one layout per axis
   eqn_layouts: list  # per visited equation: per output, one layout per axis
-  products: list  # (out layouts, contracted layouts, factor, param leaf)
+  # (out layouts, contracted layouts, factor, param leaf, (the equation,
+  # its operands' layouts)): what the FLOPs count and the latency times.
+  products: list
   unsupported: dict  # primitive name -> where it was met
   used: set  # the root atoms that some equation reads
 
@@ -304,7 +306,7 @@ def _dot_general(w, eqn, ins):
          [l for k, l in enumerate(lhs) if k not in lc and k not in lb] +
          [l for k, l in enumerate(rhs) if k not in rc and k not in rb])
   w.products.append((tuple(out), tuple(lhs[a] for a in lc), 2,
-                     _param_operand(w, eqn)))
+                     _param_operand(w, eqn), (eqn, tuple(ins))))
   return [tuple(out)]
 
 
@@ -341,7 +343,7 @@ def _conv(w, eqn, ins):
   for k in dn.rhs_spec[2:]:
     window *= rhs_shape[k]
   w.products.append((tuple(out), tuple(contracted), 2 * window,
-                     _param_operand(w, eqn)))
+                     _param_operand(w, eqn), (eqn, tuple(ins))))
   return [tuple(out)]
 
 

@@ -176,13 +176,13 @@ def resolve(groups: Optional[Any], prunable: prunable_lib.PrunableSpec,
         f'`pattern` {pattern} keeps N of every M single weights, `groups` '
         'keep whole channels: pass one of them.')
   if groups is None:
-    if budget not in ('params', 'flops'):
-      raise ValueError(f"`budget` must be 'params' or 'flops' (with "
-                       f'`groups`); got {budget!r}.')
+    if budget not in ('params', 'flops', 'latency'):
+      raise ValueError(f"`budget` must be 'params', 'flops' or 'latency' "
+                       f'(the last two with `groups`); got {budget!r}.')
     if budget != 'params':
-      raise ValueError("`budget='flops'` needs `groups` (from "
+      raise ValueError(f'`budget={budget!r}` needs `groups` (from '
                        'gsm_optax.find_groups): single weights have no FLOPs '
-                       'of their own here.')
+                       'or latency of their own here.')
     if norm != 'l2':
       raise ValueError(f'`group_norm={norm!r}` ranks groups; single weights '
                        'rank by |w| whatever the norm. Pass `groups` (from '

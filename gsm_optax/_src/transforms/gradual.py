@@ -69,7 +69,8 @@ def gradual_magnitude_pruning(ratio: Optional[float], begin_step: int,
       globally per unit of cost until the kept model's ``budget`` is the
       cubic schedule's fraction of the dense one's (``1 / ratio`` at
       ``end_step``); a removed group stays removed.
-    budget: with ``groups``: ``'params'`` or ``'flops'``.
+    budget: with ``groups``: ``'params'``, ``'flops'`` or ``'latency'``
+      (groups with a measured table, `Groups.with_latency`).
     score: ``'magnitude'`` (the sum of a group's squared weights), or with
       ``groups`` a Taylor score of the update this step applies (chained
       after the optimizer: its momentum average of the gradient, weight

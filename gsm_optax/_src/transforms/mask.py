@@ -99,7 +99,8 @@ def keep_top_taylor(ratio: Optional[float] = None,
       every slice of a passive group is masked. The state's
       ``num_active`` then counts groups and ``threshold`` is the score per
       unit of cost at the budget (see `Groups.select`).
-    budget: with ``groups``: ``'params'`` or ``'flops'``.
+    budget: with ``groups``: ``'params'``, ``'flops'`` or ``'latency'``
+      (groups with a measured table, `Groups.with_latency`).
     score: with ``groups``: ``'group_taylor'`` (default, ``|sum g * w|``
       over a group, Molchanov et al. 2019) or ``'weight_taylor'``
       (``sum |g * w|``).
