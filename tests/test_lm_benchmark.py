@@ -105,3 +105,45 @@ def test_the_sweep_chooses_on_validation_and_goes_on_past_an_end(tmp_path):
   for f in (tmp_path / 'sweep').glob('*'):
     f.unlink()
   assert swept({3e-4: 2.9, 1e-3: 3.1, 3e-3: 3.0}) == [1e-4]  # down
+
+
+@pytest.mark.parametrize('pattern', [None, '2:4'])
+def test_gsm_from_a_one_shot_prune_is_that_prune_fine_tuned(pattern):
+  # Why the benchmark's "GSM from Wanda" row equals "Wanda + fine-tune":
+  # started from a pruned model (exactly Q non-zeros), every pruned weight
+  # scores |g * 0| = 0, so the active set is the prune's mask at every
+  # step, and passive decay moves zeros nowhere. (Provided every kept weight
+  # has a non-zero gradient: with fewer than Q non-zero scores the paper's
+  # threshold is 0 and every gradient passes, zeros too.)
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  import gsm_optax
+  rng = np.random.default_rng(0)
+  params = {'w1': rng.normal(size=(64, 32)).astype(np.float32),
+            'w2': rng.normal(size=(32, 8)).astype(np.float32)}
+  x = jnp.asarray(rng.normal(size=(64, 64)), jnp.float32)
+  y = jnp.asarray(rng.normal(size=(64, 8)), jnp.float32)
+  loss = lambda p: jnp.mean((jnp.tanh(x @ p['w1']) @ p['w2'] - y) ** 2)
+  start, masks = gsm_optax.prune(params, 2.0 if pattern is None else None,
+                                 pattern=pattern)
+  for g, m in zip(jax.tree.leaves(jax.grad(loss)(start)),
+                  jax.tree.leaves(masks)):
+    assert np.all(np.asarray(g)[np.asarray(m)] != 0)
+  adamw = optax.adamw(1e-2, weight_decay=0.1)
+  ends = []
+  for tx in (gsm_optax.global_sparse(adamw, 2.0 if pattern is None else None,
+                                     passive_decay=0.05, score_decay=0.9,
+                                     pattern=pattern),
+             optax.chain(gsm_optax.fixed_mask(masks), adamw)):
+    p, state = start, tx.init(start)
+    for _ in range(10):
+      updates, state = tx.update(jax.grad(loss)(p), state, p)
+      p = optax.apply_updates(p, updates)
+    ends.append(p)
+  for a, b, m in zip(jax.tree.leaves(ends[0]), jax.tree.leaves(ends[1]),
+                     jax.tree.leaves(masks)):
+    np.testing.assert_array_equal(np.asarray(a) != 0, np.asarray(m))
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert float(loss(ends[0])) < float(loss(start))
