@@ -56,7 +56,7 @@ STEPS = (
          'python -m benchmarks.speed.step_overhead --repeats 15 '
          '--json {out}/step_overhead.json', None, False, 90),
     Step('slim_timings',
-         'python -m benchmarks.speed.slim --repeats 30 --json {out}/slim.json',
+         'python -m benchmarks.speed.slim --repeats 30 --select uniform,rounded,latency --json {out}/slim.json',
          'python -m benchmarks.speed.slim --models lenet300 --ratios 2 '
          '--repeats 2 --json {out}/slim.json', False, 60),
     Step('mnist_nnx_short_training',

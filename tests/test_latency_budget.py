@@ -171,5 +171,11 @@ def test_latency_errors_name_the_fix():
       jnp.ones((1, 30)))
   with pytest.raises(ValueError, match='not measured on these groups'):
     groups.with_latency(staircase_table(other))
+  cost = groups.with_latency(staircase_table(groups))
+  fastest = cost.polynomials['latency'].value(np.array([1.0, 1.0]))
+  with pytest.raises(ValueError, match=r'asks for .* µs of latency of '
+                     r'[\d,.]+ µs.* at most ' +
+                     f"{cost.totals['latency'] / fastest:.3g}"):
+    gsm_optax.prune(params, 100.0, groups=cost, budget='latency')
   with pytest.raises(ValueError, match='`points`=1 must be an int >= 2'):
     gsm_optax.measure_latency(groups, points=1)

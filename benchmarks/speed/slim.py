@@ -97,16 +97,47 @@ def train_step(fn):
   return jax.jit(step)
 
 
-def measure(name, ratios, repeats):
+SELECTIONS = ('uniform', 'flops', 'rounded', 'latency')
+
+
+def widths_for(selection, forward, state, x256, ratio, repeats):
+  """``(groups, active)``: the groups a selection keeps at ``ratio``:
+  ``'uniform'`` the same fraction of every layer within the FLOPs budget;
+  ``'flops'`` `gsm_optax.prune`'s group magnitude under the FLOPs budget
+  (random weights: the widths any trained run could end at); ``'rounded'``
+  the same with ``round_to=8``; ``'latency'`` with ``round_to=8`` under
+  ``budget='latency'``, the table measured here at batch 256 (``ratio``
+  then divides the measured time of the products, not the FLOPs)."""
+  groups = gsm_optax.find_groups(forward, state, x256,
+                                 round_to=1 if selection in ('uniform', 'flops')
+                                 else 8)
+  if selection == 'uniform':
+    return groups, uniform_widths(groups, ratio)
+  budget = 'flops'
+  if selection == 'latency':
+    groups = groups.with_latency(gsm_optax.measure_latency(
+        groups, points=5, repeats=max(3, repeats // 5)))
+    budget = 'latency'
+  # what gsm_optax.prune(state, ratio, groups=groups, budget=budget) keeps
+  active = groups.select(groups.magnitudes(state), ratio, budget).active
+  return groups, np.asarray(active)
+
+
+def measure(name, ratios, repeats, selection='uniform'):
   forward, state = random_model(name)
   x1 = jnp.ones((1,) + SHAPES[name])
   x256 = jax.random.normal(jax.random.key(0), (256,) + SHAPES[name])
   y256 = jnp.arange(256) % 10
-  groups = gsm_optax.find_groups(forward, state, x1)
   rows = []
   for ratio in ratios:
-    pruned, slim_state, slim_fn, info = cut(
-        forward, state, groups, uniform_widths(groups, ratio))
+    try:
+      groups, active = widths_for(selection, forward, state, x256, ratio,
+                                  repeats)
+    except ValueError as e:  # a budget the model cannot reach
+      print(f'| {name} | {selection} {ratio:g}× | not reachable: {e} |',
+            flush=True)
+      continue
+    pruned, slim_state, slim_fn, info = cut(forward, state, groups, active)
     dense_fwd, slim_fwd = jax.jit(forward), jax.jit(slim_fn)
     dense_step, slim_step = train_step(forward), train_step(slim_fn)
     np.testing.assert_allclose(slim_fwd(slim_state, x256),
@@ -119,7 +150,8 @@ def measure(name, ratios, repeats):
         'dense_step': lambda: dense_step(pruned, x256, y256),
         'slim_step': lambda: slim_step(slim_state, x256, y256)}, repeats)
     rows.append({
-        'model': name, 'flops_ratio': ratio,
+        'model': name, 'selection': selection, 'budget_ratio': ratio,
+        'flops_ratio': info.flops[0] / info.flops[1],
         'flops': list(info.flops), 'params': list(info.params),
         'channels': [list(c) for c in info.channels],
         'seconds': seconds,
@@ -178,12 +210,12 @@ def table_line(row):
   (fb, fa), (pb, pa) = row['flops'], row['params']
   widths = ', '.join(f'{n}/{s}' for _, s, n in row['channels'])
   s = row['speedup']
-  return (f"| {row['model']} | {row['flops_ratio']:g}× | {fb / fa:.2f}× | "
+  return (f"| {row['model']} | {row['selection']} {row['budget_ratio']:g}× | {fb / fa:.2f}× | "
           f"{pb / pa:.2f}× | {widths} | {s['1']:.2f}× | {s['256']:.2f}× | "
           f"{s['step']:.2f}× |")
 
 
-TABLE_HEADER = ('| model | FLOPs budget | FLOPs fewer | params fewer | widths kept | '
+TABLE_HEADER = ('| model | widths, budget | FLOPs fewer | params fewer | widths kept | '
                 'speed-up, batch 1 | batch 256 | training step, 256 |\n'
                 '|---|---:|---:|---:|---|---:|---:|---:|')
 
@@ -194,6 +226,9 @@ def main():
   parser.add_argument('--ratios', default='2,4,8')
   parser.add_argument('--repeats', type=int, default=50)
   parser.add_argument('--json', default=None)
+  parser.add_argument('--select', default='uniform',
+                      help='comma-separated, of ' + ', '.join(SELECTIONS) +
+                      ' (see widths_for)')
   parser.add_argument('--retime', default=None, metavar='RESULTS_DIR',
                       help='time the slim model of each structured result '
                       'here again, and record it in the result')
@@ -209,8 +244,13 @@ def main():
                    + (' left to time again.' if args.missing else '.'))
     return
   print(TABLE_HEADER)
-  rows = [r for name in args.models.split(',') for r in measure(
-      name, [float(r) for r in args.ratios.split(',')], args.repeats)]
+  selections = args.select.split(',')
+  unknown = sorted(set(selections) - set(SELECTIONS))
+  if unknown:
+    parser.error(f'--select: {unknown} not among {SELECTIONS}')
+  rows = [r for name in args.models.split(',') for selection in selections
+          for r in measure(name, [float(r) for r in args.ratios.split(',')],
+                           args.repeats, selection)]
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, 'w') as f:

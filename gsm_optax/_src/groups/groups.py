@@ -399,11 +399,13 @@ class Groups:
     smallest = self.polynomials[budget].value(np.asarray(fewest, np.float64))
     target = self.totals[budget] / float(ratio)
     if smallest > target:
+      amount = ((lambda x: f'{x * 1e6:,.1f} µs of latency') if budget ==
+                'latency' else (lambda x: f'{x:,.0f} {budget}'))
       raise ValueError(
-          f'`ratio`={ratio} asks for {target:,.0f} {budget} of '
-          f"{self.totals[budget]:,.0f}, but the smallest model the groups "
+          f'`ratio`={ratio} asks for {amount(target)} of '
+          f"{amount(self.totals[budget])}, but the smallest model the groups "
           f'allow ({self.min_keep} channel(s) per layer, and every part the '
-          f'analysis left unpruned) has {smallest:,.0f}: use a ratio of at '
+          f'analysis left unpruned) has {amount(smallest)}: use a ratio of at '
           f"most {self.totals[budget] / smallest:.3g}, or a smaller `min_keep`.")
     return target
 
