@@ -41,8 +41,8 @@ def test_the_table_is_read_as_a_cost_interpolated_and_monotone():
   net, params = mlp()
   groups = gsm_optax.find_groups(net, params, jnp.ones((1, 30)))
   assert [fs for fs, _, _ in groups.product_operands()] == [[0], [0, 1], [1]]
-  # A coarse grid, with a dip (a wider layer measured faster): the cost is
-  # the grid's running maximum, interpolated multilinearly.
+  # A coarse grid, with dips (a wider layer measured faster): the cost at
+  # a width is the least at it or any wider one, interpolated multilinearly.
   grid1, grid2 = (1, 8, 16, 24), (1, 10, 20)
   times = np.array([[1.0, 2.0, 3.0], [2.0, 1.5, 4.0], [5.0, 6.0, 6.5],
                     [7.0, 9.0, 9.5]])
@@ -51,11 +51,14 @@ def test_the_table_is_read_as_a_cost_interpolated_and_monotone():
       gsm_optax.LatencyEntry('w2', (0, 1), (grid1, grid2), times.tolist()),
       gsm_optax.LatencyEntry('w3', (1,), (grid2,), [0.5, 0.5, 1.0])))
   cost = groups.with_latency(table)
-  envelope = np.maximum.accumulate(np.maximum.accumulate(times, 0), 1)
-  assert envelope[1, 1] == 2.0  # the dip, lifted
+  suffix_min = lambda a, axis: np.flip(np.minimum.accumulate(
+      np.flip(a, axis), axis), axis)
+  envelope = suffix_min(suffix_min(times, 0), 1)
+  assert envelope[0, 0] == 1.0 and envelope[0, 1] == 1.5  # the dip's level
+  assert envelope[1, 0] == 1.5 and envelope[1, 2] == 4.0
   reference = (
       interpolate.RegularGridInterpolator(
-          (grid1,), np.maximum.accumulate([1.0, 3.0, 2.0, 4.0])),
+          (grid1,), [1.0, 2.0, 2.0, 4.0]),
       interpolate.RegularGridInterpolator((grid1, grid2), envelope),
       interpolate.RegularGridInterpolator((grid2,), [0.5, 0.5, 1.0]))
   rng = np.random.default_rng(0)
@@ -179,3 +182,30 @@ def test_latency_errors_name_the_fix():
     gsm_optax.prune(params, 100.0, groups=cost, budget='latency')
   with pytest.raises(ValueError, match='`points`=1 must be an int >= 2'):
     gsm_optax.measure_latency(groups, points=1)
+
+
+def test_the_whole_slim_model_timed_one_family_at_a_time():
+  net, params = mlp()
+  x = jnp.ones((64, 30))
+  groups = gsm_optax.find_groups(net, params, x, round_to=8)
+  table = gsm_optax.measure_latency(groups, points=3, repeats=2,
+                                    model=(net, params, x))
+  assert table.kind == 'model'
+  assert [(e.families, e.grids) for e in table.entries] == [
+      ((), ()), ((0,), ((8, 16, 24),)), ((1,), ((8, 16, 20),))]
+  full = table.entries[0].seconds
+  assert full > 0
+  assert all(e.seconds[-1] == 0.0 for e in table.entries[1:])
+  cost = groups.with_latency(table)
+  assert cost.totals['latency'] == full
+  # Additive: the whole model plus each family's change (the least at
+  # this width or a wider one), at grid points.
+  change = [np.flip(np.minimum.accumulate(np.flip(e.seconds)))
+            for e in table.entries[1:]]
+  for i, a in enumerate((8, 16, 24)):
+    for j, b in enumerate((8, 16, 20)):
+      assert cost.polynomials['latency'].value(np.array([a, b], float)) == (
+          pytest.approx(full + change[0][i] + change[1][j], rel=1e-12))
+  with pytest.raises(ValueError, match='not measured on these groups'):
+    gsm_optax.find_groups(net, params, x).with_latency(table._replace(
+        entries=table.entries + (table.entries[1]._replace(families=(5,)),)))

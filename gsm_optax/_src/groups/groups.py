@@ -246,11 +246,15 @@ class Groups:
     Raises:
       ValueError: the table does not fit these groups.
     """
-    products = self.product_operands()
+    if table.kind == 'products':
+      products = [fs for fs, _, _ in self.product_operands()]
+    else:  # the whole model: any families, each once
+      products = [e.families for e in table.entries]
     if len(table.entries) != len(products) or any(
-        tuple(e.families) != tuple(fs) or any(
-            g[-1] != self.families[f].size for f, g in zip(fs, e.grids))
-        for e, (fs, _, _) in zip(table.entries, products)):
+        tuple(e.families) != tuple(fs) or
+        any(not 0 <= f < len(self.families) for f in fs) or
+        any(g[-1] != self.families[f].size for f, g in zip(fs, e.grids))
+        for e, fs in zip(table.entries, products)):
       raise ValueError(
           '`table` was not measured on these groups (its products or their '
           'widths differ): call gsm_optax.measure_latency(groups) on them.')

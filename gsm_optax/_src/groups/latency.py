@@ -3,14 +3,17 @@ convolution's time at a grid of kept widths, measured once on the device
 and cached (the latency lookup table of HALP, Shen et al. 2022).
 
 The table is data (`LatencyTable`): `measure_latency` fills it by timing
-each product of the model alone, and `Groups.with_latency` reads it as one
-more cost beside params and FLOPs, so the selection under
-``budget='latency'`` is the same code as under ``'flops'``. Between grid
-points the time is interpolated (multilinear); each product's times are
-first made non-decreasing in every width (the running maximum along each
-axis), the property the budget fill relies on: a width never costs less
-than a narrower one, so a step of the device's time (a vector width, a
-cache size) becomes a plateau where extra channels are free.
+each product of the model alone, or the whole slim model one family at a
+time, and `Groups.with_latency` reads it as one more cost beside params
+and FLOPs, so the selection under ``budget='latency'`` is the same code as
+under ``'flops'``. Between grid points the time is interpolated
+(multilinear); each entry's times are first made non-decreasing in every
+width, the property the budget fill relies on, by taking at each width the
+least time measured at it or at any wider width: a narrow width that runs
+slower than a wider one (the convolution cliffs of XLA:CPU) costs what the
+wider one does, and the fill, which keeps every channel that adds no cost,
+then keeps the wider one. A step of the device's time becomes a plateau
+where extra channels are free.
 """
 
 import itertools
@@ -53,11 +56,16 @@ class LatencyTable(NamedTuple):
     device: the device they were measured on (``jax.devices()[0]``'s
       kind), for the reader: a table applies to the device it was
       measured on.
-    entries: one `LatencyEntry` per matmul and convolution of the
-      function the groups were found on, in the order they run.
+    entries: with ``kind='products'``, one `LatencyEntry` per matmul and
+      convolution of the function the groups were found on, in the order
+      they run; with ``kind='model'``, the whole model's time (an entry
+      with no family) and, per family, what narrowing it alone changes
+      (its time minus the whole model's, 0 at full width).
+    kind: ``'products'`` or ``'model'`` (see `measure_latency`).
   """
   device: str
   entries: tuple
+  kind: str = 'products'
 
 
 def _signature(eqn, shapes, dtypes, device) -> str:
@@ -102,12 +110,24 @@ def _write_cache(path, cache):
 
 
 def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
-                    cache: Optional[str] = None) -> LatencyTable:
-  """Times every matmul and convolution of the groups' function at a grid
-  of kept widths, on the default device.
+                    cache: Optional[str] = None,
+                    model: Optional[tuple] = None) -> LatencyTable:
+  """Times the groups' function at a grid of kept widths, on the default
+  device: each matmul and convolution alone, or (``model``) the whole
+  slim model.
 
-  Each product runs alone (jitted, on operands of the kept shapes), the
-  median of ``repeats`` calls after one to compile. A product whose
+  With ``model=(fn, params, *example_args)``, the slim model itself
+  (`slim`) is timed, jitted, at ``points`` widths of one family at a time
+  (the others whole), every variant alternated with the others round by
+  round (`median_seconds`); a kept model's time is then the whole model's
+  plus what each family's width changes, summed (an additive model:
+  no cross terms). This prices everything the model runs, fused as the
+  compiler fuses it; measured on the example input's batch.
+
+  Without ``model``, each product runs alone (jitted, on operands of the
+  kept shapes), the median of ``repeats`` calls after one to compile: no
+  function to call, but a product alone may run at another speed than
+  inside the model (another algorithm, no fusion). A product whose
   operands depend on one family is timed at ``points`` widths of it, on
   two at ``points x points``, on three at fewer each (at most
   ``points ** 2`` in all); widths are multiples of the groups'
@@ -121,7 +141,10 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
     groups: a `Groups` (from `find_groups`) on the model to prune.
     points: widths a family is timed at (>= 2).
     repeats: timed calls per grid point (the median is kept).
-    cache: a JSON file of measured times to read and extend, or None.
+    cache: a JSON file of measured times to read and extend, or None
+      (products only: a whole model's times are not cached).
+    model: ``(fn, params, *example_args)``, the function and the params
+      the groups were found on, to time the whole slim model.
 
   Returns:
     A `LatencyTable`; pass it to ``groups.with_latency`` to prune under
@@ -150,6 +173,9 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
   if not isinstance(repeats, (int, np.integer)) or repeats < 1:
     raise ValueError(f'`repeats`={repeats!r} must be an int >= 1, e.g. 10.')
   device = jax.devices()[0].device_kind
+  if model is not None:
+    return LatencyTable(device, _model_entries(groups, points, repeats,
+                                               *model), 'model')
   stored = _read_cache(cache)
   measured = dict(stored)
   entries = []
@@ -182,6 +208,39 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
   return LatencyTable(device, tuple(entries))
 
 
+def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
+  """`measure_latency`'s whole-model entries: the full model, then per
+  family its time at each grid width minus the full model's."""
+  from gsm_optax._src.deploy import slim as slim_lib  # pylint: disable=import-outside-toplevel
+  leaves, treedef = jax.tree.flatten(params)
+  calls, grids = {'full': (jax.jit(fn), params)}, {}
+  for f, family in enumerate(groups.families):
+    grids[f] = groups.latency_grid(f, points)
+    if len(grids[f]) < 2:
+      continue
+    for width in grids[f][:-1]:
+      active = np.ones(groups.num_groups, bool)
+      active[groups.offsets[f] + width:groups.offsets[f + 1]] = False
+      masks = groups.expand(jnp.asarray(active), params)
+      masked = jax.tree.unflatten(treedef, [
+          jnp.where(masks[i], x, 0) if i in masks else x
+          for i, x in enumerate(leaves)])
+      small, small_fn, _ = slim_lib.slim(fn, masked, groups)
+      calls[(f, width)] = (jax.jit(small_fn), small)
+  seconds = timing.median_seconds(
+      {k: (lambda c=c, p=p: c(p, *args)) for k, (c, p) in calls.items()},
+      repeats)
+  full = seconds['full']
+  entries = [LatencyEntry('the whole model', (), (), full)]
+  for f, grid in grids.items():
+    if len(grid) < 2:
+      continue
+    changes = [seconds[(f, w)] - full for w in grid[:-1]] + [0.0]
+    entries.append(LatencyEntry(f'the model, {groups.families[f].name} '
+                                'narrowed', (f,), (grid,), changes))
+  return tuple(entries)
+
+
 class Latency:
   """A `LatencyTable` as a cost of the groups: ``value(counts)`` sums each
   product's time at the families' channel counts (rows of counts, NumPy
@@ -192,8 +251,9 @@ class Latency:
     self.entries = []
     for e in table.entries:
       seconds = np.asarray(e.seconds, np.float64)
-      for axis in range(seconds.ndim):
-        seconds = np.maximum.accumulate(seconds, axis=axis)
+      for axis in range(seconds.ndim):  # the least at this or a wider width
+        seconds = np.flip(np.minimum.accumulate(np.flip(seconds, axis),
+                                                axis=axis), axis)
       self.entries.append((tuple(e.families),
                            [np.asarray(g, np.float64) for g in e.grids],
                            seconds))
