@@ -17,7 +17,7 @@ import gsm_optax
 # Small inputs, the same architectures.
 MODELS = {'lenet300': (3, 28, 28, 1), 'lenet5': (3, 28, 28, 1),
           'resnet56': (2, 16, 16, 3), 'resnet50': (1, 32, 32, 3),
-          'densenet40': (1, 16, 16, 3), 'transformer': (2, 16)}
+          'densenet_small': (1, 16, 16, 3), 'transformer': (2, 16)}
 
 
 def setup(name, seed=0):
