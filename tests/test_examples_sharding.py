@@ -24,14 +24,27 @@ def final_params(config, workdir):
   return nnx.state(model, nnx.Param), report
 
 
-@pytest.mark.parametrize('mode', ['data', 'fsdp'])
-def test_sharded_training_matches_single_device(mode, tmp_path):
+def sharding_config():
   config = tiny_config('lenet300_fmnist')
   config.batch_size = 8
   config.synthetic_size = 32  # four steps per epoch
   config.ratio = 20.0
   config.eval_batch_size = 5  # not a multiple of 8: padded on the mesh
-  single, single_report = final_params(config, str(tmp_path / 'single'))
+  return config
+
+
+@pytest.fixture(scope='module')
+def single_device_run(tmp_path_factory):
+  """The run both sharded modes must equal, trained once (per worker)."""
+  return final_params(sharding_config(),
+                      str(tmp_path_factory.mktemp('single')))
+
+
+@pytest.mark.parametrize('mode', ['data', 'fsdp'])
+def test_sharded_training_matches_single_device(mode, tmp_path,
+                                                single_device_run):
+  config = sharding_config()
+  single, single_report = single_device_run
   config.sharding = mode
   sharded, sharded_report = final_params(config, str(tmp_path / mode))
   for key in ('dense_accuracy', 'accuracy_before_prune', 'pruned_accuracy'):
