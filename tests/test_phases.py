@@ -64,15 +64,16 @@ def train(tx, steps=9):
 
 @pytest.mark.parametrize('kind,warmup', [('sgd', 0), ('gsm', 0), ('gsm', 2)])
 def test_peak_in_state_gives_the_same_updates_bit_for_bit(kind, warmup):
-  for peak in (0.01, 0.03, 0.1):
+  trained = {}
+  for peak in (0.01, 0.03):
     in_state, compiled_in = optimizers(kind, peak, warmup)
     got, want = train(in_state), train(compiled_in)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    trained[peak] = got
   # The peak matters (the check above could not pass by ignoring it).
-  low, high = (train(optimizers(kind, p, warmup)[0]) for p in (0.01, 0.03))
-  assert not np.array_equal(low['Dense_0']['kernel'],
-                            high['Dense_0']['kernel'])
+  assert not np.array_equal(trained[0.01]['Dense_0']['kernel'],
+                            trained[0.03]['Dense_0']['kernel'])
 
 
 @pytest.mark.parametrize('kind', ['sgd', 'gsm'])
