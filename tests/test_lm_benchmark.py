@@ -105,6 +105,11 @@ def test_the_sweep_chooses_on_validation_and_goes_on_past_an_end(tmp_path):
   for f in (tmp_path / 'sweep').glob('*'):
     f.unlink()
   assert swept({3e-4: 2.9, 1e-3: 3.1, 3e-3: 3.0}) == [1e-4]  # down
+  # A method that runs at some sparsities only is skipped at the others.
+  at = methods.SPARSITIES
+  assert methods.applies(methods.TRAINING['gsm_from_wanda'], at['50%'])
+  assert not methods.applies(methods.TRAINING['gsm_from_wanda'], at['2:4'])
+  assert methods.applies(methods.TRAINING['gsm'], at['2:4'])
 
 
 @pytest.mark.parametrize('pattern', [None, '2:4'])

@@ -152,8 +152,9 @@ def trained(model, config, splits, method, sparsity, seed, steps,
         **how))
   else:  # gsm: the recipe (docs: FAQ), passive weights to about e^-10
     tx = gsm_optax.global_sparse(
-        adamw, sparsity.ratio, passive_decay=min(10.0 / steps, 0.5),
-        score_decay=0.9, **how)
+        adamw, sparsity.ratio,
+        passive_decay=min(method.passive_steps / steps, 0.5),
+        score_decay=method.score_decay, **how)
   start = time.perf_counter()
   params, _ = train.fit(config, graphdef, params, tx, splits, steps, seed)
   result = {'method': method.name, 'sparsity': sparsity.name, 'seed': seed,
