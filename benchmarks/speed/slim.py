@@ -106,8 +106,8 @@ def widths_for(selection, forward, state, x256, ratio, repeats):
   ``'flops'`` `gsm_optax.prune`'s group magnitude under the FLOPs budget
   (random weights: the widths any trained run could end at); ``'rounded'``
   the same with ``round_to=8``; ``'latency'`` with ``round_to=8`` under
-  ``budget='latency'``, the table measured here at batch 256 (``ratio``
-  then divides the measured time of the products, not the FLOPs)."""
+  ``budget='latency'``, the whole slim model's table measured here at
+  batch 256 (``ratio`` then divides its measured time, not the FLOPs)."""
   groups = gsm_optax.find_groups(forward, state, x256,
                                  round_to=1 if selection in ('uniform', 'flops')
                                  else 8)
@@ -116,7 +116,8 @@ def widths_for(selection, forward, state, x256, ratio, repeats):
   budget = 'flops'
   if selection == 'latency':
     groups = groups.with_latency(gsm_optax.measure_latency(
-        groups, points=5, repeats=max(3, repeats // 5)))
+        groups, points=5, repeats=max(3, repeats // 5),
+        model=(forward, state, x256)))
     budget = 'latency'
   # what gsm_optax.prune(state, ratio, groups=groups, budget=budget) keeps
   active = groups.select(groups.magnitudes(state), ratio, budget).active
