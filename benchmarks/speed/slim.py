@@ -100,28 +100,34 @@ def train_step(fn):
 SELECTIONS = ('uniform', 'flops', 'rounded', 'latency')
 
 
-def widths_for(selection, forward, state, x256, ratio, repeats):
-  """``(groups, active)``: the groups a selection keeps at ``ratio``:
-  ``'uniform'`` the same fraction of every layer within the FLOPs budget;
-  ``'flops'`` `gsm_optax.prune`'s group magnitude under the FLOPs budget
-  (random weights: the widths any trained run could end at); ``'rounded'``
-  the same with ``round_to=8``; ``'latency'`` with ``round_to=8`` under
-  ``budget='latency'``, the whole slim model's table measured here at
-  batch 256 (``ratio`` then divides its measured time, not the FLOPs)."""
+def groups_for(selection, forward, state, x256, repeats):
+  """The groups a selection ranks: ``'uniform'`` and ``'flops'`` channel
+  by channel; ``'rounded'`` and ``'latency'`` with ``round_to=8``, the
+  latter with the whole slim model's latency table measured here at batch
+  256."""
   groups = gsm_optax.find_groups(forward, state, x256,
                                  round_to=1 if selection in ('uniform', 'flops')
                                  else 8)
-  if selection == 'uniform':
-    return groups, uniform_widths(groups, ratio)
-  budget = 'flops'
   if selection == 'latency':
     groups = groups.with_latency(gsm_optax.measure_latency(
         groups, points=5, repeats=max(3, repeats // 5),
         model=(forward, state, x256)))
-    budget = 'latency'
+  return groups
+
+
+def widths_for(selection, groups, state, ratio):
+  """The groups a selection keeps at ``ratio``: ``'uniform'`` the same
+  fraction of every layer within the FLOPs budget; else what
+  `gsm_optax.prune` keeps by group magnitude (random weights: the widths
+  any trained run could end at) under the FLOPs budget (``'flops'``,
+  ``'rounded'``) or the latency budget (``'latency'``: ``ratio`` divides
+  the measured time, not the FLOPs)."""
+  if selection == 'uniform':
+    return uniform_widths(groups, ratio)
+  budget = 'latency' if selection == 'latency' else 'flops'
   # what gsm_optax.prune(state, ratio, groups=groups, budget=budget) keeps
-  active = groups.select(groups.magnitudes(state), ratio, budget).active
-  return groups, np.asarray(active)
+  return np.asarray(groups.select(groups.magnitudes(state), ratio,
+                                  budget).active)
 
 
 def measure(name, ratios, repeats, selection='uniform'):
@@ -130,10 +136,10 @@ def measure(name, ratios, repeats, selection='uniform'):
   x256 = jax.random.normal(jax.random.key(0), (256,) + SHAPES[name])
   y256 = jnp.arange(256) % 10
   rows = []
+  groups = groups_for(selection, forward, state, x256, repeats)
   for ratio in ratios:
     try:
-      groups, active = widths_for(selection, forward, state, x256, ratio,
-                                  repeats)
+      active = widths_for(selection, groups, state, ratio)
     except ValueError as e:  # a budget the model cannot reach
       print(f'| {name} | {selection} {ratio:g}× | not reachable: {e} |',
             flush=True)
