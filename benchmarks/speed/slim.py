@@ -110,7 +110,7 @@ def groups_for(selection, forward, state, x256, repeats):
                                  else 8)
   if selection == 'latency':
     groups = groups.with_latency(gsm_optax.measure_latency(
-        groups, points=5, repeats=max(3, repeats // 5),
+        groups, points=5, repeats=repeats,
         model=(forward, state, x256)))
   return groups
 
