@@ -1,6 +1,7 @@
 """gsm_optax: Global Sparse Momentum SGD (Ding et al., NeurIPS 2019) for Optax."""
 
 from gsm_optax._src.alias import gsm
+from gsm_optax._src.deploy.latency import measure_latency
 from gsm_optax._src.deploy.slim import export_slim
 from gsm_optax._src.deploy.slim import slim
 from gsm_optax._src.deploy.slim import SlimInfo
@@ -17,7 +18,6 @@ from gsm_optax._src.groups.groups import find_groups
 from gsm_optax._src.groups.groups import Groups
 from gsm_optax._src.groups.latency import LatencyEntry
 from gsm_optax._src.groups.latency import LatencyTable
-from gsm_optax._src.groups.latency import measure_latency
 from gsm_optax._src.oneshot.one_shot import one_shot_prune
 from gsm_optax._src.prune import prune
 from gsm_optax._src.prune_check import check_final_prune
