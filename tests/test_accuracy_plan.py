@@ -181,7 +181,7 @@ def test_a_method_is_one_record(tmp_path, monkeypatch):
   results = [result('gsm', 0.8), result('magnitude_ft', 0.7),
              result('gsm_wd', 0.85)]
   header = report.accuracy_table_lines(results, 'lenet300')[0]
-  assert header.endswith('| GSM, smoothed | GSM, decay 1e-3 |')
+  assert header.endswith('| GSM, ratio warm-up + recipe | GSM, decay 1e-3 |')
   assert report.accuracy_table_lines(results, 'lenet300')[2].endswith(
       '| – | **85.00 (n=1)** |')
   assert any('GSM, decay 1e-3 85.00% (+5.00 vs GSM' in l
@@ -243,3 +243,18 @@ def test_methods_on_another_axis_get_their_own_table(monkeypatch, tmp_path):
   assert flops[0].endswith('| channels |') and 'GSM, smoothed' not in flops[0]
   assert len(flops) == 3 and flops[2].startswith('| 4× | 90.00 (n=1) |')
   assert flops[2].endswith('| **80.00 (n=1)** |')
+
+
+def test_gsm_warmup_keeps_gradual_magnitudes_schedule():
+  # The ratio warm-up ends where gradual magnitude reaches its sparsity,
+  # at every budget of epochs (the full plan's and the quick one's).
+  for model, budget in (('lenet300', plan.FULL['lenet300']),
+                        ('lenet5', plan.FULL['lenet5']),
+                        ('lenet300', plan.QUICK['lenet300'])):
+    config = plan.make_config(model, budget, 'gsm_warmup', 60.0, 0, '', None)
+    assert config.gsm.epochs == budget['prune_epochs']
+    assert config.gsm.ratio_warmup_epochs == round(
+        config.gradual.end_fraction * budget['prune_epochs'])
+    assert (config.pruning, config.gsm.score_decay) == ('gsm', 0.9)
+  assert plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm_warmup', 60.0,
+                          0, '', None).gsm.passive_decay == 1e-2

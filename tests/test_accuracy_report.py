@@ -24,7 +24,8 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   mean, std, n = row['gsm']
   assert (round(mean, 6), n) == (85.0, 2)  # 10% (diverged) left out
   assert row['diverged'] == {'gsm': 1, 'magnitude_ft': 0,
-                             'gradual_magnitude': 0, 'gsm_smoothed': 0}
+                             'gradual_magnitude': 0, 'gsm_smoothed': 0,
+                             'gsm_warmup': 0}
   assert (report.fmt_cell(row['gsm'], 1) ==
           '85.00 ± 7.07 (n=2); diverged in 1 of 3')
   assert report.fmt_cell(None, 2) == 'diverged in 2 of 2'
@@ -32,7 +33,7 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   # The table bolds the best method's mean (GSM's 85 over gradual's 70).
   assert report.accuracy_table_lines(results, 'lenet5', with_n=False)[2] == (
       '| 10× | 90.00 ± 0.00 | **85.00 ± 7.07; diverged in 1 of 3** | – | '
-      '70.00 (n=1) | – |')
+      '70.00 (n=1) | – | – |')
   lines = findings.findings_lines(results, {})
   assert any('GSM diverged (non-finite loss and weights) in 1 of 3 seeds'
              in l for l in lines)
@@ -99,11 +100,11 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
           'the sweep.') in lines
   assert results_lib.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
   assert sweep_report.best_lr_table_lines(tuning)[2:] == [
-      '| lenet5 | 10× | 0.01 | – | – | – |',
-      '| lenet5 | 125× | 0.03 | diverged | – | – |']
+      '| lenet5 | 10× | 0.01 | – | – | – | – |',
+      '| lenet5 | 125× | 0.03 | diverged | – | – | – |']
   tuning.append(point('magnitude_ft', 0.01, 0.6))
   assert sweep_report.best_lr_table_lines(tuning)[3] == (
-      '| lenet5 | 125× | 0.03 | 0.01 | – | – |')
+      '| lenet5 | 125× | 0.03 | 0.01 | – | – | – |')
   diverged_runs = [dict(model='lenet5', ratio=10.0, method='gsm',
                         learning_rate=0.01, diverged=True),
                    dict(model='lenet5', ratio=30.0, method='gsm',

@@ -63,6 +63,12 @@ class Choice(NamedTuple):
     return self.quick_values if quick else self.values
 
 
+class OfPhase(float):
+  """A `Method.config` value in epochs: this fraction of the pruning
+  phase's (rounded), set by `plan.make_config` once the budget's epochs
+  are, e.g. ``OfPhase(0.75)``."""
+
+
 class PerModel(dict):
   """A `Method.config` value that differs by model, e.g.
   ``PerModel(lenet300=1e-3, lenet5=3e-3)``; `plan.make_config` takes the
@@ -192,6 +198,26 @@ METHODS = {m.name: m for m in (
            'trained again from the same seeds (the shared ones\' workdirs '
            'were gone), so its dense column can differ from the others\' by '
            'float noise.'),
+    # GSM at its best against gradual magnitude (#51): GMP's cubic schedule
+    # for the ratio (every weight active at first, 1/C from the same 3/4 of
+    # the phase at which GMP reaches its final sparsity) with the recipe's
+    # smoothed ranking, and a passive decay of its own: the weights that
+    # leave last have the last quarter of the phase (LeNet-300: 15 epochs,
+    # about 3k steps, where momentum SGD's own decay at the dropped lr
+    # would shrink them by about e^-0.5; LeNet-5: 4 epochs, about 1k) to
+    # reach about e^-10, so 10 / 3k and 10 / 1k a step.
+    Method('gsm_warmup', 'GSM, ratio warm-up + recipe',
+           {'pruning': 'gsm', 'gsm.ratio_warmup_epochs': OfPhase(0.75),
+            'gsm.score_decay': 0.9,
+            'gsm.passive_decay': PerModel(lenet300=3e-3, lenet5=1e-2)},
+           _SMOOTHED_SWEEPS, kind='gsm', variant_of='gsm', lottery=True,
+           marker='v-',
+           fairness='GSM, ratio warm-up + recipe: Q from N to N/C on gradual '
+           'magnitude\'s cubic schedule over the same first '
+           '{c.gradual.end_fraction:.0%} of the phase, the ranking smoothed '
+           '(decay {c.gsm.score_decay:g}) and passive weights decayed by '
+           '{c.gsm.passive_decay:g} a step; its final prune is the only cut, '
+           'with no fine-tuning after it.'),
     Method('structured_gsm', 'structured GSM',
            {**_STRUCTURED_GSM, 'group_score': 'group_taylor'},
            _STRUCTURED_GSM_SWEEPS, kind='gsm', axis='flops', ratios=_FLOPS_RATIOS,

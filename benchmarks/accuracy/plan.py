@@ -149,10 +149,14 @@ def make_config(model, budget, method, ratio, seed, dense_from, dataset,
   config = importlib.import_module(
       f'examples.paper.configs.{CONFIGS[model]}').get_config()
   record = methods.METHODS[method]
+  config.dense.epochs = budget['dense_epochs']
+  config.gsm.epochs = budget['prune_epochs']
   for key, value in {**budget.get('config', {}), **record.config,
                      **(overrides or {})}.items():
     if isinstance(value, methods.PerModel):
       value = value[model]
+    if isinstance(value, methods.OfPhase):
+      value = int(round(value * config.gsm.epochs))
     *parents, field = key.split('.')
     node = config
     for parent in parents:
