@@ -77,6 +77,18 @@ def test_quick_benchmark_runs_every_part_and_the_tables_read_it(tmp_path,
   for line in ('| SparseGPT |', '| magnitude + fine-tune | 50% | ',
                '| GSM | 2x FLOPs |', '(2 seeds) |'):
     assert line in text, line
+  readme = report.readme_table(str(results)).splitlines()
+  assert readme[0] == ('| method | 50% | 70% | 2:4 | 4:8 | 1.5x FLOPs | '
+                       '2x FLOPs |')
+  sparsegpt = read(results, 'oneshot', 'sparsegpt_50pct_s0.json')
+  assert (f"| SparseGPT (one shot) | {sparsegpt['test_perplexity']:.2f} | – "
+          '| ') in readme[4]
+  magnitude_ft = next(l for l in readme if l.startswith('| magnitude + fin'))
+  mean = np.mean([read(results, 'train', f'magnitude_ft_50pct_s{s}.json')[
+      'test_perplexity'] for s in (0, 1)])
+  assert magnitude_ft.split(' | ')[1].strip('*') == f'{mean:.2f}'
+  assert magnitude_ft.count('|') == 8 and magnitude_ft.endswith('– |')
+  assert readme[-1].startswith('Largest std over seeds: ')
   capsys.readouterr()
   run.main(oneshot)  # everything has a result: nothing runs again
   assert 'seed 0' not in capsys.readouterr().out

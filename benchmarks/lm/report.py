@@ -189,13 +189,58 @@ def write(path: str, results_dir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+# The README's short table: (part, method) rows, sparsity columns.
+README_ROWS = (('oneshot', 'magnitude'), ('oneshot', 'sparsegpt'),
+               ('train', 'magnitude_ft'),
+               ('train', 'wanda_ft'), ('train', 'sparsegpt_ft'),
+               ('train', 'gradual'), ('train', 'gsm'))
+README_COLUMNS = ('50%', '70%', '2:4', '4:8', '1.5x FLOPs', '2x FLOPs')
+
+
+def readme_table(results_dir: str) -> str:
+  """The README's table: test perplexity, the mean over seeds (two
+  decimals), the best of each column in bold, and the largest std."""
+  runs = {part: load(results_dir, part) for part in ('oneshot', 'train')}
+  dense = json.load(open(os.path.join(results_dir, 'dense.json')))
+  means, stds = {}, []
+  for part, name in README_ROWS:
+    for s in README_COLUMNS:
+      values = [r['test_perplexity'] for r in runs[part]
+                if r['method'] == name and r['sparsity'] == s]
+      if values:
+        means[part, name, s] = float(np.mean(values))
+        if len(values) > 1:
+          stds.append(float(np.std(values, ddof=1)))
+  best = {s: min((v for (_, _, c), v in means.items() if c == s),
+                 default=None) for s in README_COLUMNS}
+  lines = ['| method | ' + ' | '.join(README_COLUMNS) + ' |',
+           '|---|' + '---:|' * len(README_COLUMNS),
+           f"| dense | {dense['test_perplexity']:.2f} |"
+           + ' |' * (len(README_COLUMNS) - 1)]
+  for part, name in README_ROWS:
+    table = methods_lib.METHODS if part == 'oneshot' else methods_lib.TRAINING
+    label = table[name].label + (' (one shot)' if part == 'oneshot' else '')
+    cells = []
+    for s in README_COLUMNS:
+      v = means.get((part, name, s))
+      text = '–' if v is None else f'{v:.2f}'
+      cells.append(f'**{text}**' if v is not None and v == best[s] else text)
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + (f'\n\nLargest std over seeds: {max(stds):.3f}.'
+                             if stds else '')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--results', default='benchmarks/results/lm')
   parser.add_argument('--write', action='store_true',
                       help='write the tables into benchmarks/lm/RESULTS.md')
+  parser.add_argument('--readme', action='store_true',
+                      help="print the README's short table")
   args = parser.parse_args(argv)
-  if args.write:
+  if args.readme:
+    print(readme_table(args.results))
+  elif args.write:
     plot(args.results, os.path.join(args.results, FIGURE))
     write(os.path.join(os.path.dirname(__file__), 'RESULTS.md'), args.results)
   else:
