@@ -190,8 +190,7 @@ def write(path: str, results_dir: str) -> None:
 
 
 # The README's short table: (part, method) rows, sparsity columns.
-README_ROWS = (('oneshot', 'magnitude'), ('oneshot', 'sparsegpt'),
-               ('train', 'magnitude_ft'),
+README_ROWS = (('oneshot', 'sparsegpt'), ('train', 'magnitude_ft'),
                ('train', 'wanda_ft'), ('train', 'sparsegpt_ft'),
                ('train', 'gradual'), ('train', 'gsm'))
 README_COLUMNS = ('50%', '70%', '2:4', '4:8', '1.5x FLOPs', '2x FLOPs')
@@ -213,10 +212,9 @@ def readme_table(results_dir: str) -> str:
           stds.append(float(np.std(values, ddof=1)))
   best = {s: min((v for (_, _, c), v in means.items() if c == s),
                  default=None) for s in README_COLUMNS}
-  lines = ['| method | ' + ' | '.join(README_COLUMNS) + ' |',
-           '|---|' + '---:|' * len(README_COLUMNS),
-           f"| dense | {dense['test_perplexity']:.2f} |"
-           + ' |' * (len(README_COLUMNS) - 1)]
+  lines = [f"| dense {dense['test_perplexity']:.2f} | "
+           + ' | '.join(README_COLUMNS) + ' |',
+           '|---|' + '---:|' * len(README_COLUMNS)]
   for part, name in README_ROWS:
     table = methods_lib.METHODS if part == 'oneshot' else methods_lib.TRAINING
     label = table[name].label + (' (one shot)' if part == 'oneshot' else '')
