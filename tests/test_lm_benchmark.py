@@ -80,9 +80,6 @@ def test_quick_benchmark_runs_every_part_and_the_tables_read_it(tmp_path,
   readme = report.readme_table(str(results)).splitlines()
   assert readme[0] == (f"| dense {dense['test_perplexity']:.2f} | 50% | 70% "
                        '| 2:4 | 4:8 | 1.5x FLOPs | 2x FLOPs |')
-  sparsegpt = read(results, 'oneshot', 'sparsegpt_50pct_s0.json')
-  assert (f"| SparseGPT (one shot) | {sparsegpt['test_perplexity']:.2f} | – "
-          '| ') in readme[2]
   magnitude_ft = next(l for l in readme if l.startswith('| magnitude + fin'))
   mean = np.mean([read(results, 'train', f'magnitude_ft_50pct_s{s}.json')[
       'test_perplexity'] for s in (0, 1)])

@@ -67,12 +67,15 @@ def accuracy_table_lines(results, model, with_n=True, axis='params'):
   as Markdown lines, the best pruning method's mean in bold (references
   aside).
   ``with_n=False`` leaves out the ``(n=k)``: the form the README quotes
-  (``tests/test_readme.py`` checks it)."""
-  names = methods_lib.on_axis(axis)
+  (``tests/test_readme.py`` checks it). A method with no run of
+  ``model`` (not run yet) has no column."""
+  table = results_lib.accuracy_table(results, model, axis)
+  names = tuple(c for c in methods_lib.on_axis(axis) if any(
+      row[c] is not None or row['diverged'].get(c) for row in table.values()))
   columns = ('dense',) + names
   lines = ['| ratio | dense | ' + ' | '.join(map(label, names)) + ' |',
            '|---:|' + '---|' * len(columns)]
-  for ratio, row in results_lib.accuracy_table(results, model, axis).items():
+  for ratio, row in table.items():
     means = {c: row[c][0] for c in names if row[c] is not None
              and METHODS[c].kind != 'reference'}  # bold: not a reference
     best = max(means, key=means.get) if means else None

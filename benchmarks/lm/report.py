@@ -190,8 +190,7 @@ def write(path: str, results_dir: str) -> None:
 
 
 # The README's short table: (part, method) rows, sparsity columns.
-README_ROWS = (('oneshot', 'sparsegpt'), ('train', 'magnitude_ft'),
-               ('train', 'wanda_ft'), ('train', 'sparsegpt_ft'),
+README_ROWS = (('train', 'magnitude_ft'), ('train', 'sparsegpt_ft'),
                ('train', 'gradual'), ('train', 'gsm'))
 README_COLUMNS = ('50%', '70%', '2:4', '4:8', '1.5x FLOPs', '2x FLOPs')
 
