@@ -78,11 +78,7 @@ def uniform_widths(groups, ratio):
 def cut(forward, state, groups, active):
   """The state with only the ``active`` groups' channels (the others
   zeroed), and its slim model."""
-  masks = groups.expand(jnp.asarray(active), state)
-  leaves, treedef = jax.tree.flatten(state)
-  pruned = jax.tree.unflatten(treedef, [
-      jnp.where(masks[i], x, 0) if i in masks else x
-      for i, x in enumerate(leaves)])
+  pruned = groups.zeroed(active, state)
   slim_state, slim_fn, info = gsm_optax.slim(forward, pruned, groups)
   return pruned, slim_state, slim_fn, info
 

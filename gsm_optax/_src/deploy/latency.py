@@ -152,7 +152,6 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
 def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
   """`measure_latency`'s whole-model entries: the full model, then per
   family its time at each grid width minus the full model's."""
-  leaves, treedef = jax.tree.flatten(params)
   calls, grids = {'full': (jax.jit(fn), params)}, {}
   for f, family in enumerate(groups.families):
     grids[f] = groups.latency_grid(f, points)
@@ -161,11 +160,8 @@ def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
     for width in grids[f][:-1]:
       active = np.ones(groups.num_groups, bool)
       active[groups.offsets[f] + width:groups.offsets[f + 1]] = False
-      masks = groups.expand(jnp.asarray(active), params)
-      masked = jax.tree.unflatten(treedef, [
-          jnp.where(masks[i], x, 0) if i in masks else x
-          for i, x in enumerate(leaves)])
-      small, small_fn, _ = slim_lib.slim(fn, masked, groups)
+      small, small_fn, _ = slim_lib.slim(fn, groups.zeroed(active, params),
+                                         groups)
       calls[(f, width)] = (jax.jit(small_fn), small)
   seconds = timing.median_seconds(
       {k: (lambda c=c, p=p: c(p, *args)) for k, (c, p) in calls.items()},

@@ -161,13 +161,13 @@ class Groups:
     self.offsets = np.concatenate([[0], np.cumsum([f.size for f in families])
                                    ]).astype(np.int64)
     # A group's cost: what removing it alone saves (the others all kept).
-    self.costs, family_costs = {}, {}
+    self.costs, self._family_costs = {}, {}
     for b, p in self.polynomials.items():
-      family_costs[b] = np.asarray(
+      self._family_costs[b] = np.asarray(
           [self.totals[b] - p.value(sizes - np.eye(len(sizes))[i])
            for i in range(len(families))], np.float64)
-      self.costs[b] = family_costs[b][self.family_of]
-    self._units(family_costs)
+      self.costs[b] = self._family_costs[b][self.family_of]
+    self._units(self._family_costs)
 
   def _units(self, family_costs):
     """The units the selection keeps or drops whole: a family of at least
@@ -263,19 +263,17 @@ class Groups:
     new.polynomials = dict(self.polynomials, latency=cost)
     sizes = np.array([f.size for f in self.families], np.float64)
     new.totals = dict(self.totals, latency=cost.value(sizes))
-    family_costs = {}
-    for b, p in new.polynomials.items():
-      if b == 'latency':
-        fewest = np.array([self._fewest(i) for i in range(len(sizes))],
-                          np.float64)
-        saved = [new.totals[b] - p.value(np.where(np.arange(len(sizes)) == i,
-                                                  fewest, sizes))
-                 for i in range(len(sizes))]
-        family_costs[b] = np.asarray(saved) / np.maximum(sizes - fewest, 1)
-      else:
-        family_costs[b] = self.costs[b][self.offsets[:-1]]
-    new.costs = {b: c[self.family_of] for b, c in family_costs.items()}
-    new._units(family_costs)
+    fewest = np.array([self._fewest(i) for i in range(len(sizes))],
+                      np.float64)
+    saved = [new.totals['latency'] - cost.value(
+        np.where(np.arange(len(sizes)) == i, fewest, sizes))
+             for i in range(len(sizes))]
+    new._family_costs = dict(
+        self._family_costs,
+        latency=np.asarray(saved) / np.maximum(sizes - fewest, 1))
+    new.costs = {b: c[self.family_of]
+                 for b, c in new._family_costs.items()}
+    new._units(new._family_costs)
     return new
 
   @property
@@ -540,6 +538,16 @@ class Groups:
     leaves = jax.tree.leaves(params)
     return {i: jnp.broadcast_to(m, jnp.shape(leaves[i]))
             for i, m in masks.items()}
+
+  def zeroed(self, active: Any, params: Any) -> Any:
+    """``params`` with every element of an inactive group at zero (the
+    masks of `expand`), the rest as they are: the model a selection keeps,
+    ready for `gsm_optax.slim`."""
+    masks = self.expand(jnp.asarray(active), params)
+    leaves, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, [
+        jnp.where(masks[i], x, 0) if i in masks else x
+        for i, x in enumerate(leaves)])
 
   def structure(self, budget: str = 'params', score: str = 'group_taylor',
                 norm: str = 'l2') -> '_GroupStructure':
