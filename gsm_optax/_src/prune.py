@@ -101,21 +101,23 @@ def prune(params: Any, ratio: Optional[float] = None,
   if count == 'official':
     n = sum(leaves[i].size for i in chosen)
     q = official.official_num_to_keep(n, ratio)
-  pruned, masks, threshold = compiled(_prune, params, ratio, prunable,
-                                       method, groups, budget, q, group_norm,
-                                       pattern)
+  pruned, masks, threshold, nonzero = compiled(
+      _prune, params, ratio, prunable, method, groups, budget, q, group_norm,
+      pattern)
   if groups is None and pattern is None:
     n = sum(leaves[i].size for i in chosen)
-    _warn_if_ties_defeat_ratio([pruned[i] for i in chosen],
+    _warn_if_ties_defeat_ratio([nonzero[i] for i in chosen],
                                q or ratio_lib.num_to_keep(n, ratio), n,
                                threshold)
-    _warn_if_a_layer_is_emptied(params, chosen, pruned, ratio)
+    _warn_if_a_layer_is_emptied(params, chosen, nonzero, ratio)
   return jax.tree.unflatten(treedef, pruned), jax.tree.unflatten(treedef, masks)
 
 
 def _prune(params, ratio, prunable, method, groups, budget, q, group_norm,
            pattern):
-  """The magnitude prune's leaves, masks and threshold."""
+  """The magnitude prune's leaves, masks, threshold and each leaf's count
+  of non-zero weights after it (for the warnings: counted here, in the
+  one compiled program, rather than one dispatch a leaf after it)."""
   structure = structure_lib.resolve(groups, prunable, method, budget,
                                     norm=group_norm, pattern=pattern)
   leaves = jax.tree.leaves(params)
@@ -124,7 +126,8 @@ def _prune(params, ratio, prunable, method, groups, budget, q, group_norm,
            for i, x in enumerate(leaves)]
   pruned = [jnp.where(m, x, jnp.zeros((), x.dtype))
             for m, x in zip(masks, leaves)]
-  return pruned, masks, top.threshold
+  nonzero = [jnp.count_nonzero(x) for x in pruned]
+  return pruned, masks, top.threshold, nonzero
 
 
 def compiled(fn, params, *static):
@@ -145,10 +148,11 @@ def _jit(fn):
   return jax.jit(fn, static_argnums=tuple(range(1, fn.__code__.co_argcount)))
 
 
-def _warn_if_ties_defeat_ratio(kept_leaves, q, n, threshold):
-  if any(isinstance(x, jax.core.Tracer) for x in kept_leaves + [threshold]):
+def _warn_if_ties_defeat_ratio(nonzero, q, n, threshold):
+  """``nonzero``: the kept count of each ranked leaf."""
+  if any(isinstance(x, jax.core.Tracer) for x in nonzero + [threshold]):
     return
-  nonzero = sum(int(jnp.count_nonzero(x)) for x in kept_leaves)
+  nonzero = sum(int(x) for x in nonzero)
   if nonzero > q:
     threshold = float(threshold)
     warnings.warn(
@@ -159,15 +163,15 @@ def _warn_if_ties_defeat_ratio(kept_leaves, q, n, threshold):
         stacklevel=3)
 
 
-def _warn_if_a_layer_is_emptied(params, chosen, pruned, ratio):
+def _warn_if_a_layer_is_emptied(params, chosen, nonzero, ratio):
   """Global pruning can take every weight of a layer: the model then
-  ignores what flows through it. Say which, and what to do."""
-  if any(isinstance(pruned[i], jax.core.Tracer) for i in chosen):
+  ignores what flows through it. Say which, and what to do. ``nonzero``:
+  each leaf's count of non-zero weights after the prune."""
+  if any(isinstance(nonzero[i], jax.core.Tracer) for i in chosen):
     return
-  paths = [jax.tree_util.keystr(p) for p, _ in
-           jax.tree_util.tree_flatten_with_path(params)[0]]
-  emptied = [paths[i] for i in chosen
-             if pruned[i].size and not bool(jnp.any(pruned[i] != 0))]
+  with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
+  emptied = [jax.tree_util.keystr(with_paths[i][0]) for i in chosen
+             if with_paths[i][1].size and not int(nonzero[i])]
   if emptied:
     warnings.warn(
         f'prune at ratio {ratio:g} kept no weight of {", ".join(emptied)}: '

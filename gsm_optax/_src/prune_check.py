@@ -166,9 +166,14 @@ def check_final_prune(params: Any, ratio: float,
         '`fn` and `inputs` go together: pass both (the model '
         '`fn(params, inputs)` and held-out inputs) to judge the prune by '
         'its outputs, or neither to judge it by the share of the norm.')
-  share = float(pruned_norm_share(params, ratio, prunable, method, groups,
-                                  budget))
   changed = output_change = None
+  if fn is None:
+    share = float(pruned_norm_share(params, ratio, prunable, method, groups,
+                                    budget))
+  else:  # one selection: the share is read off the pruned params
+    pruned = _pruned_or_none(params, ratio, prunable, method, groups, budget)
+    share = np.nan if pruned is None else float(
+        _removed_share(params, pruned, prunable, method, groups, budget))
   if np.isnan(share):
     message = (
         'The kernels hold NaN or inf weights (training diverged?), so the '
@@ -176,8 +181,6 @@ def check_final_prune(params: Any, ratio: float,
         'the optimizer in `optax.apply_if_finite` to skip non-finite steps '
         '(docs: FAQ, "Training diverged at a low ratio").')
   elif fn is not None:
-    pruned, _ = prune_lib.prune(params, ratio, prunable, method,
-                                groups=groups, budget=budget)
     before = np.asarray(fn(params, inputs), np.float64)
     after = np.asarray(fn(pruned, inputs), np.float64)
     output_change = float(np.linalg.norm(after - before) /
@@ -204,6 +207,37 @@ def check_final_prune(params: Any, ratio: float,
   if message and warn:
     warnings.warn(message, PruneCostWarning, stacklevel=2)
   return PruneCheck(share, message, changed, output_change)
+
+
+def _pruned_or_none(params, ratio, prunable, method, groups, budget):
+  """`prune`'s params, or None when a ranked weight is not finite."""
+  structure = structure_lib.resolve(groups, prunable, method, budget)
+  leaves = jax.tree.leaves(params)
+  if int(prune_lib._count_not_finite(  # pylint: disable=protected-access
+      [leaves[i] for i in structure.scored_leaves(params)])):
+    return None
+  return prune_lib.prune(params, ratio, prunable, method, groups=groups,
+                         budget=budget)[0]
+
+
+def _removed_share(params, pruned, prunable, method, groups, budget):
+  """`pruned_norm_share` given the pruned params: the norm of what the prune
+  zeroed in the ranked leaves over theirs."""
+  chosen = structure_lib.resolve(groups, prunable, method,
+                                 budget).scored_leaves(params)
+  before, after = jax.tree.leaves(params), jax.tree.leaves(pruned)
+  return _share_of([before[i] for i in chosen], [after[i] for i in chosen])
+
+
+@jax.jit
+def _share_of(before, after):
+  total = removed = jnp.zeros((), jnp.float32)
+  for x, y in zip(before, after):
+    x = x.astype(jnp.float32)
+    total += jnp.sum(jnp.square(x))
+    removed += jnp.sum(jnp.square(x - y.astype(jnp.float32)))
+  return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
+                                                            1.0)), 0.0)
 
 
 _FIXES = (
