@@ -73,18 +73,31 @@ def test_table_gives_means_and_the_prune_cost(tmp_path):
                 curves={'entered_per_step': [50.0, 10.0]},
                 last_mask_accuracy=after,
                 sparsity={'leaves': leaves})
+  # Runs that judged the prune by its outputs: their check's message
+  # decides, whatever the share (a share over the line, no warning; one
+  # under it, a warning).
+  by_outputs = [dict(result('decay_0.9', 0, 0.87, 0.87, 0.05, None),
+                     predictions_changed=0.004),
+                dict(result('decay_0.9', 1, 0.87, 0.86, 0.001, 'costly'),
+                     predictions_changed=0.02)]
   for i, r in enumerate([result('paper', 0, 0.88, 0.84, 0.2, 'costly'),
                          result('paper', 1, 0.90, 0.84, 0.3, 'costly'),
                          result('recipe', 0, 0.87, 0.87, 0.001, None),
                          # recorded under an older, lower tolerance: the
                          # table asks the library's default now
-                         result('recipe', 1, 0.87, 0.87, 0.015, 'old')]):
+                         result('recipe', 1, 0.87, 0.87, 0.015, 'old')]
+                        + by_outputs):
     (tmp_path / f'{i}.json').write_text(json.dumps(r))
   lines = paper_protocol.report_lines(str(tmp_path))
   paper = next(l for l in lines if l.startswith("| the paper's rule"))
   cells = [c.strip() for c in paper.split('|')[1:-1]]
   assert cells[1] == '2' and cells[2] == '89.00 ± 1.41'
   assert cells[4] == f'{np.mean([4.0, 6.0]):.2f} ± {np.std([4.0, 6.0], ddof=1):.2f}'
-  assert cells[6] == '10.00 ± 0.00' and cells[7] == '2 of 2'
+  assert cells[6] == '10.00 ± 0.00' and cells[7] == 'n/a'
+  assert cells[8] == '2 of 2'
   recipe = next(l for l in lines if l.startswith('| score_decay 0.99 + passive'))
   assert '| 0 of 2 |' in recipe and recipe.rstrip('|').strip().endswith('10.0')
+  judged = next(l for l in lines if l.startswith('| score_decay 0.9 |'))
+  cells = [c.strip() for c in judged.split('|')[1:-1]]
+  assert cells[7] == f'1.20 ± {np.std([0.4, 2.0], ddof=1):.2f}'
+  assert cells[8] == '1 of 2'
