@@ -1,10 +1,22 @@
 """Eight virtual CPU devices for the sharding tests; must run before JAX
-starts. The `fast_compile` fixture compiles with XLA's optimizations off."""
+starts. One persistent compilation cache for the run, new and empty each
+time (so a test never reads what an earlier run compiled), shared with the
+processes the tests start: the many runs of the same small models compile
+each program once. The `fast_compile` fixture compiles with XLA's
+optimizations off."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='gsm_optax_tests_jax_cache_')
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 
 @pytest.fixture
