@@ -191,7 +191,10 @@ def test_a_method_is_one_record(tmp_path, monkeypatch):
              for l in findings.findings_lines(results, {}))
   assert '- GSM with weight decay 0.001.' in report.fairness_lines(
       str(tmp_path), results, 0.03, [])
-  assert sweep_report.best_lr_table_lines([])[0].endswith('GSM, decay 1e-3 |')
+  swept = [dict(result('gsm', 0.8), learning_rate=0.01),
+           dict(result('gsm_wd', 0.85), learning_rate=0.02)]
+  assert sweep_report.best_lr_table_lines(swept)[::2] == [
+      '| model | ratio | GSM | GSM, decay 1e-3 |', '| lenet300 | 60× | 0.01 | 0.02 |']
   assert figures.plot_layer_density(results, str(tmp_path / 'd.png'),
                                     cases=(('lenet300', 60.0),))
   figures.plot_accuracy(results, str(tmp_path / 'a.png'))

@@ -4,6 +4,7 @@ the sweep's tables, diagnostics, and the protocol stated from the config."""
 import json
 
 from benchmarks.accuracy import findings
+from benchmarks.accuracy import methods
 from benchmarks.accuracy import plan
 from benchmarks.accuracy import report
 from benchmarks.accuracy import results as results_lib
@@ -23,9 +24,8 @@ def test_report_leaves_diverged_runs_out_of_the_means_and_says_so():
   row = results_lib.accuracy_table(results, 'lenet5')[10.0]
   mean, std, n = row['gsm']
   assert (round(mean, 6), n) == (85.0, 2)  # 10% (diverged) left out
-  assert row['diverged'] == {'gsm': 1, 'magnitude_ft': 0,
-                             'gradual_magnitude': 0, 'gsm_smoothed': 0,
-                             'gsm_warmup': 0}
+  assert row['diverged'] == {**dict.fromkeys(methods.on_axis('params'), 0),
+                             'gsm': 1}
   assert (report.fmt_cell(row['gsm'], 1) ==
           '85.00 ± 7.07 (n=2); diverged in 1 of 3')
   assert report.fmt_cell(None, 2) == 'diverged in 2 of 2'
@@ -99,12 +99,14 @@ def test_sweep_table_names_diverged_points_and_never_picks_them():
   assert ('- lenet5 125× magnitude + FT: diverged at every learning rate of '
           'the sweep.') in lines
   assert results_lib.lr_exceptions(results, 0.03) == ['lenet5 10×: GSM 0.01']
-  assert sweep_report.best_lr_table_lines(tuning)[2:] == [
-      '| lenet5 | 10× | 0.01 | – | – | – | – |',
-      '| lenet5 | 125× | 0.03 | diverged | – | – | – |']
+  # A column for each method with a sweep.
+  assert sweep_report.best_lr_table_lines(tuning) == [
+      '| model | ratio | GSM | magnitude + FT |', '|---|---:|---:|---:|',
+      '| lenet5 | 10× | 0.01 | – |',
+      '| lenet5 | 125× | 0.03 | diverged |']
   tuning.append(point('magnitude_ft', 0.01, 0.6))
   assert sweep_report.best_lr_table_lines(tuning)[3] == (
-      '| lenet5 | 125× | 0.03 | 0.01 | – | – | – |')
+      '| lenet5 | 125× | 0.03 | 0.01 |')
   diverged_runs = [dict(model='lenet5', ratio=10.0, method='gsm',
                         learning_rate=0.01, diverged=True),
                    dict(model='lenet5', ratio=30.0, method='gsm',

@@ -102,6 +102,9 @@ class Method(NamedTuple):
     ratios: ``{model: ratios}`` it runs at in the full plan, where not the
       plan's (`plan.FULL`); ``--quick`` runs every method at the quick
       plan's.
+    quick: ``--quick`` runs it. False only for a variant whose config
+      differs from its ``variant_of``'s in values alone (the same code
+      paths, which ``--quick`` runs for that record).
   """
   name: str
   label: str
@@ -116,6 +119,7 @@ class Method(NamedTuple):
   marker: str = 'o-'
   axis: str = 'params'
   ratios: Optional[Mapping[str, tuple]] = None
+  quick: bool = True
 
 
 _SWEEPS = {'lenet300': (sweep(60.0, (1e-2, 2e-2, 3e-2, 5e-2, 1e-1)),
@@ -218,6 +222,25 @@ METHODS = {m.name: m for m in (
            '(decay {c.gsm.score_decay:g}) and passive weights decayed by '
            '{c.gsm.passive_decay:g} a step; its final prune is the only cut, '
            'with no fine-tuning after it.'),
+    # What the first rows of gsm_warmup suggested (#51), each swept at 60x
+    # on LeNet-300 only (validation), kept or not: RESULTS.md says.
+    Method('gsm_warmup_no_passive', 'GSM, ratio warm-up + smoothed ranking',
+           {'pruning': 'gsm', 'gsm.ratio_warmup_epochs': OfPhase(0.75),
+            'gsm.score_decay': 0.9},
+           {'lenet300': (sweep(60.0, (1e-2, 2e-2, 3e-2)),)}, kind='gsm',
+           variant_of='gsm_warmup', ratios={'lenet300': ()}, marker='v:',
+           quick=False,
+           fairness='GSM, ratio warm-up + smoothed ranking: the same without '
+           'the passive decay.'),
+    Method('gsm_warmup_smoother', 'GSM, ratio warm-up + recipe, decay 0.99',
+           {'pruning': 'gsm', 'gsm.ratio_warmup_epochs': OfPhase(0.75),
+            'gsm.score_decay': 0.99,
+            'gsm.passive_decay': PerModel(lenet300=3e-3, lenet5=1e-2)},
+           {'lenet300': (sweep(60.0, (1e-2, 2e-2, 3e-2)),)}, kind='gsm',
+           variant_of='gsm_warmup', ratios={'lenet300': ()}, marker='v--',
+           quick=False,
+           fairness='GSM, ratio warm-up + recipe, decay 0.99: the same with '
+           'the ranking smoothed ten times longer.'),
     Method('structured_gsm', 'structured GSM',
            {**_STRUCTURED_GSM, 'group_score': 'group_taylor'},
            _STRUCTURED_GSM_SWEEPS, kind='gsm', axis='flops', ratios=_FLOPS_RATIOS,

@@ -154,8 +154,9 @@ def main():
                       help='comma-separated subset of the ratios (of the '
                       'comparison, or of the sweeps with --part tuning), '
                       'e.g. 125')
-  parser.add_argument('--methods', default=','.join(METHODS),
-                      help='comma-separated subset of ' + ', '.join(METHODS))
+  parser.add_argument('--methods', default=None,
+                      help='comma-separated subset of ' + ', '.join(METHODS)
+                      + ' (default: all; with --quick, those it runs)')
   parser.add_argument('--learning-rates', default=None,
                       help='comma-separated subset of the sweep (--part '
                       'tuning), e.g. 0.01')
@@ -182,7 +183,8 @@ def main():
   runs_dir = args.runs or os.path.join(
       'runs', 'benchmarks_quick' if args.quick else 'benchmarks')
   floats = lambda text: text and [float(x) for x in text.split(',')]
-  methods = args.methods.split(',')
+  methods = args.methods.split(',') if args.methods else [
+      m for m in METHODS if METHODS[m].quick or not args.quick]
   if set(methods) - set(METHODS):
     parser.error(f'--methods: unknown {set(methods) - set(METHODS)}; '
                  f'choose from {tuple(METHODS)}.')

@@ -74,9 +74,10 @@ def tuning_lines(tuning, results, default_lr):
 
 def best_lr_table_lines(tuning, axis='params'):
   """Markdown lines: each method's best lr on validation per swept (model,
-  ratio), for the methods on ``axis``; the README quotes them
+  ratio), for the methods on ``axis`` with a sweep; the README quotes them
   (``tests/test_readme.py`` checks it)."""
-  names = methods_lib.on_axis(axis)
+  swept_methods = {r['method'] for r in tuning}
+  names = [m for m in methods_lib.on_axis(axis) if m in swept_methods]
   tuning = [r for r in tuning if r['method'] in names]
   best = results_lib.best_learning_rates(tuning)
   swept = {(r['model'], r['ratio'], r['method']) for r in tuning}
