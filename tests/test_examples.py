@@ -147,6 +147,16 @@ def test_paper_config_overrides_reach_the_run(tmp_path):
   assert phases.gsm_options(config.gsm)['score_decay'] == 0.99
 
 
+def test_passive_decay_starts_at_its_epoch():
+  config = load_config('lenet300_fmnist')
+  config.gsm.passive_decay = 3e-3
+  assert phases.gsm_options(config.gsm, 10)['passive_decay'] == 3e-3
+  config.gsm.passive_decay_epoch = 2  # from step 20 of the phase on
+  rho = phases.gsm_options(config.gsm, 10)['passive_decay']
+  assert [float(rho(jnp.int32(c))) for c in (0, 19, 20, 500)] == [
+      0.0, 0.0, np.float32(3e-3), np.float32(3e-3)]
+
+
 @pytest.mark.parametrize('name', ['lenet300_paper', 'lenet5_paper'])
 def test_paper_configs_follow_the_official_scripts(name):
   # ../shared/PAPER.md, "Settings in the official scripts": LeNet base 200

@@ -131,7 +131,8 @@ def gsm_options(g, steps_per_epoch=None):
   of the passive weights of their own (``gsm.passive_decay``), and a
   ranking frozen from an epoch on (``gsm.freeze_ranking_epoch``: from then
   the score is ``|m * w|`` with ``m`` the gradient average at that step,
-  a score decay of 1)."""
+  a score decay of 1). The passive decay starts at epoch
+  ``gsm.passive_decay_epoch`` of the phase (0: at once)."""
   options = {'track_churn': g.get('track_churn', False)}
   decay = g.get('score_decay') or None  # 0: the paper's rule, as None
   freeze = g.get('freeze_ranking_epoch', 0)
@@ -144,6 +145,11 @@ def gsm_options(g, steps_per_epoch=None):
     options['score_decay'] = decay
   if g.get('passive_decay') is not None:
     options['passive_decay'] = g.passive_decay
+    start = g.get('passive_decay_epoch', 0) * (steps_per_epoch or 0)
+    if start:
+      rho = g.passive_decay
+      options['passive_decay'] = lambda count: jnp.where(count < start, 0.0,
+                                                         rho)
   return options
 
 

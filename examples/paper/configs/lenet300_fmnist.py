@@ -82,6 +82,9 @@ def get_config():
   # like decay_epochs from the end of the warm-up.
   c.gsm.passive_decay = ml_collections.FieldReference(None, field_type=float)
   c.gsm.freeze_ranking_epoch = 0
+  # The passive decay from this epoch of the phase on (0: from the start),
+  # counted from the phase's first step, as ratio_warmup_epochs is.
+  c.gsm.passive_decay_epoch = 0
 
   # Placement over devices (examples/paper/sharding.py): 'none', 'data' or 'fsdp'.
   c.sharding = 'none'
