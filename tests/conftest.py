@@ -17,6 +17,10 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  # A size limit turns on jax's file lock (filelock), so that no process
+  # reads an entry another is still writing (jax would warn, and the tests
+  # that make warnings errors would fail): 8 GiB, never reached.
+  os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(8 << 30)
 
 
 @pytest.fixture
