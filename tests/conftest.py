@@ -1,8 +1,8 @@
 """Eight virtual CPU devices for the sharding tests; must run before JAX
-starts. One persistent compilation cache for the run, new and empty each
-time (so a test never reads what an earlier run compiled), shared with the
-processes the tests start: the many runs of the same small models compile
-each program once. The `fast_compile` fixture compiles with XLA's
+starts. A persistent compilation cache for the run, new and empty each
+time (so a test never reads what an earlier run compiled), one per pytest
+process and shared with the processes its tests start: the many runs of
+the same small models compile each program once. The `fast_compile` fixture compiles with XLA's
 optimizations off."""
 import atexit
 import os
@@ -12,15 +12,18 @@ import tempfile
 import pytest
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
-if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+# Each pytest process (the xdist workers each) has its own cache, which the
+# processes its tests start inherit: no process reads an entry that another
+# is still writing (jax would warn, and the tests that make warnings errors
+# would fail). A cache the user set is left alone.
+if ('JAX_COMPILATION_CACHE_DIR' not in os.environ or
+    os.environ.get('GSM_OPTAX_TESTS_CACHE_PID', str(os.getpid())) !=
+    str(os.getpid())):
   _cache = tempfile.mkdtemp(prefix='gsm_optax_tests_jax_cache_')
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  os.environ['GSM_OPTAX_TESTS_CACHE_PID'] = str(os.getpid())
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  # A size limit turns on jax's file lock (filelock), so that no process
-  # reads an entry another is still writing (jax would warn, and the tests
-  # that make warnings errors would fail): 8 GiB, never reached.
-  os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(8 << 30)
 
 
 @pytest.fixture
