@@ -145,9 +145,8 @@ def gsm_options(g, steps_per_epoch=None):
     options['score_decay'] = decay
   if g.get('passive_decay') is not None:
     options['passive_decay'] = g.passive_decay
-    start = g.get('passive_decay_epoch', 0) * (steps_per_epoch or 0)
-    if start:
-      rho = g.passive_decay
+    if g.get('passive_decay_epoch', 0):
+      start, rho = g.passive_decay_epoch * steps_per_epoch, g.passive_decay
       options['passive_decay'] = lambda count: jnp.where(count < start, 0.0,
                                                          rho)
   return options

@@ -56,8 +56,11 @@ def _norm_share(params, ratio, prunable, method, groups, budget):
   all_leaves = jax.tree.leaves(params)
   chosen = structure.scored_leaves(params)
   top = structure.choose({}, params, ratio, 'magnitude')
-  leaves = [all_leaves[i] for i in chosen]
-  kept = [top.masks[i] for i in chosen]
+  return _share([all_leaves[i] for i in chosen], [top.masks[i] for i in chosen])
+
+
+def _share(leaves, kept):
+  """The share of the norm of ``leaves`` outside the masks ``kept``."""
   total = removed = jnp.zeros((), jnp.float32)
   for x, keep in zip(leaves, kept):
     sq = jnp.square(x.astype(jnp.float32))
@@ -68,6 +71,9 @@ def _norm_share(params, ratio, prunable, method, groups, budget):
   # A diverged model (NaN or inf weights) has no share to speak of: NaN,
   # which `check_final_prune` reports, never a 0 that says all is well.
   return jnp.where(jnp.isfinite(total), share, jnp.nan)
+
+
+_share_jit = jax.jit(_share)
 
 
 # `check_final_prune` warns above this share of the kernels' norm (how it
@@ -170,10 +176,9 @@ def check_final_prune(params: Any, ratio: float,
   if fn is None:
     share = float(pruned_norm_share(params, ratio, prunable, method, groups,
                                     budget))
-  else:  # one selection: the share is read off the pruned params
-    pruned = _pruned_or_none(params, ratio, prunable, method, groups, budget)
-    share = np.nan if pruned is None else float(
-        _removed_share(params, pruned, prunable, method, groups, budget))
+  else:  # one selection: the share is read off the prune's masks
+    pruned, share = _prune_and_share(params, ratio, prunable, method, groups,
+                                     budget)
   if np.isnan(share):
     message = (
         'The kernels hold NaN or inf weights (training diverged?), so the '
@@ -209,35 +214,19 @@ def check_final_prune(params: Any, ratio: float,
   return PruneCheck(share, message, changed, output_change)
 
 
-def _pruned_or_none(params, ratio, prunable, method, groups, budget):
-  """`prune`'s params, or None when a ranked weight is not finite."""
-  structure = structure_lib.resolve(groups, prunable, method, budget)
-  leaves = jax.tree.leaves(params)
-  if int(prune_lib._count_not_finite(  # pylint: disable=protected-access
-      [leaves[i] for i in structure.scored_leaves(params)])):
-    return None
-  return prune_lib.prune(params, ratio, prunable, method, groups=groups,
-                         budget=budget)[0]
-
-
-def _removed_share(params, pruned, prunable, method, groups, budget):
-  """`pruned_norm_share` given the pruned params: the norm of what the prune
-  zeroed in the ranked leaves over theirs."""
+def _prune_and_share(params, ratio, prunable, method, groups, budget):
+  """`prune`'s params and `pruned_norm_share` from its masks; (None, NaN)
+  when a ranked weight is not finite (`prune` refuses those)."""
   chosen = structure_lib.resolve(groups, prunable, method,
                                  budget).scored_leaves(params)
-  before, after = jax.tree.leaves(params), jax.tree.leaves(pruned)
-  return _share_of([before[i] for i in chosen], [after[i] for i in chosen])
-
-
-@jax.jit
-def _share_of(before, after):
-  total = removed = jnp.zeros((), jnp.float32)
-  for x, y in zip(before, after):
-    x = x.astype(jnp.float32)
-    total += jnp.sum(jnp.square(x))
-    removed += jnp.sum(jnp.square(x - y.astype(jnp.float32)))
-  return jnp.where(total > 0, jnp.sqrt(removed / jnp.where(total > 0, total,
-                                                            1.0)), 0.0)
+  leaves = jax.tree.leaves(params)
+  ranked = [leaves[i] for i in chosen]
+  if int(prune_lib._count_not_finite(ranked)):  # pylint: disable=protected-access
+    return None, np.nan
+  pruned, masks = prune_lib.prune(params, ratio, prunable, method,
+                                  groups=groups, budget=budget)
+  masks = jax.tree.leaves(masks)
+  return pruned, float(_share_jit(ranked, [masks[i] for i in chosen]))
 
 
 _FIXES = (
