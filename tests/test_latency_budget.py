@@ -195,7 +195,7 @@ def test_latency_errors_name_the_fix():
     gsm_optax.measure_latency(groups, points=1)
 
 
-def test_the_whole_slim_model_timed_one_family_at_a_time():
+def test_the_whole_slim_model_timed_per_family_and_pair():
   net, params = mlp()
   x = jnp.ones((64, 30))
   groups = gsm_optax.find_groups(net, params, x, round_to=8)
@@ -203,20 +203,77 @@ def test_the_whole_slim_model_timed_one_family_at_a_time():
                                     model=(net, params, x))
   assert table.kind == 'model'
   assert [(e.families, e.grids) for e in table.entries] == [
-      ((), ()), ((0,), ((8, 16, 24),)), ((1,), ((8, 16, 20),))]
+      ((), ()), ((0,), ((8, 16, 24),)), ((1,), ((8, 16, 20),)),
+      ((0, 1), ((8, 16, 24), (8, 16, 20)))]
   full = table.entries[0].seconds
   assert full > 0
-  assert all(e.seconds[-1] == 0.0 for e in table.entries[1:])
+  assert all(e.seconds[-1] == 0.0 for e in table.entries[1:3])
+  cross = np.asarray(table.entries[3].seconds)
+  assert np.all(cross[-1] == 0.0) and np.all(cross[:, -1] == 0.0)
   cost = groups.with_latency(table)
   assert cost.totals['latency'] == full
-  # Additive: the whole model plus each family's change (the least at
-  # this width or a wider one), at grid points.
-  change = [np.flip(np.minimum.accumulate(np.flip(e.seconds)))
-            for e in table.entries[1:]]
+  # At grid points: the whole model plus each family's change plus the
+  # pair's cross term, which with the changes makes the pair's joint time
+  # (non-decreasing in both widths).
+  change = [np.asarray(e.seconds) for e in table.entries[1:3]]
+  joint = change[0][:, None] + change[1][None, :] + cross
+  assert np.all(np.diff(joint, axis=0) >= 0)
+  assert np.all(np.diff(joint, axis=1) >= 0)
   for i, a in enumerate((8, 16, 24)):
     for j, b in enumerate((8, 16, 20)):
       assert cost.polynomials['latency'].value(np.array([a, b], float)) == (
-          pytest.approx(full + change[0][i] + change[1][j], rel=1e-12))
+          pytest.approx(full + joint[i, j], rel=1e-12))
   with pytest.raises(ValueError, match='not measured on these groups'):
     gsm_optax.find_groups(net, params, x).with_latency(table._replace(
         entries=table.entries + (table.entries[1]._replace(families=(5,)),)))
+
+
+def test_whole_model_table_exact_where_time_is_a_sum_over_layers(
+    monkeypatch):
+  # A made-up device on which a model's time is its kernels' sizes (each
+  # matmul's in x out) plus its biases': every term depends on one family
+  # or two, as a chain of layers' times does. The table measured on it
+  # (the timer replaced) gives that time at every width, between grid
+  # points too (multilinear, exact on products of two widths); the
+  # families' changes alone would count the middle layers' saving twice.
+  def made_up_seconds(calls, repeats):
+    del repeats
+    return {name: sum(float(np.prod(np.shape(leaf))) for leaf in
+                      jax.tree.leaves(call.__defaults__[1]))
+            for name, call in calls.items()}
+  monkeypatch.setattr(timing, 'median_seconds', made_up_seconds)
+  params = {'w1': np.ones((30, 24), np.float32), 'b1': np.ones(24, np.float32),
+            'w2': np.ones((24, 20), np.float32), 'b2': np.ones(20, np.float32),
+            'w3': np.ones((20, 16), np.float32), 'b3': np.ones(16, np.float32),
+            'w4': np.ones((16, 3), np.float32)}
+  def net(p, x):
+    for i in (1, 2, 3):
+      x = jax.nn.relu(x @ p[f'w{i}'] + p[f'b{i}'])
+    return x @ p['w4']
+  x = jnp.ones((4, 30))
+  groups = gsm_optax.find_groups(net, params, x)
+  table = gsm_optax.measure_latency(groups, points=3, repeats=1,
+                                    model=(net, params, x))
+  assert [e.families for e in table.entries] == [
+      (), (0,), (1,), (2,), (0, 1), (1, 2)]
+  truth = lambda a, b, c: 31 * a + (a + 1) * b + (b + 1) * c + 3 * c
+  latency = groups.with_latency(table).polynomials['latency']
+  rng = np.random.default_rng(0)
+  widths = np.stack([rng.integers(1, n + 1, 50) for n in (24, 20, 16)], 1)
+  np.testing.assert_allclose(latency.value(widths.astype(np.float64)),
+                             truth(*widths.T), rtol=1e-9)
+  additive = groups.with_latency(table._replace(
+      entries=table.entries[:4])).polynomials['latency']
+  a, b, c = widths.T
+  np.testing.assert_allclose(
+      additive.value(widths.astype(np.float64)),
+      truth(a, b, c) - (a - 24) * (b - 20) - (b - 20) * (c - 16), rtol=1e-9)
+  # Pruned under it, the kept model's true time is within the budget.
+  groups = groups.with_latency(table)
+  for ratio in (1.5, 3.0, 6.0):
+    pruned, _ = gsm_optax.prune(
+        jax.tree.map(lambda w: w * rng.uniform(0.1, 1, w.shape).astype(
+            np.float32), params), ratio, groups=groups, budget='latency')
+    kept = [int(np.sum(np.any(pruned[f'w{i}'] != 0, axis=0)))
+            for i in (1, 2, 3)]
+    assert truth(*kept) <= truth(24, 20, 16) / ratio * (1 + 1e-6), kept

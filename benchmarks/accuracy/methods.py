@@ -241,8 +241,11 @@ METHODS = {m.name: m for m in (
             'gsm.score_decay': 0.99,
             'gsm.passive_decay': PerModel(lenet300=3e-3, lenet5=1e-2)},
            {'lenet300': tuple(sweep(r, (1e-2, 2e-2, 3e-2))
-                              for r in (60.0, 125.0, 300.0))}, kind='gsm',
-           variant_of='gsm_warmup', ratios={'lenet300': (60.0, 125.0, 300.0)},
+                              for r in (60.0, 125.0, 300.0)),
+            'lenet5': (sweep(125.0, (2e-2, 3e-2)), sweep(300.0, (2e-2, 3e-2)),
+                       sweep(60.0, (1e-2, 2e-2, 3e-2)))}, kind='gsm',
+           variant_of='gsm_warmup', ratios={'lenet300': (60.0, 125.0, 300.0),
+                                            'lenet5': (125.0, 300.0, 60.0)},
            marker='v--', quick=False,
            fairness='GSM, ratio warm-up + recipe, decay 0.99: the same with '
            'the ranking smoothed ten times longer.'),

@@ -1,6 +1,7 @@
 """`measure_latency`: the latency table of `gsm_optax._src.groups.latency`
 measured on this device, by timing each matmul and convolution alone or
-the whole slim model (`slim`), one family at a time."""
+the whole slim model (`slim`), one family and one pair of families at a
+time."""
 
 import itertools
 import json
@@ -14,6 +15,7 @@ import numpy as np
 
 from gsm_optax._src import timing
 from gsm_optax._src.deploy import slim as slim_lib
+from gsm_optax._src.groups import latency as latency_lib
 from gsm_optax._src.groups.latency import LatencyEntry
 from gsm_optax._src.groups.latency import LatencyTable
 
@@ -59,11 +61,18 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
 
   With ``model=(fn, params, *example_args)``, the slim model itself
   (`slim`) is timed, jitted, at ``points`` widths of one family at a time
-  (the others whole), every variant alternated with the others round by
-  round (`median_seconds`); a kept model's time is then the whole model's
-  plus what each family's width changes, summed (an additive model:
-  no cross terms). This prices everything the model runs, fused as the
-  compiler fuses it; measured on the example input's batch.
+  (the others whole) and, for each pair of families that meet in a
+  product (a layer's inputs and outputs), on the grid of both, every
+  variant alternated with the others round by round (`median_seconds`); a
+  kept model's time is then the whole model's, plus what each family's
+  width changes, plus each pair's cross term (what narrowing both changes
+  beyond the two alone: a layer whose inputs and outputs both narrow
+  saves less than the two changes summed). Exact at grid points for a
+  model whose time is a sum of terms of one or two families each, as a
+  chain of layers is. This prices everything the model runs, fused as the
+  compiler fuses it; measured on the example input's batch. It times
+  ``1 + F (points - 1) + P (points - 1)**2`` models for F families and P
+  pairs.
 
   Without ``model``, each product runs alone (jitted, on operands of the
   kept shapes), the median of ``repeats`` calls after one to compile: no
@@ -150,30 +159,52 @@ def measure_latency(groups: Any, points: int = 5, repeats: int = 10,
 
 
 def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
-  """`measure_latency`'s whole-model entries: the full model, then per
-  family its time at each grid width minus the full model's."""
-  calls, grids = {'full': (jax.jit(fn), params)}, {}
-  for f, family in enumerate(groups.families):
-    grids[f] = groups.latency_grid(f, points)
-    if len(grids[f]) < 2:
-      continue
-    for width in grids[f][:-1]:
-      active = np.ones(groups.num_groups, bool)
+  """`measure_latency`'s whole-model entries: the full model; per family,
+  its time at each grid width minus the full model's; per pair of
+  families that meet in a product, what narrowing both changes beyond the
+  two alone (the cross term), from the model timed on their grid."""
+  grids = {f: groups.latency_grid(f, points)
+           for f in range(len(groups.families))}
+  grids = {f: g for f, g in grids.items() if len(g) >= 2}
+  pairs = sorted({pair for families, _, _ in groups.product_operands()
+                  for pair in itertools.combinations(sorted(families), 2)
+                  if pair[0] in grids and pair[1] in grids})
+
+  def slim_call(widths):
+    active = np.ones(groups.num_groups, bool)
+    for f, width in widths:
       active[groups.offsets[f] + width:groups.offsets[f + 1]] = False
-      small, small_fn, _ = slim_lib.slim(fn, groups.zeroed(active, params),
-                                         groups)
-      calls[(f, width)] = (jax.jit(small_fn), small)
+    small, small_fn, _ = slim_lib.slim(fn, groups.zeroed(active, params),
+                                       groups)
+    return jax.jit(small_fn), small
+
+  calls = {(): (jax.jit(fn), params)}
+  for f, grid in grids.items():
+    for width in grid[:-1]:
+      calls[((f, width),)] = slim_call(((f, width),))
+  for a, b in pairs:
+    for wa in grids[a][:-1]:
+      for wb in grids[b][:-1]:
+        calls[((a, wa), (b, wb))] = slim_call(((a, wa), (b, wb)))
   seconds = timing.median_seconds(
       {k: (lambda c=c, p=p: c(p, *args)) for k, (c, p) in calls.items()},
       repeats)
-  full = seconds['full']
+  full = seconds[()]
+  change = lambda *widths: seconds.get(tuple(
+      (f, w) for f, w in widths if w != grids[f][-1]), full) - full
   entries = [LatencyEntry('the whole model', (), (), full)]
+  singles = {}
   for f, grid in grids.items():
-    if len(grid) < 2:
-      continue
-    changes = [seconds[(f, w)] - full for w in grid[:-1]] + [0.0]
+    singles[f] = latency_lib.monotone([change((f, w)) for w in grid])
     entries.append(LatencyEntry(f'the model, {groups.families[f].name} '
-                                'narrowed', (f,), (grid,), changes))
+                                'narrowed', (f,), (grid,),
+                                singles[f].tolist()))
+  for a, b in pairs:
+    both = latency_lib.monotone([[change((a, wa), (b, wb)) for wb in grids[b]]
+                      for wa in grids[a]])
+    cross = both - singles[a][:, None] - singles[b][None, :]
+    entries.append(LatencyEntry(
+        f'the model, {groups.families[a].name} and '
+        f'{groups.families[b].name} narrowed together', (a, b),
+        (grids[a], grids[b]), cross.tolist()))
   return tuple(entries)
-
-

@@ -449,9 +449,11 @@ class Groups:
     polynomial = self.polynomials[budget]
     limit = jnp.asarray(target, jnp.float32) * (1 + 1e-6)
     reached = polynomial.value(jnp.cumsum(family[order], axis=0))
-    # The last prefix within the budget (the costs grow along the order),
-    # never fewer than the forced units (min_keep) of each family.
-    within = jnp.sum(reached <= limit)
+    # The last prefix within the budget whose shorter prefixes all are (the
+    # costs grow along the order; a measured latency's cross terms may let
+    # a longer one dip back), never fewer than the forced units (min_keep)
+    # of each family.
+    within = jnp.sum(jnp.cumprod(reached <= limit))
     k = jnp.maximum(within, int(self.unit_forced.sum())) - 1
     threshold = key[order[k]]
     active = key >= threshold
@@ -476,7 +478,7 @@ class Groups:
       taken = fits[order]
       cumulative = polynomial.value(
           counts[None] + jnp.cumsum(taken[:, None] * family[order], axis=0))
-      added = taken & (cumulative <= limit)
+      added = taken & (jnp.cumprod(cumulative <= limit) > 0)
       return active.at[order].set(active[order] | added), jnp.any(added)
 
     active, _ = jax.lax.while_loop(lambda state: state[1], fill,

@@ -4,12 +4,13 @@ and cached (the latency lookup table of HALP, Shen et al. 2022).
 
 The table is data (`LatencyTable`): `measure_latency` (in
 `gsm_optax._src.deploy.latency`) fills it by timing
-each product of the model alone, or the whole slim model one family at a
-time, and `Groups.with_latency` reads it as one more cost beside params
+each product of the model alone, or the whole slim model one family and
+one pair of families at a time, and `Groups.with_latency` reads it as one more cost beside params
 and FLOPs, so the selection under ``budget='latency'`` is the same code as
 under ``'flops'``. Between grid points the time is interpolated
-(multilinear); each entry's times are first made non-decreasing in every
-width, the property the budget fill relies on, by taking at each width the
+(multilinear); each entry's times (the cross terms of pairs: their joint
+time) are first made non-decreasing in every width, the property the
+budget fill relies on, by taking at each width the
 least time measured at it or at any wider width: a narrow width that runs
 slower than a wider one (the convolution cliffs of XLA:CPU) costs what the
 wider one does, and the fill, which keeps every channel that adds no cost,
@@ -54,8 +55,10 @@ class LatencyTable(NamedTuple):
     entries: with ``kind='products'``, one `LatencyEntry` per matmul and
       convolution of the function the groups were found on, in the order
       they run; with ``kind='model'``, the whole model's time (an entry
-      with no family) and, per family, what narrowing it alone changes
-      (its time minus the whole model's, 0 at full width).
+      with no family), per family what narrowing it alone changes (its
+      time minus the whole model's, 0 at full width), and per pair of
+      families that meet in a product the cross term: what narrowing both
+      changes minus the two changes alone (0 where either is whole).
     kind: ``'products'`` or ``'model'`` (see `measure_latency`).
   """
   device: str
@@ -72,19 +75,28 @@ def grid(low: int, size: int, step: int, points: int) -> tuple:
   return tuple(sorted({int(round(w)) for w in widths} | {low, size}))
 
 
+def monotone(seconds) -> np.ndarray:
+  """The least time at each width or at any wider one, in every width."""
+  seconds = np.asarray(seconds, np.float64)
+  for axis in range(seconds.ndim):
+    seconds = np.flip(np.minimum.accumulate(np.flip(seconds, axis),
+                                            axis=axis), axis)
+  return seconds
+
+
 class Latency:
   """A `LatencyTable` as a cost of the groups: ``value(counts)`` sums each
   product's time at the families' channel counts (rows of counts, NumPy
   or jax), interpolated on its grid, the times made non-decreasing in
-  every width first."""
+  every width first (a whole model's cross terms, which may have either
+  sign, as `measure_latency` made them: from a non-decreasing joint time)."""
 
   def __init__(self, table: LatencyTable):
     self.entries = []
     for e in table.entries:
       seconds = np.asarray(e.seconds, np.float64)
-      for axis in range(seconds.ndim):  # the least at this or a wider width
-        seconds = np.flip(np.minimum.accumulate(np.flip(seconds, axis),
-                                                axis=axis), axis)
+      if table.kind != 'model' or len(e.families) < 2:
+        seconds = monotone(seconds)  # not a cross term (either sign)
       self.entries.append((tuple(e.families),
                            [np.asarray(g, np.float64) for g in e.grids],
                            seconds))
