@@ -261,3 +261,29 @@ def test_gsm_warmup_keeps_gradual_magnitudes_schedule():
     assert (config.pruning, config.gsm.score_decay) == ('gsm', 0.9)
   assert plan.make_config('lenet5', plan.FULL['lenet5'], 'gsm_warmup', 60.0,
                           0, '', None).gsm.passive_decay == 1e-2
+
+
+def test_a_ratio_slice_needs_only_the_sweeps_of_its_ratios(tmp_path):
+  # --ratios 125 --part comparison runs once 125x is swept, though the
+  # method's other ratios are not yet (their lr is not asked for).
+  results = tmp_path / 'results'
+  (results / 'tuning').mkdir(parents=True)
+  def write_point(method, ratio, lr, acc):
+    (results / 'tuning' / f'lenet5_r{ratio:g}_{method}_lr{lr:g}.json'
+     ).write_text(json.dumps(dict(
+         model='lenet5', ratio=ratio, method=method, learning_rate=lr,
+         pruned_accuracy=acc, diverged=False)))
+  method = 'gsm_warmup_smoother'
+  for m in (method, 'gsm'):  # gsm's sweep at 125x: the dense model's lr
+    sweep = next(s for s in plan.tuning_for(m, False)['lenet5']
+                 if s['ratio'] == 125.0)
+    for lr in sweep['learning_rates']:
+      write_point(m, 125.0, lr, 0.9 if lr == 0.02 else 0.8)
+  full = {'lenet5': plan.FULL['lenet5']}
+  todo = runs_lib.comparison_runs(full, str(results), str(tmp_path / 'runs'),
+                                  ratios=[125.0], methods=(method,))
+  assert [(r.ratio, r.seed, r.learning_rate) for r in todo] == [
+      (125.0, s, 0.02) for s in (0, 1, 2)]
+  with pytest.raises(FileNotFoundError, match='lenet5_r300_gsm_warmup_smoother'):
+    runs_lib.comparison_runs(full, str(results), str(tmp_path / 'runs'),
+                             ratios=[125.0, 300.0], methods=(method,))

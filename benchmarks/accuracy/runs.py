@@ -73,7 +73,8 @@ def comparison_runs(plan, results_dir, runs_dir, seeds=None, ratios=None,
     lrs = {(ratio, method): results_lib.comparison_learning_rate(
         plan_lib.tuning_for(lr_from.get(method, method), quick), results_dir,
         model, ratio, lr_from.get(method, method))
-           for method in methods for ratio in own[method]}
+           for method in methods for ratio in own[method]
+           if ratio in model_ratios}  # only the sweeps of the ratios run
     overrides = {m: chosen(m, results_dir, quick, values.get(m))
                  for m in methods}
     default_lr = plan_lib.default_learning_rate(model)
