@@ -270,7 +270,7 @@ def test_whole_model_table_exact_where_time_is_a_sum_over_layers(
       truth(a, b, c) - (a - 24) * (b - 20) - (b - 20) * (c - 16), rtol=1e-9)
   # Pruned under it, the kept model's true time is within the budget.
   groups = groups.with_latency(table)
-  for ratio in (1.5, 3.0, 6.0):
+  for ratio in (2.0, 6.0):
     pruned, _ = gsm_optax.prune(
         jax.tree.map(lambda w: w * rng.uniform(0.1, 1, w.shape).astype(
             np.float32), params), ratio, groups=groups, budget='latency')
