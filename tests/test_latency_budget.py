@@ -277,3 +277,32 @@ def test_whole_model_table_exact_where_time_is_a_sum_over_layers(
     kept = [int(np.sum(np.any(pruned[f'w{i}'] != 0, axis=0)))
             for i in (1, 2, 3)]
     assert truth(*kept) <= truth(24, 20, 16) / ratio * (1 + 1e-6), kept
+
+
+def test_channels_free_beside_full_widths_are_not_kept_all_at_once():
+  # fc1's channels save nothing while fc2 is whole (its product's time is
+  # flat there) but cost time once fc2 narrows: they rank after the forced
+  # channels, one run at a time, and the budget holds. (They used to tie
+  # with the forced ones and be kept all at once: 24 and 8 channels,
+  # 78.8 of a 73.1 budget.)
+  net, params = mlp()
+  groups = gsm_optax.find_groups(net, params, jnp.ones((1, 30)), round_to=8)
+  g0, g1 = (8, 16, 24), (8, 16, 20)
+  table = gsm_optax.LatencyTable('made up', (
+      gsm_optax.LatencyEntry('w1', (0,), (g0,), [21.6, 21.6, 21.6]),
+      gsm_optax.LatencyEntry('w2', (0, 1), (g0, g1), [[20.2, 29.6, 41.4],
+                                                      [28.2, 29.6, 41.4],
+                                                      [41.4, 41.4, 41.4]]),
+      gsm_optax.LatencyEntry('w3', (1,), (g1,), [15.7, 37.1, 37.1])))
+  groups = groups.with_latency(table)
+  latency = groups.polynomials['latency']
+  assert groups.unit_costs['latency'][:3].tolist() == [0, 0, 0]
+  ratio = groups.totals['latency'] / 73.1
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    p = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                     params)
+    pruned, _ = gsm_optax.prune(p, ratio, groups=groups, budget='latency')
+    kept = [int(np.sum(np.any(pruned[w] != 0, axis=0))) for w in ('w1', 'w2')]
+    assert latency.value(np.array(kept, float)) <= 73.1 * (1 + 1e-6), kept
+    assert kept == [16, 8]  # and the fill took what still fits

@@ -436,13 +436,18 @@ class Groups:
     num_units = len(self.unit_sizes)
     cost = jnp.asarray(self.unit_costs[budget], jnp.float32)
     unit_scores = jax.ops.segment_sum(scores, unit, num_units)
-    density = jnp.where(cost > 0, unit_scores / jnp.where(cost > 0, cost, 1.0),
-                        jnp.inf)
+    free = cost <= 0  # saves nothing alone (a measured latency's plateau)
+    density = unit_scores / jnp.where(free, 1.0, cost)
     # The min_keep best of each family first: with round_to the units are
-    # ranked runs, so the first ones of each family; else by score.
+    # ranked runs, so the first ones of each family; else by score. Then
+    # the units that cost nothing alone, by score, then the rest by score
+    # per cost. A free unit is free only beside the others' full widths,
+    # so it is not tied with the forced ones (kept all at once, they could
+    # break the budget).
     forced = self.unit_forced if self.rounded else self._best_of_each(scores)
-    key = jnp.where(jnp.isnan(density) | forced, jnp.inf, density)
-    order = jnp.argsort(-key, stable=True)
+    tier = jnp.where(jnp.isnan(density) | forced, 2, jnp.where(free, 1, 0))
+    key = jnp.where(tier == 2, jnp.inf, density)
+    order = jnp.lexsort((-key, -tier))
     family = jnp.asarray(
         (self.unit_family[:, None] == np.arange(len(self.families))[None, :])
         * self.unit_sizes[:, None], jnp.float32)  # channels a unit adds
@@ -455,8 +460,9 @@ class Groups:
     # of each family.
     within = jnp.sum(jnp.cumprod(reached <= limit))
     k = jnp.maximum(within, int(self.unit_forced.sum())) - 1
-    threshold = key[order[k]]
-    active = key >= threshold
+    last_tier, last_key = tier[order[k]], key[order[k]]
+    active = (tier > last_tier) | ((tier == last_tier) & (key >= last_key))
+    threshold = jnp.where(last_tier == 0, last_key, jnp.inf)
     rank = jnp.asarray(np.arange(num_units) - self.unit_offsets[
         self.unit_family], jnp.int32)
 
