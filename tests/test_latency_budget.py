@@ -1,6 +1,8 @@
 """``budget='latency'``: a table of each product's time at a grid of widths
 (`measure_latency`, cached per device) read as a cost beside params and
-FLOPs, by the same selection."""
+FLOPs, by the same selection. Long because the table's two kinds
+(products, whole model with pairs), its reading, the selection under it
+and the measuring are one feature, checked against made-up devices."""
 
 import json
 
