@@ -190,8 +190,8 @@ def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
       {k: (lambda c=c, p=p: c(p, *args)) for k, (c, p) in calls.items()},
       repeats)
   full = seconds[()]
-  change = lambda *widths: seconds.get(tuple(
-      (f, w) for f, w in widths if w != grids[f][-1]), full) - full
+  change = lambda *widths: seconds[tuple(  # a whole family: not in the key
+      (f, w) for f, w in widths if w != grids[f][-1])] - full
   entries = [LatencyEntry('the whole model', (), (), full)]
   singles = {}
   for f, grid in grids.items():
@@ -200,8 +200,8 @@ def _model_entries(groups, points, repeats, fn, params, *args) -> tuple:
                                 'narrowed', (f,), (grid,),
                                 singles[f].tolist()))
   for a, b in pairs:
-    both = latency_lib.monotone([[change((a, wa), (b, wb)) for wb in grids[b]]
-                      for wa in grids[a]])
+    both = latency_lib.monotone([[change((a, wa), (b, wb))
+                                  for wb in grids[b]] for wa in grids[a]])
     cross = both - singles[a][:, None] - singles[b][None, :]
     entries.append(LatencyEntry(
         f'the model, {groups.families[a].name} and '

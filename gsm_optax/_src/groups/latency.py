@@ -3,15 +3,15 @@ convolution's time at a grid of kept widths, measured once on the device
 and cached (the latency lookup table of HALP, Shen et al. 2022).
 
 The table is data (`LatencyTable`): `measure_latency` (in
-`gsm_optax._src.deploy.latency`) fills it by timing
-each product of the model alone, or the whole slim model one family and
-one pair of families at a time, and `Groups.with_latency` reads it as one more cost beside params
-and FLOPs, so the selection under ``budget='latency'`` is the same code as
-under ``'flops'``. Between grid points the time is interpolated
+`gsm_optax._src.deploy.latency`) fills it by timing each product of the
+model alone, or the whole slim model one family and one pair of families
+at a time, and `Groups.with_latency` reads it as one more cost beside
+params and FLOPs, so the selection under ``budget='latency'`` is the same
+code as under ``'flops'``. Between grid points the time is interpolated
 (multilinear); each entry's times (the cross terms of pairs: their joint
 time) are first made non-decreasing in every width, the property the
-budget fill relies on, by taking at each width the
-least time measured at it or at any wider width: a narrow width that runs
+budget fill relies on, by taking at each width the least time measured at
+it or at any wider width: a narrow width that runs
 slower than a wider one (the convolution cliffs of XLA:CPU) costs what the
 wider one does, and the fill, which keeps every channel that adds no cost,
 then keeps the wider one. A step of the device's time becomes a plateau
